@@ -1,0 +1,217 @@
+"""The adapter protocol every rsbench model follows, and helpers adapters share."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from bench.dataset import SideFeatures
+    from bench.interactions import Interactions
+    from bench.sampler import NegativeSampler
+
+__all__ = [
+    "EpochCallback",
+    "NotFittedError",
+    "Recommender",
+    "TripletRecommender",
+    "check_finite",
+    "check_positive",
+    "derive_seed",
+]
+
+EpochCallback = Callable[[int], None]
+
+
+class NotFittedError(RuntimeError):
+    """``score`` was called before ``fit``."""
+
+
+def derive_seed(rng: np.random.Generator) -> int:
+    """Draw a 31-bit integer seed for a framework (torch, TensorFlow, LightFM) from ``rng``."""
+    return int(rng.integers(0, 2**31 - 1))
+
+
+def check_finite(array: np.ndarray, what: str) -> np.ndarray:
+    """Raise ``FloatingPointError`` naming ``what`` if ``array`` holds NaN or inf."""
+    array = np.asarray(array)
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise FloatingPointError(f"{what} contains {bad} non-finite value(s) (NaN or inf)")
+    return array
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False):
+    """Raise ``ValueError`` unless ``value`` is a finite positive number (or >= 0)."""
+    ok_type = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, ok_type) or not np.isfinite(value):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
+class Recommender(ABC):
+    """Base class of every model adapter.
+
+    The contract (checked by ``tests/test_model_contract.py`` for every
+    registered model):
+
+    * ``__init__`` takes keyword-only hyperparameters and stores each one
+      unchanged under the same attribute name; it does no work and no seeding.
+    * ``fit(train, *, sampler, epochs, rng, on_epoch=None, features=None)``
+      trains on ``train`` and returns ``self``. ``epochs=None`` means the
+      model's own ``epochs`` hyperparameter. ``on_epoch(epoch)`` (1-based) is
+      called after each epoch, outside any timed inner loop, so the runner can
+      evaluate and time every epoch. All randomness (framework seeds included)
+      comes from ``rng``.
+    * ``score(user_ids)`` returns a C-contiguous float32 array of shape
+      ``(len(user_ids), num_items)``; higher means more relevant. Calling it
+      before ``fit`` raises :class:`NotFittedError`.
+    * ``get_params()`` returns the hyperparameters as a dict that
+      ``type(model)(**params)`` accepts.
+
+    Class attributes
+    ----------------
+    uses_sampler : bool
+        True for models trained on the common sampler's triplets.
+    uses_features : bool
+        True when the model can use side features passed to ``fit``.
+    iterative : bool
+        True when ``fit`` runs several epochs (learning curves are recorded).
+    notes : str
+        Anything a reader of the result table must know (e.g. "samples its
+        own negatives").
+    """
+
+    uses_sampler: ClassVar[bool] = False
+    uses_features: ClassVar[bool] = False
+    iterative: ClassVar[bool] = False
+    notes: ClassVar[str] = ""
+
+    # -- parameters -------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        names = []
+        for name, param in sig.parameters.items():
+            if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                continue
+            if param.kind is not param.KEYWORD_ONLY:
+                raise TypeError(f"{cls.__name__}.__init__ parameter {name!r} must be keyword-only")
+            names.append(name)
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters as a dict (``type(self)(**self.get_params())`` clones the model)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Recommender:
+        """Set hyperparameters by name; unknown names raise ``ValueError``."""
+        valid = set(self._param_names())
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"{type(self).__name__} has no parameter {name!r}; valid: {sorted(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def clone(self) -> Recommender:
+        """An unfitted copy with the same hyperparameters."""
+        return type(self)(**self.get_params())
+
+    def validate_params(self) -> None:
+        """Raise ``ValueError`` for impossible hyperparameters (called at the start of ``fit``).
+
+        Subclasses extend this; the base checks ``epochs`` when the model has it.
+        """
+        if "epochs" in self._param_names():
+            check_positive("epochs", self.epochs, integer=True)
+
+    # -- training and scoring --------------------------------------------
+    def _resolve_epochs(self, epochs: int | None) -> int:
+        if epochs is None:
+            epochs = getattr(self, "epochs", 1)
+        return int(check_positive("epochs", epochs, integer=True))
+
+    @abstractmethod
+    def fit(
+        self,
+        train: Interactions,
+        *,
+        sampler: NegativeSampler | None = None,
+        epochs: int | None = None,
+        rng: np.random.Generator,
+        on_epoch: EpochCallback | None = None,
+        features: tuple[SideFeatures | None, SideFeatures | None] | None = None,
+    ) -> Recommender:
+        """Train on ``train`` and return ``self`` (see the class docstring)."""
+
+    @abstractmethod
+    def score(self, user_ids: np.ndarray) -> np.ndarray:
+        """Scores of every catalogue item for each user, float32 ``(len(user_ids), num_items)``."""
+
+    def make_sampler(self, train: Interactions) -> NegativeSampler | None:
+        """The negative sampler this model trains with (``None`` if it samples its own)."""
+        return None
+
+    # -- helpers for subclasses -------------------------------------------
+    def _check_fitted(self) -> None:
+        if not getattr(self, "_fitted", False):
+            raise NotFittedError(f"{type(self).__name__} must be fitted before score()")
+
+    def _check_user_ids(self, user_ids: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        user_ids = np.asarray(user_ids)
+        if user_ids.ndim != 1 or (user_ids.size and not np.issubdtype(user_ids.dtype, np.integer)):
+            raise ValueError(
+                f"user_ids must be a 1-D integer array, got shape {user_ids.shape}, "
+                f"dtype {user_ids.dtype}"
+            )
+        num_users = self._num_users
+        if user_ids.size and (user_ids.min() < 0 or user_ids.max() >= num_users):
+            raise ValueError(
+                f"user_ids must be in 0..{num_users - 1}, got range "
+                f"{user_ids.min()}..{user_ids.max()}"
+            )
+        return user_ids.astype(np.int64, copy=False)
+
+    def _finish_scores(self, scores: Any) -> np.ndarray:
+        scores = np.ascontiguousarray(np.asarray(scores, dtype=np.float32))
+        return check_finite(scores, f"{type(self).__name__} scores")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+class TripletRecommender(Recommender):
+    """Base of models trained on (user, positive, negative) triplets from the common sampler.
+
+    Subclasses must have hyperparameters ``negatives`` (sampler strategy) and
+    may have ``negatives_alpha`` (popularity exponent) and ``hard_candidates``
+    (number of candidates for the ``hard`` strategy); :meth:`make_sampler`
+    builds the shared :class:`bench.sampler.NegativeSampler` from them.
+    """
+
+    uses_sampler: ClassVar[bool] = True
+    iterative: ClassVar[bool] = True
+
+    def make_sampler(self, train: Interactions) -> NegativeSampler:
+        """A :class:`~bench.sampler.NegativeSampler` over ``train`` with this model's strategy."""
+        from bench.sampler import NegativeSampler
+
+        return NegativeSampler(
+            train,
+            strategy=self.negatives,
+            alpha=getattr(self, "negatives_alpha", 0.75),
+            candidates=getattr(self, "hard_candidates", 10),
+            margin=getattr(self, "margin", 1.0),
+        )
