@@ -95,9 +95,7 @@ class Dataset:
         for name in ("test", "train_all"):
             other = getattr(self, name)
             if other.shape != self.train.shape:
-                raise ValueError(
-                    f"{name} has shape {other.shape} but train has {self.train.shape}"
-                )
+                raise ValueError(f"{name} has shape {other.shape} but train has {self.train.shape}")
 
     @property
     def num_users(self) -> int:

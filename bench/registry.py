@@ -188,40 +188,84 @@ def default_registry() -> Registry:
     reg = Registry()
     # Baselines: numpy only.
     reg.register("random", "models.baselines:RandomModel", description="uniform random scores")
-    reg.register("popularity", "models.baselines:Popularity",
-                 description="items ranked by train positive count")
-    reg.register("ease", "models.baselines:EASE",
-                 description="EASE^R closed-form item-item model (Steck 2019)")
+    reg.register(
+        "popularity",
+        "models.baselines:Popularity",
+        description="items ranked by train positive count",
+    )
+    reg.register(
+        "ease",
+        "models.baselines:EASE",
+        description="EASE^R closed-form item-item model (Steck 2019)",
+    )
     # The notebook's triplet models in Keras 3 (TensorFlow backend).
     keras = {"requires": ("tensorflow", "keras"), "extra": "keras"}
-    reg.register("keras-bilinear", "models.keras_triplet:KerasBilinear",
-                 presets={"notebook": {"preset": "notebook"}, "fast": {"preset": "fast"}},
-                 description="notebook bilinear triplet model, margin loss", **keras)
-    reg.register("keras-deep", "models.keras_triplet:KerasDeep",
-                 presets={"notebook": {"preset": "notebook"}, "fast": {"preset": "fast"}},
-                 description="notebook deep MLP triplet model, margin loss", **keras)
+    reg.register(
+        "keras-bilinear",
+        "models.keras_triplet:KerasBilinear",
+        presets={"notebook": {"preset": "notebook"}, "fast": {"preset": "fast"}},
+        description="notebook bilinear triplet model, margin loss",
+        **keras,
+    )
+    reg.register(
+        "keras-deep",
+        "models.keras_triplet:KerasDeep",
+        presets={"notebook": {"preset": "notebook"}, "fast": {"preset": "fast"}},
+        description="notebook deep MLP triplet model, margin loss",
+        **keras,
+    )
     # The same models in PyTorch.
     torch = {"requires": ("torch",), "extra": "torch"}
-    reg.register("torch-bilinear", "models.torch_triplet:TorchBilinear",
-                 presets={"notebook": {"preset": "notebook"}, "fast": {"preset": "fast"}},
-                 description="bilinear triplet model in PyTorch", **torch)
-    reg.register("torch-deep", "models.torch_triplet:TorchDeep",
-                 presets={"notebook": {"preset": "notebook"}, "fast": {"preset": "fast"}},
-                 description="deep MLP triplet model in PyTorch", **torch)
+    reg.register(
+        "torch-bilinear",
+        "models.torch_triplet:TorchBilinear",
+        presets={"notebook": {"preset": "notebook"}, "fast": {"preset": "fast"}},
+        description="bilinear triplet model in PyTorch",
+        **torch,
+    )
+    reg.register(
+        "torch-deep",
+        "models.torch_triplet:TorchDeep",
+        presets={"notebook": {"preset": "notebook"}, "fast": {"preset": "fast"}},
+        description="deep MLP triplet model in PyTorch",
+        **torch,
+    )
     # Classic strong peers.
     lightfm = {"requires": ("lightfm",), "extra": "lightfm"}
-    reg.register("lightfm-warp", "models.lightfm_model:LightFMModel", loss="warp",
-                 presets={"features": {"use_features": True}},
-                 description="LightFM with WARP loss (own negative sampling)", **lightfm)
-    reg.register("lightfm-bpr", "models.lightfm_model:LightFMModel", loss="bpr",
-                 presets={"features": {"use_features": True}},
-                 description="LightFM with BPR loss (own negative sampling)", **lightfm)
+    reg.register(
+        "lightfm-warp",
+        "models.lightfm_model:LightFMModel",
+        loss="warp",
+        presets={"features": {"use_features": True}},
+        description="LightFM with WARP loss (own negative sampling)",
+        **lightfm,
+    )
+    reg.register(
+        "lightfm-bpr",
+        "models.lightfm_model:LightFMModel",
+        loss="bpr",
+        presets={"features": {"use_features": True}},
+        description="LightFM with BPR loss (own negative sampling)",
+        **lightfm,
+    )
     implicit = {"requires": ("implicit",), "extra": "implicit"}
-    reg.register("implicit-als", "models.implicit_model:ImplicitALS",
-                 description="implicit's alternating least squares (iALS)", **implicit)
-    reg.register("implicit-bpr", "models.implicit_model:ImplicitBPR",
-                 description="implicit's Bayesian personalised ranking", **implicit)
-    reg.register("fm", "models.fm:FactorizationMachine",
-                 presets={"ids-only": {"use_user_features": False, "use_item_features": False}},
-                 description="factorization machine with side features (PyTorch)", **torch)
+    reg.register(
+        "implicit-als",
+        "models.implicit_model:ImplicitALS",
+        description="implicit's alternating least squares (iALS)",
+        **implicit,
+    )
+    reg.register(
+        "implicit-bpr",
+        "models.implicit_model:ImplicitBPR",
+        description="implicit's Bayesian personalised ranking",
+        **implicit,
+    )
+    reg.register(
+        "fm",
+        "models.fm:FactorizationMachine",
+        presets={"ids-only": {"use_user_features": False, "use_item_features": False}},
+        description="factorization machine with side features (PyTorch)",
+        **torch,
+    )
     return reg

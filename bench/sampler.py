@@ -174,9 +174,7 @@ class NegativeSampler:
         seen = self.is_seen(rep_users, cand.ravel()).reshape(n, c)
         cand_scores = np.asarray(score_pairs(rep_users, cand.ravel()), dtype=np.float64)
         if cand_scores.shape != (n * c,):
-            raise ValueError(
-                f"score_pairs returned shape {cand_scores.shape}, expected ({n * c},)"
-            )
+            raise ValueError(f"score_pairs returned shape {cand_scores.shape}, expected ({n * c},)")
         cand_scores = cand_scores.reshape(n, c)
         pos_scores = np.asarray(score_pairs(user_ids, pos_item_ids), dtype=np.float64)
         violates = (cand_scores > pos_scores[:, None] - self.margin) & ~seen

@@ -8,6 +8,7 @@ positives) is produced in blocks without ever materialising users x items.
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 
@@ -119,10 +120,11 @@ def synthetic_interactions(
         # Sparse path: 4 popularity-drawn candidates per wanted item, re-ranked by
         # taste plus Gumbel noise; ragged arrays keep the cost O(num_positives).
         n_cand = 4 * counts + 8
-        bounds = np.searchsorted(np.cumsum(n_cand), np.arange(1, 1 + n_cand.sum() // 4_000_000)
-                                 * 4_000_000)
+        bounds = np.searchsorted(
+            np.cumsum(n_cand), np.arange(1, 1 + n_cand.sum() // 4_000_000) * 4_000_000
+        )
         edges = np.unique(np.r_[0, bounds, num_users])
-        for start, stop in zip(edges[:-1], edges[1:]):
+        for start, stop in itertools.pairwise(edges):
             cand_user = np.repeat(np.arange(start, stop), n_cand[start:stop])
             cand = np.searchsorted(cdf, rng.random(cand_user.shape[0]) * cdf[-1])
             cand = np.minimum(cand, num_items - 1)

@@ -78,8 +78,9 @@ class Popularity(_FitState):
     def score(self, user_ids: np.ndarray) -> np.ndarray:
         """The item counts, broadcast to every user of the block."""
         user_ids = self._check_user_ids(user_ids)
-        return np.ascontiguousarray(np.broadcast_to(self._counts, (user_ids.shape[0],
-                                                                    self._num_items)))
+        return np.ascontiguousarray(
+            np.broadcast_to(self._counts, (user_ids.shape[0], self._num_items))
+        )
 
 
 class EASE(_FitState):

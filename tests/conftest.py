@@ -28,7 +28,8 @@ def tiny_features(tiny):
     gen = np.random.default_rng(3)
     user_group = gen.integers(0, 4, tiny.num_users)
     users = sp.csr_matrix(
-        (np.ones(tiny.num_users), (np.arange(tiny.num_users), user_group)), shape=(tiny.num_users, 4)
+        (np.ones(tiny.num_users), (np.arange(tiny.num_users), user_group)),
+        shape=(tiny.num_users, 4),
     )
     item_group = gen.integers(0, 5, tiny.num_items)
     items = sp.hstack(

@@ -1,0 +1,105 @@
+"""The model registry: registration, presets, lazy imports, availability, errors."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from bench.registry import ModelUnavailableError, Registry, UnknownModelError, default_registry
+
+
+def test_register_make_and_presets():
+    reg = Registry()
+    reg.register("ease", "models.baselines:EASE", presets={"strong": {"l2": 50.0}}, l2=100.0)
+    assert reg.make("ease").l2 == 100.0
+    assert reg.make("ease", "strong").l2 == 50.0
+    assert reg.make("ease", "strong", l2=7.0).l2 == 7.0
+    reg.add_preset("ease", "weak", l2=1e4)
+    assert reg.params("ease", "weak") == {"l2": 1e4}
+    assert "ease" in reg and len(reg) == 1
+
+
+def test_unknown_names_list_the_known_ones():
+    reg = Registry()
+    reg.register("popularity", "models.baselines:Popularity")
+    reg.register("random", "models.baselines:RandomModel")
+    with pytest.raises(UnknownModelError, match="known models: popularity, random"):
+        reg.make("popularty")
+    with pytest.raises(UnknownModelError, match="no preset 'fast'"):
+        reg.make("popularity", "fast")
+
+
+def test_registering_twice_or_badly_fails():
+    reg = Registry()
+    reg.register("random", "models.baselines:RandomModel")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("random", "models.baselines:RandomModel")
+    with pytest.raises(ValueError, match="module:Class"):
+        reg.register("x", "models.baselines.RandomModel")
+    with pytest.raises(ValueError, match="invalid model name"):
+        reg.register("a:b", "models.baselines:RandomModel")
+    with pytest.raises(ValueError, match="already has a preset"):
+        reg.add_preset("random", "p")
+        reg.add_preset("random", "p")
+
+
+def test_bad_parameters_raise_value_error():
+    reg = Registry()
+    reg.register("ease", "models.baselines:EASE")
+    with pytest.raises(ValueError, match="bad parameters for model 'ease'"):
+        reg.make("ease", lamda=3)
+
+
+def test_entry_points_are_imported_lazily(monkeypatch):
+    monkeypatch.delitem(sys.modules, "models.baselines", raising=False)
+    reg = Registry()
+    reg.register("popularity", "models.baselines:Popularity")
+    reg.names()
+    assert "models.baselines" not in sys.modules
+    reg.make("popularity")
+    assert "models.baselines" in sys.modules
+
+
+def test_missing_framework_is_listed_as_unavailable_with_its_extra():
+    reg = Registry()
+    entry = reg.register(
+        "ghost", "ghost_module:Model", requires=("no_such_framework_xyz",), extra="ghost"
+    )
+    assert not entry.available
+    assert reg.names(available_only=True) == []
+    assert reg.names() == ["ghost"]
+    with pytest.raises(ModelUnavailableError, match=r"rsbench\[ghost\]"):
+        reg.make("ghost")
+
+
+def test_missing_attribute_is_reported():
+    reg = Registry()
+    reg.register("bad", "models.baselines:NoSuchClass")
+    with pytest.raises(ImportError, match="no attribute 'NoSuchClass'"):
+        reg.make("bad")
+
+
+def test_default_registry_names_and_patterns():
+    reg = default_registry()
+    names = reg.names()
+    for name in (
+        "random",
+        "popularity",
+        "ease",
+        "keras-bilinear",
+        "keras-deep",
+        "torch-bilinear",
+        "torch-deep",
+        "lightfm-warp",
+        "lightfm-bpr",
+        "implicit-als",
+        "implicit-bpr",
+        "fm",
+    ):
+        assert name in names
+    assert reg.names("torch-*") == ["torch-bilinear", "torch-deep"]
+    # Each call gives an independent registry.
+    other = default_registry()
+    other.register("extra", "models.baselines:RandomModel")
+    assert "extra" not in reg

@@ -1,0 +1,155 @@
+"""The common negative sampler: distributions, exactness, determinism, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bench.interactions import Interactions
+from bench.sampler import STRATEGIES, NegativeSampler
+from bench.synthetic import synthetic_interactions
+
+
+@pytest.fixture(scope="module")
+def train():
+    return synthetic_interactions(300, 200, 9_000, seed=4)
+
+
+def _counts(values: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(values, minlength=n)
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "uniform-unseen", "popularity"])
+def test_epoch_is_a_shuffled_pass_over_every_positive(train, strategy):
+    triplets = NegativeSampler(train, strategy=strategy).sample(np.random.default_rng(0))
+    assert len(triplets) == len(train)
+    for arr in (triplets.user_ids, triplets.pos_item_ids, triplets.neg_item_ids):
+        assert arr.dtype == np.int32
+    got = sorted(zip(triplets.user_ids.tolist(), triplets.pos_item_ids.tolist()))
+    want = sorted(zip(train.user_ids.tolist(), train.item_ids.tolist()))
+    assert got == want
+    # Shuffled: not in the (user, item) sorted input order.
+    assert not np.array_equal(triplets.user_ids, train.user_ids)
+    assert triplets.neg_item_ids.min() >= 0
+    assert triplets.neg_item_ids.max() < train.num_items
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "uniform-unseen", "popularity"])
+def test_same_seed_same_triplets_new_negatives_each_epoch(train, strategy):
+    sampler = NegativeSampler(train, strategy=strategy)
+    a = sampler.sample(np.random.default_rng(42))
+    b = sampler.sample(np.random.default_rng(42))
+    np.testing.assert_array_equal(a.neg_item_ids, b.neg_item_ids)
+    np.testing.assert_array_equal(a.user_ids, b.user_ids)
+    rng = np.random.default_rng(42)
+    first, second = sampler.sample(rng), sampler.sample(rng)
+    assert not np.array_equal(first.neg_item_ids, second.neg_item_ids)
+
+
+def test_uniform_is_uniform_over_the_catalogue(train):
+    sampler = NegativeSampler(train, strategy="uniform")
+    rng = np.random.default_rng(1)
+    negs = np.concatenate([sampler.sample(rng).neg_item_ids for _ in range(10)])
+    counts = _counts(negs, train.num_items)
+    assert stats.chisquare(counts).pvalue > 1e-4
+    # The notebook's sampler can hit positives: it does, at about the positive rate.
+    t = sampler.sample(rng)
+    seen_rate = sampler.is_seen(t.user_ids, t.neg_item_ids).mean()
+    density = len(train) / (train.num_users * train.num_items)
+    assert 0 < seen_rate < 3 * density
+
+
+def test_uniform_unseen_never_returns_a_train_positive(train):
+    sampler = NegativeSampler(train, strategy="uniform-unseen")
+    rng = np.random.default_rng(2)
+    positives = set(zip(train.user_ids.tolist(), train.item_ids.tolist()))
+    for _ in range(3):
+        t = sampler.sample(rng)
+        pairs = set(zip(t.user_ids.tolist(), t.neg_item_ids.tolist()))
+        assert not pairs & positives
+
+
+def test_uniform_unseen_is_uniform_over_each_users_unseen_items():
+    # One user positive on items 0..4 of 10: negatives uniform over 5..9.
+    train = Interactions(np.zeros(5, int), np.arange(5), num_users=1, num_items=10)
+    sampler = NegativeSampler(train, strategy="uniform-unseen")
+    rng = np.random.default_rng(3)
+    negs = np.concatenate([sampler.sample(rng).neg_item_ids for _ in range(2_000)])
+    counts = _counts(negs, 10)
+    assert counts[:5].sum() == 0
+    assert stats.chisquare(counts[5:]).pvalue > 1e-4
+
+
+def test_uniform_unseen_sorted_key_path_matches_bitmap(monkeypatch, train):
+    import bench.sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "_BITMAP_MAX_CELLS", 0)
+    sampler = NegativeSampler(train, strategy="uniform-unseen")
+    assert sampler._seen[0] == "keys"
+    t = sampler.sample(np.random.default_rng(5))
+    assert not sampler.is_seen(t.user_ids, t.neg_item_ids).any()
+    assert sampler.is_seen(train.user_ids, train.item_ids).all()
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_popularity_follows_count_to_the_alpha(train, alpha):
+    sampler = NegativeSampler(train, strategy="popularity", alpha=alpha)
+    rng = np.random.default_rng(6)
+    negs = np.concatenate([sampler.sample(rng).neg_item_ids for _ in range(20)])
+    weights = np.maximum(train.item_counts(), 1).astype(float) ** alpha
+    expected = weights / weights.sum() * negs.size
+    assert stats.chisquare(_counts(negs, train.num_items), expected).pvalue > 1e-4
+
+
+def test_hard_keeps_the_first_violating_candidate():
+    # 1 user, positive item 0; scores make item 3 violate and items 1,2 not.
+    train = Interactions([0], [0], num_users=1, num_items=6)
+    item_scores = np.array([1.0, -5.0, -5.0, 0.9, 0.95, -5.0])
+
+    def score_pairs(users, items):
+        return item_scores[items]
+
+    sampler = NegativeSampler(train, strategy="hard", candidates=50, margin=0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        neg = sampler.sample(rng, score_pairs=score_pairs).neg_item_ids[0]
+        assert neg in (3, 4)  # only they violate 0.9 > 1.0 - 0.5; never the positive
+
+
+def test_hard_shifts_negatives_towards_high_scores(train):
+    item_scores = np.linspace(-1, 1, train.num_items)
+
+    def score_pairs(users, items):
+        return item_scores[items]
+
+    rng = np.random.default_rng(7)
+    hard = NegativeSampler(train, strategy="hard", candidates=10, margin=0.1)
+    uniform = NegativeSampler(train, strategy="uniform")
+    h = hard.sample(rng, score_pairs=score_pairs).neg_item_ids
+    u = uniform.sample(rng).neg_item_ids
+    assert item_scores[h].mean() > item_scores[u].mean() + 0.3
+    assert not hard.is_seen(hard.sample(rng, score_pairs=score_pairs).user_ids, h).all()
+
+
+def test_hard_requires_a_scorer(train):
+    with pytest.raises(ValueError, match="score_pairs"):
+        NegativeSampler(train, strategy="hard").sample(np.random.default_rng(0))
+
+
+def test_bad_input():
+    train = Interactions([0, 1], [0, 1], num_users=2, num_items=3)
+    with pytest.raises(ValueError, match="unknown sampling strategy 'warp'"):
+        NegativeSampler(train, strategy="warp")
+    with pytest.raises(ValueError, match="alpha"):
+        NegativeSampler(train, strategy="popularity", alpha=-1)
+    with pytest.raises(ValueError, match="candidates"):
+        NegativeSampler(train, strategy="hard", candidates=0)
+    with pytest.raises(TypeError, match="Interactions"):
+        NegativeSampler([(0, 1)])
+    with pytest.raises(TypeError, match="Generator"):
+        NegativeSampler(train).sample(0)
+    full = Interactions([0, 0, 0], [0, 1, 2], num_users=1, num_items=3)
+    with pytest.raises(ValueError, match="user 0 is positive on all 3 items"):
+        NegativeSampler(full, strategy="uniform-unseen")
+    assert set(STRATEGIES) == {"uniform", "uniform-unseen", "popularity", "hard"}
