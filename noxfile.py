@@ -94,6 +94,7 @@ def regression(session: nox.Session) -> None:
 def microbench(session: nox.Session) -> None:
     """Run the pytest-benchmark microbenchmarks, save them and compare to the previous save."""
     install(session)
+    fetch_data(session)
     args = ["pytest", "benchmarks", "--benchmark-only", "--benchmark-autosave"]
     storage = ROOT / ".benchmarks"
     if storage.exists() and any(storage.rglob("*.json")):

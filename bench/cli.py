@@ -105,9 +105,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         kwargs["path"] = args.path
     if args.cache_dir:
         kwargs["cache_dir"] = args.cache_dir
-    if args.split in ("random", "temporal"):
+    if args.split in ("random", "temporal") or args.name == "synthetic":
         kwargs.update(seed=args.seed, k=args.k)
-    dataset = load_dataset(args.name, args.split, args.min_rating, **kwargs)
+    min_rating = "default" if args.min_rating is None else args.min_rating
+    dataset = load_dataset(args.name, args.split, min_rating, **kwargs)
     summary = dataset.summary()
     if args.json:
         keys = (
@@ -173,14 +174,16 @@ def _experiment_from_args(args: argparse.Namespace):
         "models": args.models,
         "seeds": parse_int_list(args.seeds or "0", "--seeds"),
         "dataset": args.dataset or "ml-100k",
-        "split": args.split or "ua",
-        "min_rating": 4.0 if args.min_rating is None else args.min_rating,
         "ties": args.ties or "expected",
         "exclude": args.exclude or "train-positives",
         "ks": parse_int_list(args.ks or "5,10,20", "--ks"),
     }
-    if args.min_rating is not None and args.min_rating < 0:
-        raise UsageError(f"--min-rating must be >= 0, got {args.min_rating}")
+    if args.split is not None:
+        options["split"] = args.split
+    if args.min_rating is not None:
+        if args.min_rating < 0:
+            raise UsageError(f"--min-rating must be >= 0, got {args.min_rating}")
+        options["min_rating"] = args.min_rating
     if args.epochs is not None:
         options["epochs"] = args.epochs
     return build_experiment(options, source="command line")
@@ -195,6 +198,7 @@ def _with_epochs(spec, epochs: int):
 def _summary_table(runs, per_user) -> str:
     import numpy as np
     import pandas as pd
+
     from metrics.stats import mean_ci
 
     ok = runs[runs["status"] == "ok"]
@@ -230,7 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     experiment = _experiment_from_args(args)
     out = args.out or experiment.out or f"results/{experiment.name}"
     runner = Runner(
-        curves=not args.no_curves,
+        curves=experiment.curves and not args.no_curves,
         epoch_progress=lambda total, desc: _progress(total, desc, position=1, leave=False),
     )
     try:
@@ -334,8 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="fetch/verify a dataset and print its split counts")
     p.add_argument("name", help="dataset name, e.g. ml-100k")
-    p.add_argument("--split", default="ua")
-    p.add_argument("--min-rating", type=float, default=4.0)
+    p.add_argument("--split", help="split name (default: the dataset's own, ua for ml-100k)")
+    p.add_argument(
+        "--min-rating", type=float, help="positives are ratings >= this (default 4 for ml-100k)"
+    )
     p.add_argument("--path", help="local GroupLens folder or zip to read first")
     p.add_argument("--cache-dir", help="cache folder (default $RSBENCH_CACHE_DIR or ~/.cache)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random split")

@@ -15,7 +15,9 @@ Optional keys: ``description``, ``epochs`` (overrides every model), ``ties``,
 loader), ``datasets`` (a list of tables with ``dataset``, ``split``,
 ``min_rating``, ``options``, to run every model on several datasets, e.g.
 growing synthetic sizes), and the regression-gate settings
-``fit_time_factor`` and ``tolerance_floor``. Unknown keys are errors.
+``fit_time_factor``, ``tolerance_se`` and ``tolerance_floor``, and ``curves``
+(false skips the per-epoch evaluation, e.g. for the scale suite). Unknown keys
+are errors.
 """
 
 from __future__ import annotations
@@ -53,9 +55,22 @@ TOP_KEYS = {
     "fit_time_factor",
     "tolerance_floor",
     "tolerance_se",
+    "curves",
 }
 MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds"}
 DATASET_KEYS = {"dataset", "split", "min_rating", "options"}
+
+
+# Split and positive threshold used when an experiment names a dataset but not them.
+DATASET_DEFAULTS: dict[str, tuple[str, float | None]] = {
+    "ml-100k": ("ua", 4.0),
+    "synthetic": ("random", None),
+}
+
+
+def dataset_defaults(name: str) -> tuple[str, float | None]:
+    """``(split, min_rating)`` defaults of dataset ``name`` (ML-100K's for unknown names)."""
+    return DATASET_DEFAULTS.get(name, DATASET_DEFAULTS["ml-100k"])
 
 
 class ConfigError(ValueError):
@@ -73,6 +88,7 @@ class Experiment:
     fit_time_factor: float = 3.0
     tolerance_floor: float = 0.005
     tolerance_se: float = 3.0
+    curves: bool = True
     source: str = "<command line>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -162,9 +178,8 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
         datasets = [
             {
                 "dataset": options.get("dataset", "ml-100k"),
-                "split": options.get("split", "ua"),
-                "min_rating": options.get("min_rating", 4.0),
                 "options": options.get("dataset_options", {}),
+                **{k: options[k] for k in ("split", "min_rating") if k in options},
             }
         ]
     epochs = options.get("epochs")
@@ -172,6 +187,8 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
     try:
         for ds in datasets:
             for model in models:
+                name = ds.get("dataset", "ml-100k")
+                split, min_rating = dataset_defaults(name)
                 for seed in parse_int_list(model.get("seeds", seeds), f"{source}: seeds"):
                     specs.append(
                         RunSpec(
@@ -180,9 +197,9 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
                             params=model["params"],
                             seed=seed,
                             epochs=model.get("epochs", epochs),
-                            dataset=ds.get("dataset", "ml-100k"),
-                            split=ds.get("split", "ua"),
-                            min_rating=ds.get("min_rating", 4.0),
+                            dataset=name,
+                            split=ds.get("split", split),
+                            min_rating=ds.get("min_rating", min_rating),
                             dataset_options=ds.get("options", {}),
                             ties=options.get("ties", "expected"),
                             exclude=options.get("exclude", "train-positives"),
@@ -206,9 +223,16 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
         fit_time_factor=number("fit_time_factor", 3.0),
         tolerance_floor=number("tolerance_floor", 0.005),
         tolerance_se=number("tolerance_se", 3.0),
+        curves=_boolean(options.get("curves", True), f"{source}: curves"),
         source=source,
         raw=dict(options),
     )
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
 
 
 def load_experiment(path: str | Path) -> Experiment:

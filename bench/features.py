@@ -1,0 +1,159 @@
+"""One-hot side features built from the normalised MovieLens item and user tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from bench.dataset import SideFeatures
+from bench.movielens import GENRES
+
+__all__ = ["AGE_BUCKETS", "item_side_features", "user_side_features"]
+
+#: MovieLens 1M's age groups: (label, lowest age in the bucket).
+AGE_BUCKETS: tuple[tuple[str, int], ...] = (
+    ("under-18", 0),
+    ("18-24", 18),
+    ("25-34", 25),
+    ("35-44", 35),
+    ("45-49", 45),
+    ("50-55", 50),
+    ("56+", 56),
+)
+
+
+def _row_positions(table: pd.DataFrame, ids: Sequence[int] | np.ndarray | None, what: str
+                   ) -> tuple[int, np.ndarray, np.ndarray]:
+    """Output row count, and for each table row present in the output: (table row, out row)."""
+    if ids is None:
+        n = len(table)
+        return n, np.arange(n), np.arange(n)
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be 1-D, got shape {ids.shape}")
+    if not table.index.is_unique:
+        dup = table.index[table.index.duplicated()][0]
+        raise ValueError(f"{what} table index has duplicate id {dup!r}")
+    table_row = table.index.get_indexer(ids)
+    out_row = np.flatnonzero(table_row >= 0)
+    return ids.shape[0], table_row[out_row], out_row
+
+
+def _one_hot(out_rows: np.ndarray, codes: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    keep = codes >= 0
+    data = np.ones(int(keep.sum()), dtype=np.float32)
+    return sp.csr_matrix((data, (out_rows[keep], codes[keep])), shape=(n_rows, n_cols),
+                         dtype=np.float32)
+
+
+def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{what} must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; it has {list(table.columns)}")
+
+
+def item_side_features(item_table: pd.DataFrame, *, ids: Sequence[int] | None = None
+                       ) -> SideFeatures:
+    """Genre flags plus a one-hot release decade per item.
+
+    Parameters
+    ----------
+    item_table : pandas.DataFrame
+        Index: item id; bool (or 0/1) columns named as in :data:`GENRES` and a
+        nullable integer ``release_year``.
+    ids : sequence of int, optional
+        Item ids, one per output row (default: the table's rows in order). Ids
+        absent from the table give all-zero rows; none is ever dropped.
+
+    Returns
+    -------
+    SideFeatures
+        float32 CSR of shape ``(n_items, 19 + n_decades)``: ``genre=<name>``
+        columns in GroupLens order, then ``decade=<1920, 1930, ...>`` ascending
+        for the decades present and ``decade=unknown`` when a year is missing.
+
+    Raises
+    ------
+    ValueError
+        A required column is missing or a genre flag is not 0/1.
+    """
+    _require(item_table, [*GENRES, "release_year"], "item_table")
+    n_rows, table_rows, out_rows = _row_positions(item_table, ids, "item")
+    flags = item_table[list(GENRES)].to_numpy()[table_rows]
+    if flags.size and not np.isin(flags, (0, 1)).all():
+        bad = flags[~np.isin(flags, (0, 1))][0]
+        raise ValueError(f"genre flags must be 0/1 or bool, found {bad!r}")
+    genre_rows, genre_cols = np.nonzero(flags.astype(bool))
+    genres = sp.csr_matrix(
+        (np.ones(genre_rows.shape[0], dtype=np.float32), (out_rows[genre_rows], genre_cols)),
+        shape=(n_rows, len(GENRES)), dtype=np.float32,
+    )
+
+    years = pd.array(item_table["release_year"], dtype="Int64")[table_rows]
+    missing = np.asarray(years.isna(), dtype=bool)
+    decades = np.where(missing, -1, np.asarray(years.fillna(0), dtype=np.int64) // 10 * 10)
+    present = np.unique(decades[~missing])
+    labels = [f"decade={d}" for d in present]
+    codes = np.searchsorted(present, decades)
+    if missing.any():
+        labels.append("decade=unknown")
+        codes = np.where(missing, len(present), codes)
+    decade_block = _one_hot(out_rows, codes, n_rows, len(labels))
+    names = tuple(f"genre={g}" for g in GENRES) + tuple(labels)
+    return SideFeatures(sp.hstack([genres, decade_block], format="csr", dtype=np.float32), names)
+
+
+def user_side_features(user_table: pd.DataFrame, *, ids: Sequence[int] | None = None
+                       ) -> SideFeatures:
+    """One-hot age bucket, gender and occupation per user.
+
+    Parameters
+    ----------
+    user_table : pandas.DataFrame
+        Index: user id; columns ``age`` (int, may be missing), ``gender`` and
+        ``occupation`` (str, may be missing).
+    ids : sequence of int, optional
+        User ids, one per output row (default: the table's rows in order). Ids
+        absent from the table, and missing values, give zeros in their block.
+
+    Returns
+    -------
+    SideFeatures
+        float32 CSR of shape ``(n_users, 7 + n_genders + n_occupations)``: the
+        seven MovieLens 1M age buckets ``age=under-18``, ``age=18-24``,
+        ``age=25-34``, ``age=35-44``, ``age=45-49``, ``age=50-55``, ``age=56+``
+        (always all seven), then ``gender=<value>`` and ``occupation=<value>``
+        for the values present, sorted.
+
+    Raises
+    ------
+    ValueError
+        A required column is missing or an age is negative.
+    """
+    _require(user_table, ["age", "gender", "occupation"], "user_table")
+    n_rows, table_rows, out_rows = _row_positions(user_table, ids, "user")
+    ages = pd.to_numeric(user_table["age"], errors="raise").to_numpy(np.float64, na_value=np.nan)
+    ages = ages[table_rows]
+    known = ~np.isnan(ages)
+    if (ages[known] < 0).any():
+        raise ValueError(f"ages must be >= 0, found {ages[known][ages[known] < 0][0]}")
+    lows = np.array([low for _, low in AGE_BUCKETS], dtype=np.float64)
+    age_codes = np.where(known, np.searchsorted(lows, np.where(known, ages, 0), side="right") - 1,
+                         -1)
+    blocks = [_one_hot(out_rows, age_codes, n_rows, len(AGE_BUCKETS))]
+    names = [f"age={label}" for label, _ in AGE_BUCKETS]
+    for column in ("gender", "occupation"):
+        values = user_table[column].to_numpy(dtype=object)[table_rows]
+        present = ~pd.isna(values)
+        vocabulary = np.array(sorted({str(v) for v in values[present]}), dtype=object)
+        codes = np.full(values.shape[0], -1, dtype=np.int64)
+        if vocabulary.size:
+            codes[present] = np.searchsorted(vocabulary, values[present].astype(str))
+        blocks.append(_one_hot(out_rows, codes, n_rows, vocabulary.size))
+        names.extend(f"{column}={v}" for v in vocabulary)
+    return SideFeatures(sp.hstack(blocks, format="csr", dtype=np.float32), tuple(names))
