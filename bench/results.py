@@ -29,7 +29,10 @@ class ResultsError(ValueError):
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+        # Ids are hex strings: never let pandas read "0123e4..." as a number.
+        return pd.read_csv(
+            path, keep_default_na=False, na_values=[""], dtype={"run_id": str, "label": str}
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: unreadable CSV ({exc})") from None
 

@@ -1,0 +1,286 @@
+"""The results report on real result folders made by the runner on tiny synthetic data."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.registry import Registry
+from bench.report import (
+    build_report,
+    curves_figure,
+    pareto_front,
+    scale_figure,
+    write_report,
+)
+from bench.results import ResultsError, ResultStore, load_results
+from bench.runner import Runner, RunSpec
+from bench.synthetic import synthetic
+
+HAVE_IMPLICIT = importlib.util.find_spec("implicit") is not None
+MAIN = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
+ENVIRONMENT = {
+    "python": "3.11.9", "platform": "Linux-test", "cpu": "Test CPU 9000", "cpu_count": 2,
+    "usable_cpus": 2, "packages": {"numpy": "2.4.0", "pandas": "3.0.0", "torch": None},
+    "git_commit": "abc123def456", "git_dirty": True,
+}
+
+
+def loader(name, split, min_rating, **options):
+    """Every dataset is synthetic data built from the spec's options."""
+    return synthetic(**options)
+
+
+def make_registry() -> Registry:
+    reg = Registry()
+    reg.register("popularity", "models.baselines:Popularity")
+    reg.register("random", "models.baselines:RandomModel")
+    # ease:tiny refuses the catalogue (max_items), a real failed run.
+    reg.register("ease", "models.baselines:EASE", presets={"tiny": {"max_items": 10}})
+    reg.register("implicit-als", "models.implicit_model:ImplicitALS", requires=("implicit",))
+    return reg
+
+
+def run_folder(folder: Path, specs: list[RunSpec]) -> Path:
+    """What ``rsbench run`` does, with the real runner and result store."""
+    runner = Runner(make_registry(), loader=loader)
+    store = ResultStore(folder)
+    store.write_manifest({"command": "rsbench run --config test.toml", "experiment": "report",
+                          "fit_time_factor": 3.0, "tolerance_floor": 0.005, "tolerance_se": 3.0,
+                          "environment": ENVIRONMENT, "started_at": "2025-01-01T00:00:00+0000"})
+    datasets = {}
+    for spec in specs:
+        result = runner.run(spec)
+        store.add(result)
+        if result.ok:
+            datasets[spec.dataset_key()] = {"sha256": runner.dataset(spec).sha256,
+                                            "source": "synthetic(...)"}
+    store.update_manifest(datasets=datasets, finished_at="2025-01-01T00:01:00+0000")
+    return folder
+
+
+def spec(model, seed, preset=None, options=None, **kw) -> RunSpec:
+    options = options or {"num_users": 120, "num_items": 90, "num_positives": 2_400, "seed": 3}
+    return RunSpec(model=model, preset=preset, seed=seed, dataset="synthetic", split="random",
+                   min_rating=None, dataset_options=options, **kw)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    specs = [spec(m, s) for m in ("popularity", "random", "ease") for s in (0, 1)]
+    if HAVE_IMPLICIT:
+        specs += [spec("implicit-als", s, params={"factors": 8}, epochs=4) for s in (0, 1)]
+    specs.append(spec("ease", 0, preset="tiny"))
+    return run_folder(tmp_path_factory.mktemp("report") / "res", specs)
+
+
+@pytest.fixture(scope="module")
+def written(folder) -> list[Path]:
+    return write_report(folder, n_boot=500)
+
+
+@pytest.fixture(scope="module")
+def markdown(written, folder) -> str:
+    return (folder / "report.md").read_text()
+
+
+def labels_of(folder: Path) -> list[str]:
+    runs = load_results(folder)["runs"]
+    return runs.loc[runs["status"] == "ok", "label"].drop_duplicates().tolist()
+
+
+def table_row(markdown: str, section: str, label: str) -> list[str]:
+    """Cells of ``label``'s row in the first table after the heading line ``section``."""
+    text = markdown[markdown.index(section):]
+    for line in text.splitlines():
+        if line.startswith(f"| {label} |"):
+            return [c.strip() for c in line.strip("|").split(" | ")]
+    raise AssertionError(f"no row {label!r} after {section!r}")
+
+
+def test_files_are_written_and_html_embeds_every_figure(folder, written):
+    md, page, *figures = written
+    assert md == folder / "report.md" and page == folder / "report.html"
+    assert {p.name for p in figures} == {p.name for p in (folder / "figures").glob("*.png")}
+    assert any(p.name.startswith("curves-") for p in figures)
+    assert any(p.name.startswith("pareto-") for p in figures)
+    assert not any(p.name.startswith("scale-") for p in figures)  # one dataset size only
+    html = page.read_text()
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(embedded) == len(figures)
+    assert {base64.b64decode(e) for e in embedded} == {p.read_bytes() for p in figures}
+    assert all(p.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for p in figures)
+    text = md.read_text()
+    for p in figures:
+        assert f"](figures/{p.name})" in text
+    assert not list(folder.glob(".*tmp")) and not list((folder / "figures").glob(".*tmp"))
+
+
+def test_markdown_has_every_label_environment_and_protocol(folder, markdown):
+    for label in labels_of(folder):
+        assert f"| {label} |" in markdown
+    for text in ("Test CPU 9000", "numpy 2.4.0", "abc123def456 (with uncommitted changes)",
+                 "Python 3.11.9", "Tie policy: expected", "Exclusion policy: train-positives",
+                 "min(k, number of test positives"):
+        assert text in markdown, text
+    sha = load_results(folder)["runs"]["dataset_sha256"].dropna().iloc[0]
+    assert sha in markdown
+    assert "torch None" not in markdown  # uninstalled packages are not listed
+
+
+def test_quality_table_means_match_the_runs_and_mark_the_best(folder, markdown):
+    runs = load_results(folder)["runs"]
+    ok = runs[runs["status"] == "ok"]
+    labels = labels_of(folder)
+    for metric_index, metric in enumerate(MAIN):
+        means = ok.groupby("label")[metric].mean()
+        best = means.idxmax()
+        for label in labels:
+            cell = table_row(markdown, "#### Quality", label)[3 + metric_index]
+            # Every seed evaluates the same users, so the mean over users of
+            # the seed-averaged values is the mean of the run means.
+            shown = float(cell.strip("*").split(" ± ")[0])
+            assert shown == pytest.approx(means[label], abs=5.1e-5)
+            is_bold = cell.startswith("**") and cell.endswith("**")
+            assert is_bold == np.isclose(means[label], means[best], rtol=0, atol=1e-12), (
+                label, metric)
+    # A real model beats random scores on AUC, and random is near 0.5.
+    assert 0.4 < ok.loc[ok["label"] == "random", "auc"].mean() < 0.6
+    best_auc = table_row(markdown, "#### Quality", ok.groupby("label")["auc"].mean().idxmax())
+    assert best_auc[3].startswith("**")
+
+
+def test_paired_comparisons_are_holm_corrected(folder, written):
+    from bench.report import user_means
+    from metrics.stats import holm, paired_comparison
+
+    report = build_report(folder, n_boot=500)
+    paired = report.paired
+    per_user = load_results(folder)["per_user"]
+    runs = load_results(folder)["runs"]
+    ok = runs[runs["status"] == "ok"]
+    vs_pop = paired[(paired["against"] == "popularity") & (paired["metric"] == "auc")]
+    others = [label for label in labels_of(folder) if label != "popularity"]
+    assert vs_pop["label"].tolist() == others
+    means = {label: user_means(per_user, ok.loc[ok["label"] == label, "run_id"].tolist(),
+                               ["auc"]) for label in labels_of(folder)}
+    raw = []
+    for label in others:
+        result = paired_comparison(means[label]["auc"].to_numpy(),
+                                   means["popularity"]["auc"].to_numpy(), n_boot=500,
+                                   rng=np.random.default_rng(0))
+        raw.append(result.wilcoxon_pvalue)
+        row = vs_pop[vs_pop["label"] == label].iloc[0]
+        assert row["mean_diff"] == pytest.approx(
+            means[label]["auc"].mean() - means["popularity"]["auc"].mean())
+    np.testing.assert_allclose(vs_pop["wilcoxon_holm"], holm(np.array(raw)))
+    assert (vs_pop["wilcoxon_holm"] >= vs_pop["wilcoxon_pvalue"] - 1e-15).all()
+    # Random is far below popularity on AUC: significant after correction, marked *.
+    random_row = vs_pop[vs_pop["label"] == "random"].iloc[0]
+    assert random_row["mean_diff"] < -0.05 and random_row["wilcoxon_holm"] < 0.05
+    md = report.markdown
+    assert "Holm" in md
+    cell = table_row(md, "Against the popularity baseline", "random")[1]
+    assert cell.startswith(f"{random_row['mean_diff']:+.4f} (p ") and cell.endswith("*")
+    section = md[md.index("Against the popularity baseline"):]
+    section = section[:section.index("####")]
+    assert "| popularity |" not in section  # the reference is not compared with itself
+    vs_best = paired[(paired["against"] == "best") & (paired["metric"] == "auc")]
+    assert len(vs_best) == len(labels_of(folder)) - 1
+
+
+def test_cost_failures_and_notes(folder, markdown):
+    runs = load_results(folder)["runs"]
+    ease = runs[(runs["label"] == "ease") & (runs["status"] == "ok")]
+    row = table_row(markdown, "#### Cost", "ease")
+    assert row[1] == "2" and row[2] == "1"
+    assert "peak RSS MiB" in markdown
+    assert int(row[6].replace(",", "")) == round(ease["peak_rss_mb"].mean())
+    failed = markdown[markdown.index("## Failed runs"):]
+    assert "| ease:tiny | 0 |" in failed and "exceeds max_items=10" in failed
+    assert "| ease:tiny |" not in markdown[:markdown.index("## Failed runs")]
+    if HAVE_IMPLICIT:
+        notes = markdown[markdown.index("## Model notes"):]
+        assert "sample their own negatives" in notes and "implicit-als" in notes
+
+
+def test_report_is_reproducible_and_leaves_the_results_alone(folder, written):
+    tables = ("runs.csv", "per_user.parquet", "curves.csv", "manifest.json")
+    before = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in tables}
+    first = (folder / "report.md").read_text()
+    write_report(folder, n_boot=500)
+    assert (folder / "report.md").read_text() == first
+    after = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in tables}
+    assert before == after
+
+
+def test_figures_are_labelled(folder):
+    loaded = load_results(folder)
+    fig = curves_figure(loaded["curves"])
+    axes = fig.axes
+    assert len(axes) == 4
+    for ax in axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+    assert [ax.get_xscale() for ax in axes] == ["linear", "linear", "log", "log"]
+    assert "(s, log scale" in axes[2].get_xlabel()
+    legend_labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert set(labels_of(folder)) <= legend_labels
+    if HAVE_IMPLICIT:
+        als = loaded["curves"][loaded["curves"]["label"] == "implicit-als"]
+        assert sorted(als["epoch"].unique()) == [1, 2, 3, 4]
+
+
+def test_pareto_front_by_hand():
+    cost = [1.0, 2.0, 3.0, 0.5, 2.0, 10.0]
+    quality = [0.80, 0.85, 0.84, 0.60, 0.85, 0.90]
+    # 2 is dominated by 1 (faster and better); 1 and 4 tie exactly and both stay.
+    assert pareto_front(cost, quality).tolist() == [True, True, False, True, True, True]
+    assert pareto_front([1.0], [0.5]).tolist() == [True]
+    with pytest.raises(ValueError, match="1-d of one length"):
+        pareto_front([1.0, 2.0], [0.5])
+
+
+def test_scale_suite_gets_log_axis_size_plots(tmp_path):
+    sizes = [(40, 50, 800), (80, 50, 1_600), (160, 50, 3_200)]
+    specs = [spec(m, 0, options={"num_users": u, "num_items": i, "num_positives": p, "seed": 1})
+             for u, i, p in sizes for m in ("popularity", "ease")]
+    folder = run_folder(tmp_path / "scale", specs)
+    paths = write_report(folder, n_boot=200)
+    scale = [p for p in paths if p.name.startswith("scale-")]
+    assert len(scale) == 1
+    md = (folder / "report.md").read_text()
+    assert "## Scaling with dataset size" in md and f"]({'figures'}/{scale[0].name})" in md
+    runs = load_results(folder)["runs"]
+    train = sorted(runs["train_positives"].unique())
+    assert len(train) == 3
+    for p in train:
+        assert f"{p:,} positives" in md
+    assert md.count("### ") >= 3 + 1  # one section per size plus the scale suite
+    row = table_row(md, "## Scaling with dataset size", "ease")
+    assert len(row) == 1 + len(sizes) + 1 and re.fullmatch(r"-?\d+\.\d\d", row[-1])
+
+    table = runs.groupby(["label", "train_positives"], as_index=False)[
+        ["fit_seconds", "seconds_per_epoch", "eval_seconds", "peak_rss_mb"]].mean()
+    fig = scale_figure(table, title="synthetic")
+    assert len(fig.axes) == 4
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert "train positives" in ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert "(s, log scale)" in fig.axes[0].get_ylabel()
+    assert "(MiB, log scale)" in fig.axes[3].get_ylabel()
+
+
+def test_cli_report_and_bad_folder(folder, tmp_path, capsys):
+    assert main(["report", str(folder)]) == 0
+    out = capsys.readouterr().out.split()
+    assert str(folder / "report.md") in out and str(folder / "report.html") in out
+    with pytest.raises(ResultsError, match=r"no runs\.csv"):
+        write_report(tmp_path)
+    assert main(["report", str(tmp_path / "missing")]) == 2
