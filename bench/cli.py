@@ -235,6 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or experiment.out or f"results/{experiment.name}"
     runner = Runner(
         curves=experiment.curves and not args.no_curves,
+        isolate=args.isolate if args.isolate is not None else experiment.isolate,
         epoch_progress=lambda total, desc: _progress(total, desc, position=1, leave=False),
     )
     try:
@@ -362,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", help="comma-separated cut-offs (default 5,10,20)")
     p.add_argument("--out", help="results folder (default results/<experiment name>)")
     p.add_argument("--no-curves", action="store_true", help="skip per-epoch evaluation")
+    p.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each spec in its own process (per-run peak memory, crash "
+        "isolation; default: the experiment's setting, else off)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.md and report.html into a results folder")

@@ -16,8 +16,9 @@ loader), ``datasets`` (a list of tables with ``dataset``, ``split``,
 ``min_rating``, ``options``, to run every model on several datasets, e.g.
 growing synthetic sizes), and the regression-gate settings
 ``fit_time_factor``, ``tolerance_se`` and ``tolerance_floor``, and ``curves``
-(false skips the per-epoch evaluation, e.g. for the scale suite). Unknown keys
-are errors.
+(false skips the per-epoch evaluation, e.g. for the scale suite), and
+``isolate`` (true runs each spec in its own process, so peak memory is per run
+and a native crash is recorded as a failure). Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ TOP_KEYS = {
     "tolerance_floor",
     "tolerance_se",
     "curves",
+    "isolate",
 }
 MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds"}
 DATASET_KEYS = {"dataset", "split", "min_rating", "options"}
@@ -89,6 +91,7 @@ class Experiment:
     tolerance_floor: float = 0.005
     tolerance_se: float = 3.0
     curves: bool = True
+    isolate: bool = False
     source: str = "<command line>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -224,6 +227,7 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
         tolerance_floor=number("tolerance_floor", 0.005),
         tolerance_se=number("tolerance_se", 3.0),
         curves=_boolean(options.get("curves", True), f"{source}: curves"),
+        isolate=_boolean(options.get("isolate", False), f"{source}: isolate"),
         source=source,
         raw=dict(options),
     )

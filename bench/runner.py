@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import threading
 import time
 import traceback
@@ -200,6 +201,12 @@ class Runner:
     epoch_progress : callable, optional
         ``epoch_progress(total, description)`` returning a tqdm-like object
         with ``update()`` and ``close()``.
+    isolate : bool
+        Run each spec in a fresh child process (``spawn``): peak memory is
+        then that run's alone (framework, data and model, nothing left over
+        from earlier runs), and a crash of native code (segfault, OOM kill)
+        is recorded as a failed run instead of ending the benchmark. Costs
+        the child's start-up and imports (seconds), which are not timed.
     """
 
     def __init__(
@@ -210,12 +217,14 @@ class Runner:
         block_size: int = 1024,
         curves: bool = True,
         epoch_progress: ProgressFactory | None = None,
+        isolate: bool = False,
     ) -> None:
         self.registry = registry if registry is not None else default_registry()
         self.loader = loader
         self.block_size = block_size
         self.curves = curves
         self.epoch_progress = epoch_progress
+        self.isolate = isolate
         self._datasets: dict[str, Dataset] = {}
 
     def dataset(self, spec: RunSpec) -> Dataset:
@@ -243,21 +252,47 @@ class Runner:
 
     def run(self, spec: RunSpec) -> RunResult:
         """Execute one spec; any exception is caught and recorded as a failed run."""
+        if self.isolate:
+            return self._run_isolated(spec)
+        return self._run_here(spec)
+
+    def _run_isolated(self, spec: RunSpec) -> RunResult:
+        ctx = multiprocessing.get_context("spawn")
+        receiver, sender = ctx.Pipe(duplex=False)
+        args = (
+            sender,
+            self.registry,
+            self.loader,
+            self.block_size,
+            self.curves,
+            spec,
+            logging.getLogger().level,
+        )
+        process = ctx.Process(target=_child_main, args=args, daemon=True)
         started = time.time()
-        base = {
-            "run_id": spec.run_id,
-            "label": spec.label,
-            "model": spec.model,
-            "preset": spec.preset or "",
-            "seed": spec.seed,
-            "dataset": spec.dataset,
-            "split": spec.split,
-            "min_rating": spec.min_rating,
-            "ties": spec.ties,
-            "exclude": spec.exclude,
-            "spec": json.dumps(spec.to_dict(), sort_keys=True),
-            "started_at": _iso(started),
-        }
+        process.start()
+        sender.close()
+        try:
+            result = receiver.recv()
+        except EOFError:
+            process.join()
+            result = _failed_result(
+                spec,
+                started,
+                f"WorkerDied: the run's process ended with exit code "
+                f"{process.exitcode} before reporting (crash or out of memory)",
+            )
+        except BaseException:
+            process.terminate()
+            process.join()
+            raise
+        finally:
+            receiver.close()
+        process.join()
+        return result
+
+    def _run_here(self, spec: RunSpec) -> RunResult:
+        base = _base_row(spec, time.time())
         try:
             row, per_user, curve = self._execute(spec)
         except Exception as exc:  # a failed model must not stop the others
@@ -369,6 +404,46 @@ class Runner:
             "notes": model.notes,
         }
         return row, per_user.reset_index(drop=True), pd.DataFrame(curve_rows)
+
+
+def _child_main(conn, registry, loader, block_size, curves, spec, level) -> None:
+    """Entry point of an isolated run's process: run ``spec`` and send back the result."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    runner = Runner(registry, loader=loader, block_size=block_size, curves=curves)
+    try:
+        conn.send(runner.run(spec))
+    except KeyboardInterrupt:  # the parent sees EOF and handles the interrupt
+        pass
+    finally:
+        conn.close()
+
+
+def _base_row(spec: RunSpec, started: float) -> dict[str, Any]:
+    """The identity columns every ``runs.csv`` row starts with."""
+    return {
+        "run_id": spec.run_id,
+        "label": spec.label,
+        "model": spec.model,
+        "preset": spec.preset or "",
+        "seed": spec.seed,
+        "dataset": spec.dataset,
+        "split": spec.split,
+        "min_rating": spec.min_rating,
+        "ties": spec.ties,
+        "exclude": spec.exclude,
+        "spec": json.dumps(spec.to_dict(), sort_keys=True),
+        "started_at": _iso(started),
+    }
+
+
+def _failed_result(spec: RunSpec, started: float, error: str) -> RunResult:
+    row = {
+        **_base_row(spec, started),
+        "status": "failed",
+        "error": error,
+        "finished_at": _iso(time.time()),
+    }
+    return RunResult(row, pd.DataFrame(), pd.DataFrame())
 
 
 def _curve_row(epoch: int, fit_cum: float, epoch_s: float, means: pd.Series) -> dict:

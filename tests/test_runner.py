@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import ClassVar
 
-import bench.data
 import numpy as np
 import pandas as pd
 import pytest
 
+import bench.data
 import bench.runner
 from bench.cli import main
 from bench.registry import Registry
@@ -335,3 +335,32 @@ def test_list_shows_models_and_availability(capsys):
     names = {m["name"]: m for m in listing["models"]}
     assert names["ease"]["available"] is True
     assert "ml-100k" in listing["datasets"]
+
+
+class Crashing(Popularity):
+    """Kills its own process in fit, as a segfault in native code would."""
+
+    def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
+        import os
+
+        os._exit(3)
+
+
+def isolated_loader(name, split, min_rating, **options):
+    """Module-level (picklable) loader for isolated runs."""
+    return DATA
+
+
+def test_isolated_runs_match_in_process_and_survive_crashes():
+    reg = test_registry()
+    reg.register("crash", "test_runner:Crashing")
+    here = Runner(reg, loader=isolated_loader)
+    there = Runner(reg, loader=isolated_loader, isolate=True)
+    spec = RunSpec(model="counting", seed=4, dataset="synthetic")
+    a, b = here.run(spec), there.run(spec)
+    assert b.ok, b.row["error"]
+    assert a.row["auc"] == b.row["auc"]
+    pd.testing.assert_frame_equal(a.per_user, b.per_user)
+    crashed = there.run(RunSpec(model="crash", dataset="synthetic"))
+    assert not crashed.ok
+    assert "exit code 3" in crashed.row["error"]
