@@ -1,0 +1,38 @@
+"""Ranking metrics over the full catalogue, a streaming evaluator and statistics (numpy/scipy)."""
+
+from metrics.evaluator import Evaluator, summarize
+from metrics.ranking import (
+    TIE_POLICIES,
+    average_precision_at_k,
+    evaluate,
+    evaluated_rows,
+    hit_rate_at_k,
+    metric_columns,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    reciprocal_rank,
+    roc_auc,
+)
+from metrics.stats import CI, PairedComparison, holm, mean_ci, paired_comparison
+
+__all__ = [
+    "CI",
+    "TIE_POLICIES",
+    "Evaluator",
+    "PairedComparison",
+    "average_precision_at_k",
+    "evaluate",
+    "evaluated_rows",
+    "hit_rate_at_k",
+    "holm",
+    "mean_ci",
+    "metric_columns",
+    "ndcg_at_k",
+    "paired_comparison",
+    "precision_at_k",
+    "recall_at_k",
+    "reciprocal_rank",
+    "roc_auc",
+    "summarize",
+]

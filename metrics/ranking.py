@@ -1,0 +1,929 @@
+"""Per-user ranking metrics over the full catalogue, with one exact tie policy for all of them.
+
+Conventions shared by every function of this module
+----------------------------------------------------
+Inputs
+    ``scores`` is a real array of shape ``(n_rows, num_items)`` (one row per
+    user of the block; higher means more relevant). ``test`` and ``exclude``
+    are boolean (or 0/1) :mod:`scipy.sparse` matrices of the same shape: the
+    test positives, and the items removed from the candidate set (by default a
+    user's train positives). ``exclude=None`` removes nothing. Other sparse
+    formats are converted to CSR; dense arrays, or stored values other than
+    0/1, raise. Explicit zeros and duplicate entries are ignored.
+Candidates and evaluated users
+    The candidates of a row are all catalogue items not excluded (``n_cand``
+    of them). Its positives are the test items that are candidates
+    (``n_pos``); excluded test items are dropped. A row is *evaluated* when
+    ``n_pos >= 1`` (see :func:`evaluated_rows`). Every metric returns a
+    float64 array with one value per evaluated row, in row order.
+Scores
+    Every score must be finite (excluded items included): NaN or inf raises
+    ``ValueError`` naming the rows (or user ids). Integer and boolean scores
+    are ranked as float64 (exact below 2**53); -0.0 and +0.0 tie.
+Ties (``ties=``)
+    ``"expected"`` (default): the exact expected value of the metric when the
+    items of each tie group (candidates with equal scores) are put in a
+    uniformly random order. It is computed in closed form, never sampled.
+    For AUC it equals the average-rank (trapezoidal) AUC of scikit-learn; a
+    constant scorer gets AUC exactly 0.5 and precision@k exactly
+    ``n_pos / n_cand`` (for ``k <= n_cand``).
+    ``"pessimistic"``: in each tie group the negatives are ranked above the
+    positives (positives among themselves are interchangeable). The model is
+    never rewarded for a tie.
+
+Notation used in the formulas
+    Rank 1 is the top. For a positive tie group (candidates with one score
+    that holds ``p >= 1`` positives) let ``a`` be the number of candidates
+    with a strictly greater score, ``g`` the size of the group (so it
+    occupies ranks ``a+1 .. a+g``) and ``h`` the number of positives ranked
+    strictly above it. Under ``"expected"`` each rank of the group holds a
+    positive with probability ``p/g``. ``"pessimistic"`` is the same
+    computation after replacing ``(a, g)`` by ``(a + g - p, p)``: the group's
+    negatives move above it and the group is all positive, so nothing is
+    random any more. With ``r = clip(k - a, 0, g)`` ranks of the group in the
+    top ``k``, the expected number of hits in the top ``k`` is
+    ``sum over groups of r * p / g``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.special import gammaln
+
+__all__ = [
+    "TIE_POLICIES",
+    "average_precision_at_k",
+    "evaluate",
+    "evaluated_rows",
+    "hit_rate_at_k",
+    "metric_columns",
+    "ndcg_at_k",
+    "precision_at_k",
+    "recall_at_k",
+    "reciprocal_rank",
+    "roc_auc",
+]
+
+TIE_POLICIES = ("expected", "pessimistic")
+
+# Largest ragged array (elements) built at once for the reciprocal-rank expectation.
+_RAGGED_CHUNK = 1 << 22
+
+
+# ---------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------
+def _check_ties(ties: Any) -> str:
+    if not isinstance(ties, str) or ties not in TIE_POLICIES:
+        raise ValueError(f"ties must be one of {TIE_POLICIES}, got {ties!r}")
+    return ties
+
+
+def _check_k(k: Any, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {k!r}")
+    return int(k)
+
+
+def _check_ks(ks: Any) -> tuple[int, ...]:
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence | np.ndarray):
+        raise ValueError(f"ks must be a sequence of integers >= 1, got {ks!r}")
+    out = tuple(_check_k(k, "every k in ks") for k in ks)
+    if len(set(out)) != len(out):
+        raise ValueError(f"ks must not repeat a value, got {tuple(ks)!r}")
+    return out
+
+
+def _bool_csr(matrix: Any, name: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    """``matrix`` as a canonical boolean CSR (sorted, unique, no explicit zeros).
+
+    Returns ``matrix`` itself (as CSR) when it already is one; otherwise a copy,
+    so the caller's matrix is never modified.
+    """
+    if not sp.issparse(matrix):
+        raise TypeError(
+            f"{name} must be a scipy.sparse matrix (CSR preferred), got {type(matrix).__name__}"
+        )
+    if tuple(matrix.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {matrix.shape} but scores have shape {shape}")
+    csr = matrix.tocsr()
+    data = np.asarray(csr.data)
+    if data.dtype != np.bool_:
+        if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+            raise TypeError(f"{name} must hold booleans or 0/1 numbers, got dtype {data.dtype}")
+        bad = (data != 0) & (data != 1)
+        if bad.any():
+            raise ValueError(
+                f"{name} must be boolean or 0/1; it stores the value {data[bad][0]!r} "
+                f"({int(bad.sum())} entries are neither 0 nor 1)"
+            )
+    nonzero = data.astype(np.bool_, copy=False)
+    if nonzero is data and nonzero.all() and csr.has_canonical_format:
+        return csr if isinstance(csr, sp.csr_matrix) else sp.csr_matrix(csr)
+    csr = sp.csr_matrix((nonzero, csr.indices, csr.indptr), shape=csr.shape, copy=True)
+    csr.eliminate_zeros()
+    csr.sum_duplicates()
+    return csr
+
+
+def _csr_parts(
+    matrix: Any, name: str, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical (indptr, indices), as int64, of a boolean / 0-1 sparse matrix."""
+    csr = _bool_csr(matrix, name, shape)
+    return csr.indptr.astype(np.int64, copy=False), csr.indices.astype(np.int64, copy=False)
+
+
+def _as_scores(scores: Any) -> np.ndarray:
+    if sp.issparse(scores):
+        raise TypeError("scores must be a dense array, got a scipy.sparse matrix")
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n_rows, num_items), got shape {scores.shape}")
+    if not (
+        np.issubdtype(scores.dtype, np.floating)
+        or np.issubdtype(scores.dtype, np.integer)
+        or scores.dtype == np.bool_
+    ):
+        raise TypeError(f"scores must be real numbers, got dtype {scores.dtype}")
+    return scores
+
+
+def _describe_rows(rows: np.ndarray, user_ids: np.ndarray | None) -> str:
+    labels = rows if user_ids is None else user_ids[rows]
+    what = "rows" if user_ids is None else "users"
+    shown = ", ".join(str(v) for v in labels[:10].tolist())
+    more = f", ... ({rows.size} in total)" if rows.size > 10 else ""
+    return f"{what} [{shown}{more}]"
+
+
+def _check_finite_scores(scores: np.ndarray, user_ids: np.ndarray | None) -> None:
+    if np.issubdtype(scores.dtype, np.floating) and not np.isfinite(scores).all():
+        bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+        raise ValueError(
+            f"scores contain NaN or inf for {_describe_rows(bad, user_ids)}; every score must "
+            "be finite"
+        )
+
+
+def _check_user_ids(user_ids: Any, n_rows: int) -> np.ndarray | None:
+    if user_ids is None:
+        return None
+    user_ids = np.asarray(user_ids)
+    if user_ids.shape != (n_rows,):
+        raise ValueError(
+            f"user_ids must have shape ({n_rows},) (one id per score row), got {user_ids.shape}"
+        )
+    return user_ids
+
+
+# ---------------------------------------------------------------------------
+# The shared ranking pass
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Ranked:
+    """Tie groups holding positives, the only thing every metric needs.
+
+    Per evaluated row (length ``n_eval``): ``rows`` (row index), ``num_pos``,
+    ``num_cand`` and ``first`` (index of the row's top group). Per positive tie
+    group (length ``n_groups``, ordered by row then decreasing score):
+    ``owner`` (index into the evaluated rows), ``above`` (``a``), ``size``
+    (``g``), ``pos`` (``p``) and ``pos_above`` (``h``), already transformed
+    for the tie policy. Counts are float64 so formulas never overflow.
+    """
+
+    rows: np.ndarray
+    num_pos: np.ndarray
+    num_cand: np.ndarray
+    first: np.ndarray
+    owner: np.ndarray
+    above: np.ndarray
+    size: np.ndarray
+    pos: np.ndarray
+    pos_above: np.ndarray
+
+
+def _positive_entries(
+    t_indptr: np.ndarray,
+    t_cols: np.ndarray,
+    e_indptr: np.ndarray,
+    e_cols: np.ndarray,
+    num_items: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the test entries that are not excluded, in CSR order."""
+    n_rows = t_indptr.shape[0] - 1
+    t_rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(t_indptr))
+    if e_cols.size and t_cols.size:
+        # Both CSRs are canonical, so the (row, col) keys of `exclude` are sorted.
+        e_rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(e_indptr))
+        e_keys = e_rows * num_items + e_cols
+        t_keys = t_rows * num_items + t_cols
+        at = np.minimum(np.searchsorted(e_keys, t_keys), e_keys.size - 1)
+        keep = e_keys[at] != t_keys
+        return t_rows[keep], t_cols[keep]
+    return t_rows, t_cols
+
+
+def _lane_layout(num_items: int) -> tuple[int, int]:
+    """Padded width for :func:`_count_true`: ``chunks * words`` uint64 words per row.
+
+    Each word packs 8 booleans (bytes); summing at most 255 words per chunk
+    keeps every byte lane below 256, so the lanes never carry into each other.
+    """
+    total_words = -(-num_items // 8)
+    chunks = -(-total_words // 255)
+    words = -(-total_words // chunks)
+    return chunks, words
+
+
+def _count_true(mask: np.ndarray, chunks: int, words: int) -> np.ndarray:
+    """Row sums of a C-contiguous boolean ``(n, chunks * words * 8)`` array.
+
+    Adds the rows as uint64 words (8 byte lanes at a time, no carry, see
+    :func:`_lane_layout`) and then adds the lanes: several times faster than
+    ``mask.sum(axis=1)``.
+    """
+    n = mask.shape[0]
+    lanes = np.add.reduce(mask.view(np.uint64).reshape(n, chunks, words), axis=2)
+    return lanes.view(np.uint8).reshape(n, chunks * 8).sum(axis=1, dtype=np.int64)
+
+
+def _count_below(
+    flat: np.ndarray, base: np.ndarray, query: np.ndarray, width: int, *, strict: bool
+) -> np.ndarray:
+    """Vectorised binary search: per query, how many of its sorted row are < (or <=) it."""
+    lo = np.zeros(query.shape[0], dtype=np.int64)
+    hi = np.full(query.shape[0], width, dtype=np.int64)
+    for _ in range(int(width).bit_length()):
+        active = lo < hi
+        mid = (lo + hi) >> 1
+        values = flat[base + np.minimum(mid, width - 1)]
+        go_right = (values < query) if strict else (values <= query)
+        go_right &= active
+        lo = np.where(go_right, mid + 1, lo)
+        hi = np.where(active & ~go_right, mid, hi)
+    return lo
+
+
+# Rows with at least this many positive tie groups are sorted (O(n log n)) instead of
+# compared once per group (O(n) each, but several times cheaper per element than a
+# sort). None: measured break-even, about max(16, num_items / 280) on 2 cores (AVX-512).
+_SORT_MIN_GROUPS: int | None = None
+# Target size of a tile of score rows in the comparison kernel (stays in cache).
+_TILE_BYTES = 2 << 20
+
+
+def _gather_rows(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    out: np.ndarray,
+    e_indptr: np.ndarray,
+    e_cols: np.ndarray,
+    user_ids: np.ndarray | None,
+) -> None:
+    """Copy ``scores[rows]`` into ``out[:, :num_items]`` and sink excluded items to -inf."""
+    num_items = scores.shape[1]
+    body = out[:, :num_items]
+    body[...] = scores[rows]
+    if np.issubdtype(scores.dtype, np.floating) and not np.isfinite(body).all():
+        _check_finite_scores(scores, user_ids)
+    lengths = e_indptr[rows + 1] - e_indptr[rows]
+    total = int(lengths.sum())
+    if total:
+        offsets = np.cumsum(lengths) - lengths
+        index = np.arange(total) - np.repeat(offsets - e_indptr[rows], lengths)
+        out[np.repeat(np.arange(rows.size), lengths), e_cols[index]] = -np.inf
+
+
+def _above_and_tied(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    row_groups: np.ndarray,
+    group_row: np.ndarray,
+    group_slot: np.ndarray,
+    group_score: np.ndarray,
+    e_indptr: np.ndarray,
+    e_cols: np.ndarray,
+    work_dtype: np.dtype,
+    user_ids: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per positive tie group: candidates with a strictly greater, and with an equal, score.
+
+    ``rows`` are the score rows to rank, ordered by ``row_groups`` (their
+    number of positive tie groups, non-decreasing); groups are given by
+    position in ``rows`` (``group_row``, non-decreasing), slot within the row
+    and score. Rows are copied tile by tile into a cache-sized buffer where
+    excluded items (and the padding) are -inf, so they are never above and
+    never tied. Light rows compare the tile once per group score (two
+    vectorised passes per group, counted with :func:`_count_true`); rows with
+    at least ``_SORT_MIN_GROUPS`` groups (default ``max(16, num_items // 280)``)
+    are sorted once and binary-searched.
+    """
+    num_items = scores.shape[1]
+    n_work = rows.size
+    above = np.zeros(group_row.shape[0], dtype=np.int64)
+    tied = np.zeros(group_row.shape[0], dtype=np.int64)
+    threshold = max(16, num_items // 280) if _SORT_MIN_GROUPS is None else _SORT_MIN_GROUPS
+    heavy_from = int(np.searchsorted(row_groups, threshold, side="left"))
+    # Groups are ordered by (row, slot), so a slice of rows is a slice of groups.
+    row_start = np.searchsorted(group_row, np.arange(n_work + 1), side="left")
+
+    tile_rows = 1
+    if heavy_from:
+        chunks, words = _lane_layout(num_items)
+        width = chunks * words * 8
+        tile_rows = min(heavy_from, max(1, _TILE_BYTES // (width * np.dtype(work_dtype).itemsize)))
+        tile_buffer = np.full((tile_rows, width), -np.inf, dtype=work_dtype)
+        mask_buffer = np.empty((tile_rows, width), dtype=bool)
+    for lo in range(0, heavy_from, tile_rows):
+        hi = min(lo + tile_rows, heavy_from)
+        tile = tile_buffer[: hi - lo]
+        mask = mask_buffer[: hi - lo]
+        _gather_rows(scores, rows[lo:hi], tile, e_indptr, e_cols, user_ids)
+        g_lo, g_hi = row_start[lo], row_start[hi]
+        n_slots = int(row_groups[hi - 1])
+        thresholds = np.full((hi - lo, n_slots), np.inf, dtype=work_dtype)
+        local = group_row[g_lo:g_hi] - lo
+        slot = group_slot[g_lo:g_hi]
+        thresholds[local, slot] = group_score[g_lo:g_hi]
+        n_above = np.empty((hi - lo, n_slots), dtype=np.int64)
+        n_tied = np.empty((hi - lo, n_slots), dtype=np.int64)
+        for j in range(n_slots):
+            column = thresholds[:, j : j + 1]
+            np.greater(tile, column, out=mask)
+            n_above[:, j] = _count_true(mask, chunks, words)
+            np.equal(tile, column, out=mask)
+            n_tied[:, j] = _count_true(mask, chunks, words)
+        above[g_lo:g_hi] = n_above[local, slot]
+        tied[g_lo:g_hi] = n_tied[local, slot]
+
+    if heavy_from < n_work:
+        heavy = np.empty((n_work - heavy_from, num_items), dtype=work_dtype)
+        _gather_rows(scores, rows[heavy_from:], heavy, e_indptr, e_cols, user_ids)
+        heavy.sort(axis=1)
+        g_lo = row_start[heavy_from]
+        base = (group_row[g_lo:] - heavy_from) * num_items
+        query = group_score[g_lo:]
+        flat = heavy.reshape(-1)
+        below = _count_below(flat, base, query, num_items, strict=True)
+        below_or_equal = _count_below(flat, base, query, num_items, strict=False)
+        above[g_lo:] = num_items - below_or_equal
+        tied[g_lo:] = below_or_equal - below
+    return above, tied
+
+
+def _rank(
+    scores: Any,
+    test: Any,
+    exclude: Any,
+    ties: str,
+    user_ids: Any = None,
+) -> _Ranked:
+    """Validate the inputs and find, for every positive tie group, its place in the ranking.
+
+    Cost per evaluated row: either two vectorised comparison passes over the
+    row per positive tie group (few groups), or one sort (many groups); see
+    :func:`_above_and_tied`. Nothing depends on ``k``.
+    """
+    ties = _check_ties(ties)
+    scores = _as_scores(scores)
+    n_rows, num_items = scores.shape
+    user_ids = _check_user_ids(user_ids, n_rows)
+    t_indptr, t_cols = _csr_parts(test, "test", scores.shape)
+    if exclude is None:
+        e_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        e_cols = np.zeros(0, dtype=np.int64)
+    else:
+        e_indptr, e_cols = _csr_parts(exclude, "exclude", scores.shape)
+
+    p_rows, p_cols = _positive_entries(t_indptr, t_cols, e_indptr, e_cols, num_items)
+    num_pos_all = np.bincount(p_rows, minlength=n_rows)
+    rows = np.flatnonzero(num_pos_all)
+    n_eval = rows.size
+    if n_eval < n_rows:
+        # Evaluated rows are checked as they are copied; check the others here.
+        _check_finite_scores(scores, user_ids)
+    row_map = np.full(n_rows, -1, dtype=np.int64)
+    row_map[rows] = np.arange(n_eval)
+
+    # Positive tie groups: positives ordered by row, then by decreasing score.
+    work_dtype = np.result_type(scores.dtype, np.float32)
+    q = scores[p_rows, p_cols].astype(work_dtype, copy=False)
+    order = np.lexsort((-q, p_rows))
+    q, p_rows = q[order], p_rows[order]
+    n_positives = q.shape[0]
+    starts = np.ones(n_positives, dtype=bool)
+    starts[1:] = (p_rows[1:] != p_rows[:-1]) | (q[1:] != q[:-1])
+    group_first = np.flatnonzero(starts)
+    pos = np.diff(np.append(group_first, n_positives)).astype(np.float64)
+    g_rows = p_rows[group_first]
+    row_first_positive = np.searchsorted(p_rows, g_rows, side="left")
+    pos_above = (group_first - row_first_positive).astype(np.float64)
+    owner = row_map[g_rows]
+    first = np.flatnonzero(np.diff(owner, prepend=-1))
+    row_groups = np.bincount(owner, minlength=n_eval)
+    slot = np.arange(owner.size) - first[owner]
+
+    # Rows ordered by number of groups, so that the kernel tiles rows of similar cost.
+    by_cost = np.argsort(row_groups, kind="stable")
+    position = np.empty(n_eval, dtype=np.int64)
+    position[by_cost] = np.arange(n_eval)
+    group_position = position[owner]
+    group_order = np.lexsort((slot, group_position))
+    above_sorted, tied_sorted = _above_and_tied(
+        scores,
+        rows[by_cost],
+        row_groups[by_cost],
+        group_position[group_order],
+        slot[group_order],
+        q[group_first][group_order],
+        e_indptr,
+        e_cols,
+        work_dtype,
+        user_ids,
+    )
+    above = np.empty(owner.size, dtype=np.float64)
+    size = np.empty(owner.size, dtype=np.float64)
+    above[group_order] = above_sorted
+    size[group_order] = tied_sorted
+    if ties == "pessimistic":
+        above = above + (size - pos)
+        size = pos.copy()
+
+    num_cand = (num_items - np.diff(e_indptr)[rows]).astype(np.float64)
+    return _Ranked(
+        rows=rows,
+        num_pos=num_pos_all[rows].astype(np.float64),
+        num_cand=num_cand,
+        first=first,
+        owner=owner,
+        above=above,
+        size=size,
+        pos=pos,
+        pos_above=pos_above,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Metric formulas on the tie groups
+# ---------------------------------------------------------------------------
+def _per_user(ranked: _Ranked, values: np.ndarray) -> np.ndarray:
+    return np.bincount(ranked.owner, weights=values, minlength=ranked.rows.size)
+
+
+def _auc_values(ranked: _Ranked) -> np.ndarray:
+    num_neg = ranked.num_cand - ranked.num_pos
+    neg_above = ranked.above - ranked.pos_above
+    neg_tied = ranked.size - ranked.pos
+    credit = ranked.pos * (num_neg[ranked.owner] - neg_above - 0.5 * neg_tied)
+    total = _per_user(ranked, credit)
+    denom = ranked.num_pos * num_neg
+    out = np.full(ranked.rows.size, np.nan)
+    np.divide(total, denom, out=out, where=denom > 0)
+    return out
+
+
+def _topk_values(ranked: _Ranked, k: int) -> dict[str, np.ndarray]:
+    """precision, recall, map, ndcg and hit at one cut-off, from the tie groups."""
+    above, size, pos = ranked.above, ranked.size, ranked.pos
+    inside = np.clip(k - above, 0.0, size)  # r: ranks of the group within the top k
+    share = pos / size  # probability that one rank of the group holds a positive
+    # Rank tables only need to reach the last positive group (k may exceed the catalogue).
+    depth = min(k, int((above + size).max())) if above.size else 0
+    start = np.minimum(above, depth).astype(np.int64)
+    stop = start + inside.astype(np.int64)
+
+    precision = _per_user(ranked, share * (inside / k))
+    hits = _per_user(ranked, share * inside)
+    recall = hits / ranked.num_pos
+
+    ranks = np.arange(1, depth + 1, dtype=np.float64)
+    discount = np.concatenate(([0.0], np.cumsum(1.0 / np.log2(ranks + 1.0))))
+    dcg = _per_user(ranked, share * (discount[stop] - discount[start]))
+    ideal = discount[np.minimum(k, ranked.num_pos).astype(np.int64)]
+    ndcg = dcg / ideal
+
+    harmonic = np.concatenate(([0.0], np.cumsum(1.0 / ranks)))
+    spread = np.zeros_like(size)
+    np.divide(pos - 1.0, size - 1.0, out=spread, where=size > 1)
+    ap_terms = share * (
+        (ranked.pos_above + 1.0 - spread * (above + 1.0)) * (harmonic[stop] - harmonic[start])
+        + spread * inside
+    )
+    average_precision = _per_user(ranked, ap_terms) / np.minimum(k, ranked.num_pos)
+
+    f = ranked.first
+    a0, g0, p0 = above[f], size[f], pos[f]
+    r0 = np.clip(k - a0, 0.0, g0)
+    possible = g0 - p0 >= r0
+    safe = np.where(possible, g0 - p0 - r0, 0.0)
+    log_miss = gammaln(g0 - p0 + 1.0) - gammaln(safe + 1.0) + gammaln(g0 - r0 + 1.0) - gammaln(
+        g0 + 1.0
+    )
+    miss = np.where(possible, np.exp(np.where(possible, log_miss, 0.0)), 0.0)
+    hit = 1.0 - miss
+    return {
+        "precision": precision,
+        "recall": recall,
+        "map": average_precision,
+        "ndcg": ndcg,
+        "hit": hit,
+    }
+
+
+def _rr_values(ranked: _Ranked) -> np.ndarray:
+    f = ranked.first
+    a0, g0, p0 = ranked.above[f], ranked.size[f], ranked.pos[f]
+    out = 1.0 / (a0 + 1.0)
+    tied = np.flatnonzero(g0 > p0)
+    if tied.size == 0:
+        return out
+    lengths = (g0[tied] - p0[tied] + 1.0).astype(np.int64)
+    # Chunks of users bound the ragged arrays (large tie groups, e.g. constant scorers).
+    ends = np.cumsum(lengths)
+    cut = np.searchsorted(ends, np.arange(_RAGGED_CHUNK, ends[-1], _RAGGED_CHUNK), side="right")
+    bounds = np.unique(np.concatenate(([0], cut, [tied.size])))
+    for lo, hi in itertools.pairwise(bounds):
+        users = tied[lo:hi]
+        length = lengths[lo:hi]
+        seg = np.repeat(np.arange(users.size), length)
+        offset = np.arange(seg.size) - np.repeat(np.cumsum(length) - length, length) + 1.0
+        g, p, a = g0[users], p0[users], a0[users]
+        log_total = gammaln(g + 1.0) - gammaln(p + 1.0) - gammaln(g - p + 1.0)
+        gs, ps = g[seg], p[seg]
+        log_prob = (
+            gammaln(gs - offset + 1.0)
+            - gammaln(ps)
+            - gammaln(gs - offset - ps + 2.0)
+            - log_total[seg]
+        )
+        out[users] = np.bincount(seg, weights=np.exp(log_prob) / (a[seg] + offset),
+                                 minlength=users.size)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------
+def evaluated_rows(test: Any, exclude: Any = None) -> np.ndarray:
+    """Row indices of the users that are evaluated: at least one test positive not excluded.
+
+    Parameters
+    ----------
+    test : scipy.sparse matrix, bool or 0/1, shape (n_rows, num_items)
+        Test positives.
+    exclude : scipy.sparse matrix, bool or 0/1, shape (n_rows, num_items), optional
+        Items removed from the candidate set; ``None`` removes nothing.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n_evaluated,)
+        Increasing row indices; every metric returns its values in this order.
+    """
+    if not sp.issparse(test):
+        raise TypeError(
+            f"test must be a scipy.sparse matrix (CSR preferred), got {type(test).__name__}"
+        )
+    shape = tuple(test.shape)
+    t_indptr, t_cols = _csr_parts(test, "test", shape)
+    if exclude is None:
+        return np.flatnonzero(np.diff(t_indptr)).astype(np.int64)
+    if sp.issparse(exclude) and tuple(exclude.shape) != shape:
+        raise ValueError(f"exclude has shape {exclude.shape} but test has shape {shape}")
+    e_indptr, e_cols = _csr_parts(exclude, "exclude", shape)
+    p_rows, _ = _positive_entries(t_indptr, t_cols, e_indptr, e_cols, shape[1])
+    return np.flatnonzero(np.bincount(p_rows, minlength=shape[0])).astype(np.int64)
+
+
+def roc_auc(scores: Any, test: Any, exclude: Any = None, *, ties: str = "expected") -> np.ndarray:
+    """Per-user ROC AUC over the candidate set (the notebook's headline metric).
+
+    The probability that a random positive candidate is ranked above a random
+    negative candidate::
+
+        auc = sum over positives of (negatives ranked below + t * negatives tied)
+              / (n_pos * n_neg),        n_neg = n_cand - n_pos
+
+    with ``t = 1/2`` for ``ties="expected"`` (the expected value under random
+    order of tied items, equal to scikit-learn's average-rank AUC; a constant
+    scorer gets exactly 0.5) and ``t = 0`` for ``"pessimistic"``. Per group:
+    ``p * (n_neg - (a - h) - t * (g - p))``.
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+        Higher is better; must be finite.
+    test, exclude : scipy.sparse matrix of bool or 0/1, shape (n_rows, num_items)
+        Test positives and items removed from the candidates (``None``: none).
+    ties : {"expected", "pessimistic"}
+        Tie policy (see the module docstring).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_evaluated,)
+        One value per evaluated row (:func:`evaluated_rows`), in row order.
+        NaN for a user whose candidates are all positive (AUC is undefined
+        without a negative).
+    """
+    return _auc_values(_rank(scores, test, exclude, ties))
+
+
+def precision_at_k(
+    scores: Any, test: Any, exclude: Any = None, *, k: int = 10, ties: str = "expected"
+) -> np.ndarray:
+    """Per-user precision@k: hits in the top ``k`` candidates divided by ``k``.
+
+    ``precision = E[hits in top k] / k`` with ``E[hits] = sum over groups of
+    r * p / g`` (a group straddling the cut-off with ``r`` of its ``g`` ranks
+    inside holds ``r * p / g`` positives there on average). When ``k``
+    exceeds the number of candidates the top-k is the whole candidate list,
+    and the division is **still by k** (so the value is at most
+    ``n_pos / k``). A constant scorer gets exactly ``n_pos / n_cand`` for
+    ``k <= n_cand`` under ``"expected"``.
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+        Higher is better; must be finite.
+    test, exclude : scipy.sparse matrix of bool or 0/1, shape (n_rows, num_items)
+        Test positives and items removed from the candidates (``None``: none).
+    k : int
+        Cut-off, an integer >= 1.
+    ties : {"expected", "pessimistic"}
+        Tie policy (see the module docstring).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_evaluated,)
+        One value per evaluated row, in row order.
+    """
+    k = _check_k(k)
+    return _topk_values(_rank(scores, test, exclude, ties), k)["precision"]
+
+
+def recall_at_k(
+    scores: Any, test: Any, exclude: Any = None, *, k: int = 10, ties: str = "expected"
+) -> np.ndarray:
+    """Per-user recall@k: hits in the top ``k`` candidates divided by ``n_pos``.
+
+    ``recall = E[hits in top k] / n_pos`` with ``E[hits] = sum over groups of
+    r * p / g`` (see :func:`precision_at_k`). It reaches 1 only when every
+    positive is in the top ``k`` (so never when ``n_pos > k``).
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+        Higher is better; must be finite.
+    test, exclude : scipy.sparse matrix of bool or 0/1, shape (n_rows, num_items)
+        Test positives and items removed from the candidates (``None``: none).
+    k : int
+        Cut-off, an integer >= 1.
+    ties : {"expected", "pessimistic"}
+        Tie policy (see the module docstring).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_evaluated,)
+        One value per evaluated row, in row order.
+    """
+    k = _check_k(k)
+    return _topk_values(_rank(scores, test, exclude, ties), k)["recall"]
+
+
+def average_precision_at_k(
+    scores: Any, test: Any, exclude: Any = None, *, k: int = 10, ties: str = "expected"
+) -> np.ndarray:
+    """Per-user average precision at k (its mean over users is MAP@k).
+
+    Without ties::
+
+        ap@k = (1 / min(k, n_pos)) * sum over ranks i <= k of precision@i * rel_i
+
+    where ``rel_i`` is 1 when rank ``i`` holds a positive. The normalizer is
+    ``min(k, n_pos)``, so a perfect ranking scores 1 even when ``n_pos > k``.
+
+    Expected value under random order of ties: rank ``i = a + j`` (the
+    ``j``-th rank of a group) contributes ``E[rel_i * hits_up_to_i] / i``, and
+    given that it holds a positive (probability ``p/g``) the other ``p - 1``
+    positives of the group are spread uniformly over its other ``g - 1``
+    ranks, so ``E[rel_i * hits_up_to_i] = p/g * (h + 1 + (j - 1) * c)`` with
+    ``c = (p - 1) / (g - 1)`` (``c = 0`` when ``g = 1``). Summed over the
+    ``r`` ranks of the group inside the top k, with harmonic numbers
+    ``H_n = sum_{i<=n} 1/i``::
+
+        p/g * ((h + 1 - c * (a + 1)) * (H_{a+r} - H_a) + c * r)
+
+    When k exceeds the number of candidates the sum runs over all candidates
+    (the normalizer stays ``min(k, n_pos)``); with no ties and such a k the
+    value equals scikit-learn's ``average_precision_score``.
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+        Higher is better; must be finite.
+    test, exclude : scipy.sparse matrix of bool or 0/1, shape (n_rows, num_items)
+        Test positives and items removed from the candidates (``None``: none).
+    k : int
+        Cut-off, an integer >= 1.
+    ties : {"expected", "pessimistic"}
+        Tie policy (see the module docstring).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_evaluated,)
+        One value per evaluated row, in row order.
+    """
+    k = _check_k(k)
+    return _topk_values(_rank(scores, test, exclude, ties), k)["map"]
+
+
+def ndcg_at_k(
+    scores: Any, test: Any, exclude: Any = None, *, k: int = 10, ties: str = "expected"
+) -> np.ndarray:
+    """Per-user NDCG@k with binary gains and a log2 discount.
+
+    ::
+
+        dcg@k  = sum over ranks i <= k of rel_i / log2(i + 1)
+        idcg@k = sum over i <= min(k, n_pos) of 1 / log2(i + 1)
+        ndcg@k = dcg@k / idcg@k
+
+    Expected value under random order of ties: every rank of a group holds a
+    positive with probability ``p/g``, so a group adds
+    ``p/g * (D_{a+r} - D_a)`` with ``D_n = sum_{i<=n} 1/log2(i + 1)``. This is
+    exactly scikit-learn's tie-averaged ``ndcg_score`` (``ignore_ties=False``).
+    When k exceeds the number of candidates the sum runs over all candidates.
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+        Higher is better; must be finite.
+    test, exclude : scipy.sparse matrix of bool or 0/1, shape (n_rows, num_items)
+        Test positives and items removed from the candidates (``None``: none).
+    k : int
+        Cut-off, an integer >= 1.
+    ties : {"expected", "pessimistic"}
+        Tie policy (see the module docstring).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_evaluated,)
+        One value per evaluated row, in row order.
+    """
+    k = _check_k(k)
+    return _topk_values(_rank(scores, test, exclude, ties), k)["ndcg"]
+
+
+def hit_rate_at_k(
+    scores: Any, test: Any, exclude: Any = None, *, k: int = 10, ties: str = "expected"
+) -> np.ndarray:
+    """Per-user hit rate@k: 1 if any positive is in the top ``k`` candidates, else 0.
+
+    Under ``"expected"`` it is the probability of a hit. Only the top
+    positive group matters: it is a sure hit when it lies entirely inside the
+    top k (``a + g <= k``), a sure miss when ``a >= k``, and when it straddles
+    the cut-off with ``r = k - a`` ranks inside, the ``p`` positives miss
+    those ``r`` ranks with the hypergeometric probability
+    ``C(g - p, r) / C(g, r)``, so ``hit = 1 - C(g - p, r) / C(g, r)``
+    (computed with log-gamma functions).
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+        Higher is better; must be finite.
+    test, exclude : scipy.sparse matrix of bool or 0/1, shape (n_rows, num_items)
+        Test positives and items removed from the candidates (``None``: none).
+    k : int
+        Cut-off, an integer >= 1.
+    ties : {"expected", "pessimistic"}
+        Tie policy (see the module docstring).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_evaluated,)
+        One value per evaluated row, in row order, in [0, 1].
+    """
+    k = _check_k(k)
+    return _topk_values(_rank(scores, test, exclude, ties), k)["hit"]
+
+
+def reciprocal_rank(
+    scores: Any, test: Any, exclude: Any = None, *, ties: str = "expected"
+) -> np.ndarray:
+    """Per-user reciprocal rank of the first positive, ``1 / rank`` (no cut-off; MRR is its mean).
+
+    Under ``"expected"``, the first positive lies in the top positive group
+    at offset ``f`` (rank ``a + f``) when the first ``f - 1`` ranks of the
+    group are negatives and the ``f``-th is positive:
+    ``P(f) = C(g - f, p - 1) / C(g, p)`` for ``f = 1 .. g - p + 1``, so
+    ``rr = sum_f P(f) / (a + f)`` (no closed form; the sum is vectorised, in
+    chunks, over all users). Under ``"pessimistic"`` it is
+    ``1 / (a + g - p + 1)``.
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+        Higher is better; must be finite.
+    test, exclude : scipy.sparse matrix of bool or 0/1, shape (n_rows, num_items)
+        Test positives and items removed from the candidates (``None``: none).
+    ties : {"expected", "pessimistic"}
+        Tie policy (see the module docstring).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_evaluated,)
+        One value per evaluated row, in row order, in (0, 1].
+    """
+    return _rr_values(_rank(scores, test, exclude, ties))
+
+
+def metric_columns(ks: Sequence[int] = (5, 10, 20)) -> list[str]:
+    """Metric column names of :func:`evaluate`, in order (the ``user`` column comes first).
+
+    ``auc``, then for each k in the given order ``precision@k``, ``recall@k``,
+    ``map@k``, ``ndcg@k``, ``hit@k``, then ``mrr``.
+
+    Parameters
+    ----------
+    ks : sequence of int
+        Cut-offs, integers >= 1 without repeats.
+
+    Returns
+    -------
+    list of str
+    """
+    columns = ["auc"]
+    for k in _check_ks(ks):
+        columns += [f"precision@{k}", f"recall@{k}", f"map@{k}", f"ndcg@{k}", f"hit@{k}"]
+    columns.append("mrr")
+    return columns
+
+
+def _metric_values(ranked: _Ranked, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Every metric column (in :func:`metric_columns` order) from one ranking pass."""
+    data: dict[str, np.ndarray] = {"auc": _auc_values(ranked)}
+    for k in ks:
+        values = _topk_values(ranked, k)
+        for name in ("precision", "recall", "map", "ndcg", "hit"):
+            data[f"{name}@{k}"] = values[name]
+    data["mrr"] = _rr_values(ranked)
+    return data
+
+
+def _frame(
+    labels: np.ndarray, columns: dict[str, np.ndarray], ks: tuple[int, ...], ties: str
+) -> pd.DataFrame:
+    frame = pd.DataFrame({"user": labels, **columns})
+    frame.attrs["ties"] = ties
+    frame.attrs["ks"] = list(ks)
+    return frame
+
+
+def evaluate(
+    scores: Any,
+    test: Any,
+    exclude: Any = None,
+    *,
+    ks: Sequence[int] = (5, 10, 20),
+    ties: str = "expected",
+    user_ids: Any = None,
+) -> pd.DataFrame:
+    """Every metric of this module for every evaluated row, in one ranking pass.
+
+    The scores are sorted once; AUC, the top-k metrics for each ``k`` and the
+    reciprocal rank are then closed-form sums over the positive tie groups
+    (see the module docstring and each metric's function for the formulas).
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+        Higher is better; must be finite.
+    test, exclude : scipy.sparse matrix of bool or 0/1, shape (n_rows, num_items)
+        Test positives and items removed from the candidates (``None``: none).
+    ks : sequence of int
+        Cut-offs, integers >= 1 without repeats (may be empty).
+    ties : {"expected", "pessimistic"}
+        Tie policy, applied to every metric; recorded in ``frame.attrs["ties"]``.
+    user_ids : array of int, shape (n_rows,), optional
+        Label of each row, written to the ``user`` column and used in error
+        messages; by default the row index.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per evaluated row (in row order): ``user`` (int), then the
+        float64 columns of :func:`metric_columns`. ``attrs`` holds ``ties``
+        and ``ks``.
+    """
+    ks = _check_ks(ks)
+    ties = _check_ties(ties)
+    ranked = _rank(scores, test, exclude, ties, user_ids)
+    labels = ranked.rows if user_ids is None else np.asarray(user_ids)[ranked.rows]
+    return _frame(labels, _metric_values(ranked, ks), ks, ties)
