@@ -1,0 +1,352 @@
+"""The PyTorch triplet adapters: gradients against autograd, scoring, randomness, threads, data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bench.interactions import Interactions  # noqa: E402
+from bench.registry import default_registry  # noqa: E402
+from bench.sampler import NegativeSampler  # noqa: E402
+from bench.synthetic import synthetic  # noqa: E402
+from models.base import NotFittedError  # noqa: E402
+from models.torch_triplet import TorchBilinear, TorchDeep  # noqa: E402
+
+REGISTRY = default_registry()
+
+
+# -- references ---------------------------------------------------------------
+def _keras_normalize(x):
+    """Keras's ``Dot(normalize=True)`` normalisation, written for autograd."""
+    return x * torch.rsqrt(torch.clamp_min((x * x).sum(1, keepdim=True), 1e-14))
+
+
+def _reference_objective(users, items, u_idx, p_idx, n_idx, *, similarity, margin, l2):
+    """The batch objective the notebook's Keras model minimises, for autograd."""
+    u, p, n = users[u_idx], items[p_idx], items[n_idx]
+    if similarity == "cosine":
+        u, p, n = _keras_normalize(u), _keras_normalize(p), _keras_normalize(n)
+    hinge = torch.relu(margin + (u * n).sum(1) - (u * p).sum(1)).mean()
+    return hinge + l2 * ((users**2).sum() + (items**2).sum())
+
+
+def _built(model, num_users, num_items, seed=0):
+    """A model with freshly initialised weights, as ``fit`` builds them (no training)."""
+    model.validate_params()
+    model._device = torch.device("cpu")
+    model._generator = torch.Generator().manual_seed(seed)
+    model._num_users, model._num_items = num_users, num_items
+    model._build(num_users, num_items, model._generator)
+    model._loss_sum = torch.zeros(())
+    model._fitted = True
+    return model
+
+
+def _auc(model, data):
+    from metrics import Evaluator, summarize
+
+    evaluator = Evaluator(data.test.to_bool_csr(), data.exclusion("train-positives"), ks=(10,))
+    return summarize(evaluator.evaluate(model))
+
+
+# -- closed-form gradients -------------------------------------------------------
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+@pytest.mark.parametrize("l2", [0.0, 1e-2])
+def test_bilinear_sgd_step_equals_autograd(similarity, l2):
+    gen = torch.Generator().manual_seed(1)
+    num_users, num_items, dim, lr, margin = 7, 9, 5, 0.3, 0.5
+    model = _built(
+        TorchBilinear(
+            latent_dim=dim,
+            similarity=similarity,
+            optimizer="sgd",
+            learning_rate=lr,
+            l2_reg=l2,
+            margin=margin,
+        ),
+        num_users,
+        num_items,
+    )
+    users = torch.randn(num_users, dim, generator=gen)
+    items = torch.randn(num_items, dim, generator=gen)
+    items[3] = 1e-9  # below Keras's norm cap: scaled by a constant, no projection term
+    # Repeated users and items, a positive that is also a negative, and some
+    # triplets whose hinge is inactive.
+    u_idx = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6, 6, 2])
+    p_idx = torch.tensor([1, 2, 3, 3, 4, 5, 6, 7, 8, 8])
+    n_idx = torch.tensor([2, 1, 0, 3, 8, 8, 6, 0, 3, 1])
+    model._user_table.copy_(users)
+    model._item_table.copy_(items)
+
+    ref_users, ref_items = users.clone().requires_grad_(), items.clone().requires_grad_()
+    objective = _reference_objective(
+        ref_users, ref_items, u_idx, p_idx, n_idx, similarity=similarity, margin=margin, l2=l2
+    )
+    objective.backward()
+    hinges = objective.detach() - l2 * ((users**2).sum() + (items**2).sum())
+    assert 0 < float(hinges) < 2 * margin + 2  # some active, some not: a real test
+
+    model._train_batch(u_idx, p_idx, n_idx)
+    torch.testing.assert_close(model._user_table, users - lr * ref_users.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model._item_table, items - lr * ref_items.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model._loss_sum, hinges, rtol=1e-5, atol=1e-6)
+
+
+def test_bilinear_adam_first_step_is_keras_adam():
+    # Keras's Adam, first step: m = 0.1 g, v = 0.001 g^2,
+    # alpha = lr sqrt(1 - 0.999) / (1 - 0.9), update = alpha m / (sqrt(v) + 1e-7).
+    gen = torch.Generator().manual_seed(2)
+    lr, l2 = 0.01, 1e-3
+    model = _built(TorchBilinear(latent_dim=4, optimizer="adam", learning_rate=lr, l2_reg=l2), 5, 6)
+    users, items = torch.randn(5, 4, generator=gen), torch.randn(6, 4, generator=gen)
+    model._user_table.copy_(users)
+    model._item_table.copy_(items)
+    u_idx, p_idx, n_idx = torch.tensor([0, 1, 4]), torch.tensor([2, 3, 5]), torch.tensor([5, 0, 2])
+    ref_users, ref_items = users.clone().requires_grad_(), items.clone().requires_grad_()
+    _reference_objective(
+        ref_users, ref_items, u_idx, p_idx, n_idx, similarity="cosine", margin=1.0, l2=l2
+    ).backward()
+    alpha = lr * np.sqrt(1 - 0.999) / (1 - 0.9)
+    model._train_batch(u_idx, p_idx, n_idx)
+    for table, start, grad in (
+        (model._user_table, users, ref_users.grad),
+        (model._item_table, items, ref_items.grad),
+    ):
+        expected = start - alpha * (0.1 * grad) / (torch.sqrt(0.001 * grad**2) + 1e-7)
+        torch.testing.assert_close(table, expected, rtol=1e-5, atol=1e-6)
+
+
+# -- scoring ---------------------------------------------------------------------
+def test_bilinear_score_is_cosine_of_the_tables(tiny, rng):
+    model = TorchBilinear(epochs=1).fit(tiny.train, rng=rng)
+    users, items = model.embeddings()
+    expected = (users / np.linalg.norm(users, axis=1, keepdims=True)) @ (
+        items / np.linalg.norm(items, axis=1, keepdims=True)
+    ).T
+    np.testing.assert_allclose(model.score(np.arange(tiny.num_users)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_hidden", [0, 1, 2])
+def test_deep_score_matches_the_mlp_on_every_pair(n_hidden, tiny, rng):
+    model = TorchDeep(
+        n_hidden=n_hidden, hidden_size=16, epochs=1, batch_size=64, learning_rate=0.01
+    ).fit(tiny.train, rng=rng)
+    user_ids = np.array([3, 0, 59, 3])
+    users = torch.tensor(np.repeat(user_ids, tiny.num_items))
+    items = torch.tensor(np.tile(np.arange(tiny.num_items), user_ids.size))
+    with torch.no_grad():
+        brute = model._pair_similarity(users, items).numpy().reshape(user_ids.size, -1)
+    scores = model.score(user_ids)
+    np.testing.assert_allclose(scores, brute, rtol=1e-5, atol=1e-6)
+    assert np.ptp(scores) > 0  # trained: not a constant (dead) output everywhere
+
+
+def test_deep_dropout_masks_have_the_requested_rate():
+    model = _built(TorchDeep(user_dim=8, item_dim=8, hidden_size=16, dropout=0.3), 4, 4)
+    scales = model._dropout_scales(5000)
+    assert [tuple(s.shape) for s in scales] == [(5000, 16), (5000, 16)]
+    values = torch.cat([s.ravel() for s in scales])
+    kept = values > 0
+    assert abs(float(kept.float().mean()) - 0.7) < 0.005
+    torch.testing.assert_close(
+        values[kept], torch.full_like(values[kept], 1 / 0.7), rtol=1e-4, atol=0
+    )
+    assert abs(float(values.mean()) - 1.0) < 0.01  # inverted dropout keeps expectations
+
+
+# -- parameters ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cls", "name", "value"),
+    [
+        (TorchBilinear, "latent_dim", 0),
+        (TorchBilinear, "similarity", "euclidean"),
+        (TorchBilinear, "margin", -0.5),
+        (TorchBilinear, "l2_reg", -1e-6),
+        (TorchBilinear, "learning_rate", 0.0),
+        (TorchBilinear, "batch_size", 0),
+        (TorchBilinear, "optimizer", "nadam"),
+        (TorchBilinear, "negatives", "hardest"),
+        (TorchBilinear, "hard_candidates", 0),
+        (TorchBilinear, "num_threads", 0),
+        (TorchBilinear, "device", "tpu"),
+        (TorchBilinear, "epochs", 1.5),
+        (TorchDeep, "user_dim", -3),
+        (TorchDeep, "n_hidden", -1),
+        (TorchDeep, "hidden_size", 0),
+        (TorchDeep, "dropout", 1.0),
+        (TorchDeep, "dropout", -0.1),
+    ],
+)
+def test_impossible_parameters_raise_naming_the_value(cls, name, value, tiny, rng):
+    model = cls(**{name: value})
+    with pytest.raises(ValueError, match=name if name != "negatives" else "negatives"):
+        model.fit(tiny.train, rng=rng)
+    assert getattr(model, name) == value  # stored unchanged
+
+
+def test_cuda_device_is_rejected_clearly_without_cuda(tiny, rng):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="cuda"):
+        TorchBilinear(device="cuda").fit(tiny.train, rng=rng)
+
+
+def test_score_before_fit_and_bad_inputs_raise(tiny, rng):
+    model = TorchBilinear(epochs=1)
+    with pytest.raises(NotFittedError):
+        model.score(np.array([0]))
+    with pytest.raises(TypeError, match="Generator"):
+        model.fit(tiny.train, rng=0)
+    model.fit(tiny.train, rng=rng)
+    with pytest.raises(ValueError, match="user_ids"):
+        model.score(np.array([-1]))
+
+
+# -- randomness and threads ---------------------------------------------------------------
+@pytest.mark.parametrize("cls", [TorchBilinear, TorchDeep])
+def test_seed_decides_weights_and_global_torch_rng_is_untouched(cls, tiny):
+    state = torch.random.get_rng_state()
+    first = cls(epochs=2, batch_size=128).fit(tiny.train, rng=np.random.default_rng(1))
+    same = cls(epochs=2, batch_size=128).fit(tiny.train, rng=np.random.default_rng(1))
+    other = cls(epochs=2, batch_size=128).fit(tiny.train, rng=np.random.default_rng(2))
+    users = np.arange(tiny.num_users)
+    np.testing.assert_array_equal(first.score(users), same.score(users))
+    assert not np.allclose(first.score(users), other.score(users))
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+class _RecordingSampler:
+    """Wraps a sampler and records torch's thread count whenever an epoch is drawn."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.num_items = sampler.num_items
+        self.threads = []
+
+    def sample(self, rng, score_pairs=None):
+        self.threads.append(torch.get_num_threads())
+        return self.sampler.sample(rng, score_pairs=score_pairs)
+
+
+def test_num_threads_applies_during_fit_and_is_restored(tiny, rng):
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    model = TorchBilinear(epochs=2, num_threads=wanted)
+    sampler = _RecordingSampler(model.make_sampler(tiny.train))
+    seen_in_callback = []
+    model.fit(
+        tiny.train,
+        sampler=sampler,
+        rng=rng,
+        on_epoch=lambda epoch: seen_in_callback.append(torch.get_num_threads()),
+    )
+    assert sampler.threads == [wanted, wanted]
+    assert seen_in_callback == [before, before]  # the runner's evaluation is not throttled
+    model.score(np.arange(5))
+    assert torch.get_num_threads() == before
+
+
+def test_hard_negatives_use_the_model_similarity(tiny, rng):
+    calls = []
+    model = TorchBilinear(epochs=2, negatives="hard", hard_candidates=5)
+    sampler = model.make_sampler(tiny.train)
+    original = model._score_pairs
+
+    def spy(user_ids, item_ids):
+        sims = original(user_ids, item_ids)
+        calls.append(sims)
+        return sims
+
+    model._score_pairs = spy
+    model.fit(tiny.train, sampler=sampler, rng=rng)
+    assert len(calls) == 4  # candidates and positives, each epoch
+    candidates, positives = calls[2], calls[3]
+    assert candidates.shape == (5 * len(tiny.train),) and positives.shape == (len(tiny.train),)
+    assert np.all(np.abs(candidates) <= 1 + 1e-5)  # cosine similarities
+    assert np.ptp(candidates) > 0.1  # from trained embeddings, not constants
+
+
+# -- learning ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def structured():
+    """Synthetic data with low-rank taste: personal models beat popularity here."""
+    return synthetic(num_users=200, num_items=300, num_positives=6000, test_per_user=3, seed=1)
+
+
+def test_models_learn_the_synthetic_taste_structure(structured):
+    from models.baselines import Popularity
+
+    rng = np.random.default_rng(0)
+    popularity = _auc(Popularity().fit(structured.train, rng=rng), structured)["auc"]
+    bilinear = _auc(TorchBilinear().fit(structured.train, rng=rng), structured)["auc"]
+    dot = TorchBilinear(
+        similarity="dot", optimizer="adam", learning_rate=0.01, batch_size=128, epochs=10
+    )
+    dot_auc = _auc(dot.fit(structured.train, rng=rng), structured)["auc"]
+    deep = TorchDeep(batch_size=64, learning_rate=0.003, epochs=15)
+    deep_auc = _auc(deep.fit(structured.train, rng=rng), structured)["auc"]
+    assert 0.65 < popularity < 0.75
+    assert bilinear > popularity + 0.1
+    assert dot_auc > popularity + 0.1
+    assert deep_auc > popularity + 0.03
+
+
+def test_epoch_loss_decreases(structured, rng):
+    model = TorchBilinear(epochs=6).fit(structured.train, rng=rng)
+    losses = model._epoch_losses
+    assert len(losses) == 6
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_sampler_on_another_catalogue_is_rejected(tiny, rng):
+    other = Interactions([0, 1], [0, 1], num_users=2, num_items=3)
+    with pytest.raises(ValueError, match="items"):
+        TorchBilinear().fit(tiny.train, sampler=NegativeSampler(other), rng=rng)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", [TorchBilinear, TorchDeep])
+def test_cuda_matches_cpu(cls, tiny):
+    users = np.arange(tiny.num_users)
+    scores = {}
+    for device in ("cpu", "cuda"):
+        model = cls(epochs=2, batch_size=64, device=device)
+        scores[device] = model.fit(tiny.train, rng=np.random.default_rng(5)).score(users)
+    np.testing.assert_allclose(scores["cuda"], scores["cpu"], atol=1e-4)
+
+
+# -- real data ------------------------------------------------------------------------
+def _fit_preset(name, preset, data, seed=0):
+    model = REGISTRY.make(name, preset)
+    return model.fit(data.train, rng=np.random.default_rng(seed))
+
+
+@pytest.mark.realdata
+def test_bilinear_fast_preset_on_movielens(ml100k):
+    summary = _auc(_fit_preset("torch-bilinear", "fast", ml100k), ml100k)
+    assert summary["auc"] >= 0.92
+    assert summary["precision@10"] > 0.08
+
+
+@pytest.mark.realdata
+def test_bilinear_notebook_preset_reproduces_the_published_auc(ml100k):
+    # PROTOCOL.md: the notebook's bilinear model reaches 0.919 - 0.922 at epoch 10.
+    summary = _auc(_fit_preset("torch-bilinear", "notebook", ml100k), ml100k)
+    assert 0.91 <= summary["auc"] <= 0.93
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_deep_notebook_preset_reaches_the_notebook_target(ml100k):
+    # The notebook asks the deep model for at least 0.91 (epoch 20 here).
+    summary = _auc(_fit_preset("torch-deep", "notebook", ml100k), ml100k)
+    assert summary["auc"] >= 0.91
+
+
+@pytest.mark.realdata
+def test_deep_fast_preset_on_movielens(ml100k):
+    # About 6 s here; 0.918 - 0.921 over five seeds (the notebook preset: 0.918 in 13 s).
+    summary = _auc(_fit_preset("torch-deep", "fast", ml100k), ml100k)
+    assert summary["auc"] >= 0.91
