@@ -218,6 +218,10 @@ def _summary_table(runs, per_user) -> str:
                 continue
             # Average seeds per user first, so the interval is over users.
             per = users.groupby("user")[metric].mean().to_numpy()
+            per = per[np.isfinite(per)]  # AUC is undefined for a user with no negatives
+            if per.size == 0:
+                cells.append(f"{'-':>24}")
+                continue
             ci = mean_ci(per, rng=np.random.default_rng(0))
             cells.append(f"{ci.mean:>9.4f} [{ci.low:.3f},{ci.high:.3f}]")
         fit = pd.to_numeric(group["fit_seconds"]).mean()

@@ -1,0 +1,889 @@
+"""The notebook's triplet models (bilinear and deep MLP) as Keras 3 adapters on TensorFlow.
+
+Both models are trained on (user, positive item, negative item) triplets from
+the common :class:`bench.sampler.NegativeSampler` with the margin loss
+``max(0, margin + sim(u, neg) - sim(u, pos))`` averaged over a batch, plus the
+L2 penalties of the Keras regularizers (summed over whole weight tables, as
+Keras does). Two training loops compute exactly that objective:
+
+* ``trainer="keras-fit"``: Keras's own ``Model.fit`` called one epoch at a time
+  with an identity loss, as the notebook does (slow at batch 64: Python and
+  ``tf.data`` overhead per step);
+* ``trainer="compiled"``: one ``tf.function`` per fit that runs a whole epoch
+  of padded numpy batches in a graph loop (its step optionally XLA-compiled),
+  so an epoch costs a single Python call and the graph is built once per fit.
+
+Scoring never calls ``predict`` per user: the bilinear model multiplies its
+(normalised) embedding tables, the deep model evaluates its MLP on every
+(user, item) pair of a block of users in one XLA-compiled call.
+
+TensorFlow and Keras are imported here and nowhere else in rsbench.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, ClassVar
+
+# Must happen before TensorFlow is imported: silence its C++ info logging and
+# pick the TensorFlow backend for Keras 3 (a user's explicit choice wins, and
+# is rejected below if it is not TensorFlow).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bench.interactions import Interactions
+from bench.sampler import STRATEGIES, NegativeSampler, Triplets
+from models.base import (
+    EpochCallback,
+    TripletRecommender,
+    check_finite,
+    check_positive,
+    derive_seed,
+)
+
+if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"models.keras_triplet needs the Keras TensorFlow backend, but Keras was configured "
+        f"with {keras.backend.backend()!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r})"
+    )
+
+__all__ = ["KerasBilinear", "KerasDeep"]
+
+logger = logging.getLogger(__name__)
+
+
+class _OwnRetracingFilter(logging.Filter):
+    """Drop TensorFlow's "frequent retracing" warning about this module's functions.
+
+    Every fit builds fresh networks and traces its ``tf.function`` objects once,
+    by design; after five fits in one process TensorFlow would warn about it on
+    every fit. Warnings about anyone else's functions pass through.
+    """
+
+    _OWN = ("_CompiledTrainer.__init__.<locals>", "_make_deep_scorer.<locals>",
+            "_make_deep_pair_scorer.<locals>")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("tf.function retracing" in message
+                    and any(name in message for name in self._OWN))
+
+
+logging.getLogger("tensorflow").addFilter(_OwnRetracingFilter())
+
+SIMILARITIES = ("cosine", "dot")
+OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
+TRAINERS = ("keras-fit", "compiled")
+
+# Keras's L2 normalisation caps 1 / norm at 1 / epsilon (keras.ops.normalize).
+_NORM_EPSILON = 1e-7
+# Triplets fed to the compiled trainer per call (bounds the padded copies and masks).
+_CHUNK_TRIPLETS = 262_144
+# Deep scoring: users per compiled block, and the cap on (users x items x hidden)
+# activations a block of a deeper MLP may materialise.
+_SCORE_BLOCK_USERS = 128
+_SCORE_BLOCK_CELLS = 4_000_000
+# Pairs per call of the deep model's compiled pair scorer (hard negatives).
+_PAIR_CHUNK = 65_536
+
+
+# -- TensorFlow runtime set-up ----------------------------------------------
+def _configure_threads(num_threads: int | None) -> None:
+    """Ask TensorFlow for ``num_threads`` intra-op threads.
+
+    TensorFlow fixes its thread pools when it initialises its runtime; after
+    that the setting cannot change, so a differing request is logged and
+    ignored rather than raising.
+    """
+    if num_threads is None:
+        return
+    threading = tf.config.threading
+    current = threading.get_intra_op_parallelism_threads()
+    if current == num_threads:
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(num_threads)
+    except RuntimeError:
+        logger.warning(
+            "TensorFlow is already initialised with intra-op threads=%s; "
+            "num_threads=%d is ignored in this process",
+            current or "default",
+            num_threads,
+        )
+
+
+def _make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """A Keras optimizer with its default settings except ``learning_rate``."""
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adagrad": keras.optimizers.Adagrad,
+        "rmsprop": keras.optimizers.RMSprop,
+        "sgd": keras.optimizers.SGD,
+    }
+    return classes[name](learning_rate=learning_rate)
+
+
+def _identity_loss(y_true: Any, y_pred: Any) -> Any:
+    """The notebook's trick: the network already outputs the per-triplet loss."""
+    del y_true
+    return keras.ops.mean(y_pred)
+
+
+def _uniform_init(seed: int) -> keras.initializers.Initializer:
+    """Keras's default ``Embedding`` initializer (uniform in [-0.05, 0.05]), seeded."""
+    return keras.initializers.RandomUniform(-0.05, 0.05, seed=int(seed))
+
+
+def _l2(l2_reg: float) -> keras.regularizers.Regularizer | None:
+    return keras.regularizers.L2(float(l2_reg)) if l2_reg > 0 else None
+
+
+# -- the networks -------------------------------------------------------------
+class _TripletNet(keras.Model):
+    """Shared part: embeddings, the margin loss, the regularised objective."""
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        *,
+        user_dim: int,
+        item_dim: int,
+        margin: float,
+        l2_reg: float,
+        seeds: np.ndarray,
+        name: str,
+    ) -> None:
+        super().__init__(name=name)
+        self.margin = float(margin)
+        self.user_embedding = keras.layers.Embedding(
+            num_users,
+            user_dim,
+            embeddings_initializer=_uniform_init(seeds[0]),
+            embeddings_regularizer=_l2(l2_reg),
+            name="user_embedding",
+        )
+        # One item table encodes both the positive and the negative item.
+        self.item_embedding = keras.layers.Embedding(
+            num_items,
+            item_dim,
+            embeddings_initializer=_uniform_init(seeds[1]),
+            embeddings_regularizer=_l2(l2_reg),
+            name="item_embedding",
+        )
+
+    #: Dropout units per (user, item) pair (0: the network has no dropout).
+    dropout_width: int = 0
+    dropout_rate: float = 0.0
+
+    def similarity(self, user_ids: Any, item_ids: Any, training: bool = False,
+                   dropout_mask: Any = None) -> Any:
+        """Similarity of each (user, item) pair, shape ``(batch,)``.
+
+        ``dropout_mask`` (float, ``(batch, dropout_width)``, entries 0 or
+        ``1 / (1 - rate)``) replaces the Keras dropout layers' own draws.
+        """
+        raise NotImplementedError
+
+    def call(self, inputs: Any, training: bool = False, dropout_masks: Any = None) -> Any:
+        """Per-triplet margin loss ``max(0, margin + sim(u, neg) - sim(u, pos))``, ``(batch,)``.
+
+        ``dropout_masks`` (``(batch, 2, dropout_width)``): the positive pair's
+        and the negative pair's masks, see :meth:`similarity`.
+        """
+        user_ids, pos_item_ids, neg_item_ids = inputs
+        pos_mask = neg_mask = None
+        if dropout_masks is not None:
+            pos_mask, neg_mask = dropout_masks[:, 0], dropout_masks[:, 1]
+        pos = self.similarity(user_ids, pos_item_ids, training=training, dropout_mask=pos_mask)
+        neg = self.similarity(user_ids, neg_item_ids, training=training, dropout_mask=neg_mask)
+        return keras.ops.relu(self.margin + neg - pos)
+
+    def objective(self, inputs: Any, mask: Any = None, dropout_masks: Any = None) -> Any:
+        """Mean margin loss over the (unmasked) batch plus the L2 penalties.
+
+        ``mask`` (float, ``(batch,)``) marks real rows of a padded batch, so a
+        padded final batch has exactly the objective of the short batch.
+        """
+        losses = self(inputs, training=True, dropout_masks=dropout_masks)
+        if mask is None:
+            loss = keras.ops.mean(losses)
+        else:
+            loss = keras.ops.sum(losses * mask) / keras.ops.sum(mask)
+        penalties = self.losses
+        if penalties:
+            loss = loss + keras.ops.sum(keras.ops.stack(penalties))
+        return loss
+
+    def build_all(self) -> None:
+        """Create every weight (Keras builds layers on their first call)."""
+        zeros = tf.zeros((1,), dtype=tf.int32)
+        self((zeros, zeros, zeros), training=False)
+
+
+class _BilinearNet(_TripletNet):
+    """User and item embeddings compared by cosine similarity or dot product."""
+
+    def __init__(self, num_users: int, num_items: int, *, latent_dim: int, cosine: bool,
+                 margin: float, l2_reg: float, seeds: np.ndarray) -> None:
+        super().__init__(num_users, num_items, user_dim=latent_dim, item_dim=latent_dim,
+                         margin=margin, l2_reg=l2_reg, seeds=seeds, name="bilinear_triplet")
+        self.cosine = bool(cosine)
+
+    def similarity(self, user_ids: Any, item_ids: Any, training: bool = False,
+                   dropout_mask: Any = None) -> Any:
+        users = self.user_embedding(user_ids)
+        items = self.item_embedding(item_ids)
+        if self.cosine:
+            users, items = _l2_normalize(users), _l2_normalize(items)
+        return keras.ops.sum(users * items, axis=-1)
+
+
+def _l2_normalize(x: Any) -> Any:
+    """Rows of ``x`` scaled to unit L2 norm, as ``Dot(axes=1, normalize=True)`` does.
+
+    Keras computes ``x * min(rsqrt(sum(x**2)), 1 / epsilon)``, whose gradient is
+    NaN when a row is exactly zero (``0 * inf`` in the backward pass of the
+    ``min``). Rows of rarely seen users do shrink towards zero under Adam with
+    the L2 penalty, so this takes the ``max`` before the ``rsqrt``: the same
+    value everywhere and a finite gradient.
+    """
+    square_sum = keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True)
+    return x * keras.ops.rsqrt(keras.ops.maximum(square_sum, _NORM_EPSILON**2))
+
+
+class _DeepNet(_TripletNet):
+    """The notebook's deep model: concat(user, item) -> dropout -> MLP -> one ReLU output."""
+
+    def __init__(self, num_users: int, num_items: int, *, user_dim: int, item_dim: int,
+                 n_hidden: int, hidden_size: int, dropout: float, margin: float,
+                 l2_reg: float, seeds: np.ndarray) -> None:
+        super().__init__(num_users, num_items, user_dim=user_dim, item_dim=item_dim,
+                         margin=margin, l2_reg=l2_reg, seeds=seeds, name="deep_triplet")
+        seeds = iter(int(s) for s in seeds[2:])
+        self.concat = keras.layers.Concatenate()
+        self.dropouts = [keras.layers.Dropout(dropout, seed=next(seeds))]
+        self.dense = []
+        for _ in range(n_hidden):
+            self.dense.append(keras.layers.Dense(
+                hidden_size, activation="relu", kernel_regularizer=_l2(l2_reg),
+                kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds))))
+            self.dropouts.append(keras.layers.Dropout(dropout, seed=next(seeds)))
+        self.dense.append(keras.layers.Dense(
+            1, activation="relu", kernel_regularizer=_l2(l2_reg),
+            kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds))))
+        # Widths of the dropout layers' inputs, in order.
+        self._dropout_dims = [user_dim + item_dim] + [hidden_size] * n_hidden
+        self.dropout_rate = float(dropout)
+        self.dropout_width = sum(self._dropout_dims) if dropout > 0 else 0
+
+    def mlp(self, pairs: Any, training: bool = False, dropout_mask: Any = None) -> Any:
+        """The MLP on concatenated (user, item) embeddings, ``(batch, 1)``."""
+        x = pairs
+        offset = 0
+        for dropout, dim, dense in zip(self.dropouts, self._dropout_dims, self.dense):
+            if dropout_mask is not None and training:
+                x = x * dropout_mask[:, offset:offset + dim]
+            else:
+                x = dropout(x, training=training)
+            offset += dim
+            x = dense(x)
+        return x
+
+    def similarity(self, user_ids: Any, item_ids: Any, training: bool = False,
+                   dropout_mask: Any = None) -> Any:
+        pairs = self.concat([self.user_embedding(user_ids), self.item_embedding(item_ids)])
+        similarity = self.mlp(pairs, training=training, dropout_mask=dropout_mask)
+        return keras.ops.reshape(similarity, (-1,))
+
+
+# -- training loops -------------------------------------------------------------
+class _CompiledTrainer:
+    """One ``tf.function`` running many fixed-size batches in a graph loop.
+
+    An epoch's triplets are padded to a whole number of batches and reshaped
+    to ``(num_batches, batch_size)``; a row mask gives the padded rows weight
+    0, so every batch (the short last one included) has exactly the objective
+    Keras's ``fit`` would compute for it. The loop is traced (and with
+    ``jit_compile`` its step XLA-compiled) once per fit; each epoch then costs
+    one call per chunk of ``_CHUNK_TRIPLETS`` triplets (one call on ML-100K).
+
+    Dropout masks are drawn here with numpy from ``dropout_rng`` and fed in:
+    TensorFlow's CPU random kernels cost about a third of a deep-model step
+    (and are far slower still under XLA). The masks are inverted-dropout
+    masks, like Keras's: each unit is kept with probability ``1 - rate`` and
+    scaled by ``1 / (1 - rate)`` (``rate`` rounded to a multiple of 2**-16).
+    """
+
+    def __init__(self, net: _TripletNet, optimizer: keras.optimizers.Optimizer,
+                 batch_size: int, jit_compile: bool, dropout_rng: np.random.Generator) -> None:
+        self.net = net
+        self.batch_size = batch_size
+        self.dropout_rng = dropout_rng
+        variables = net.trainable_variables
+        optimizer.build(variables)
+        width = net.dropout_width
+        # A unit is dropped when 16 random bits fall below the threshold: the
+        # rate is rounded to a multiple of 2**-16 (0.1 -> 0.1000061), and the
+        # bits are raw generator output, several times cheaper than floats.
+        self._drop_threshold = round(net.dropout_rate * 2**16)
+        keep_scale = 2**16 / (2**16 - self._drop_threshold) if width else 1.0
+
+        def step(users, pos, neg, mask, drop=None):
+            masks = None if drop is None else tf.cast(drop, tf.float32) * keep_scale
+            with tf.GradientTape() as tape:
+                loss = net.objective((users, pos, neg), mask, masks)
+            grads = tape.gradient(loss, variables)
+            optimizer.apply(grads, variables)
+            return loss
+
+        if jit_compile:
+            # XLA compiles the step only; compiling the whole loop is no faster.
+            step = tf.function(step, jit_compile=True, autograph=False)
+
+        def run(users, pos, neg, mask, drop=None):
+            total = tf.constant(0.0, dtype=tf.float32)
+            for b in tf.range(tf.shape(users)[0]):
+                total += step(users[b], pos[b], neg[b], mask[b],
+                              None if drop is None else drop[b])
+            return total
+
+        ids = tf.TensorSpec(shape=(None, batch_size), dtype=tf.int32)
+        signature = [ids, ids, ids, tf.TensorSpec(shape=(None, batch_size), dtype=tf.float32)]
+        if width:
+            signature.append(tf.TensorSpec(shape=(None, batch_size, 2, width), dtype=tf.uint8))
+        self._run = tf.function(run, input_signature=signature)
+
+    def run_epoch(self, triplets: Triplets) -> float:
+        """Train on ``triplets`` in order; return the mean batch objective."""
+        n = len(triplets)
+        if n == 0:
+            return float("nan")
+        bs = self.batch_size
+        num_batches = -(-n // bs)
+        per_call = max(1, _CHUNK_TRIPLETS // bs)
+        columns = (triplets.user_ids, triplets.pos_item_ids, triplets.neg_item_ids)
+        total = 0.0
+        for first in range(0, num_batches, per_call):
+            count = min(per_call, num_batches - first)
+            start, stop = first * bs, min(n, (first + count) * bs)
+            args = []
+            for values in columns:
+                padded = np.zeros(count * bs, dtype=np.int32)
+                padded[:stop - start] = values[start:stop]
+                args.append(padded.reshape(count, bs))
+            mask = np.zeros(count * bs, dtype=np.float32)
+            mask[:stop - start] = 1.0
+            args.append(mask.reshape(count, bs))
+            if self.net.dropout_width:
+                shape = (count, bs, 2, self.net.dropout_width)
+                # Each raw 64-bit PCG64 output is four independent 16-bit uniforms.
+                words = -(-int(np.prod(shape)) // 4)
+                bits = self.dropout_rng.bit_generator.random_raw(words).view(np.uint16)
+                keep = bits[:int(np.prod(shape))] >= self._drop_threshold
+                args.append(keep.reshape(shape).view(np.uint8))
+            total += float(self._run(*args))
+        return total / num_batches
+
+
+class _KerasFitTrainer:
+    """The notebook's loop: ``Model.fit`` on one epoch of triplets with an identity loss.
+
+    The sampler already shuffles every epoch, so ``fit`` does not shuffle again
+    (its shuffle would draw from TensorFlow's global seed, outside ``rng``).
+    """
+
+    def __init__(self, net: _TripletNet, optimizer: keras.optimizers.Optimizer,
+                 batch_size: int) -> None:
+        self.net = net
+        self.batch_size = batch_size
+        # jit_compile=False: Keras's "auto" is False on CPU-only machines, and the
+        # notebook's Keras 2 never compiled with XLA.
+        net.compile(optimizer=optimizer, loss=_identity_loss, jit_compile=False)
+
+    def run_epoch(self, triplets: Triplets) -> float:
+        n = len(triplets)
+        if n == 0:
+            return float("nan")
+        history = self.net.fit(
+            x=(triplets.user_ids, triplets.pos_item_ids, triplets.neg_item_ids),
+            y=np.ones(n, dtype=np.float32),
+            batch_size=self.batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+        return float(history.history["loss"][-1])
+
+
+# -- the adapters -------------------------------------------------------------------
+class _KerasTriplet(TripletRecommender):
+    """Shared fit loop, validation and pair scoring of the two Keras adapters."""
+
+    def _validate_common(self) -> None:
+        super().validate_params()
+        check_positive("margin", self.margin, allow_zero=True)
+        check_positive("l2_reg", self.l2_reg, allow_zero=True)
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("batch_size", self.batch_size, integer=True)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}"
+            )
+        if self.negatives not in STRATEGIES:
+            raise ValueError(
+                f"unknown negatives strategy {self.negatives!r}; known: {', '.join(STRATEGIES)}"
+            )
+        check_positive("negatives_alpha", self.negatives_alpha, allow_zero=True)
+        check_positive("hard_candidates", self.hard_candidates, integer=True)
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"unknown trainer {self.trainer!r}; known: {', '.join(TRAINERS)}")
+        if not isinstance(self.jit_compile, bool):
+            raise ValueError(f"jit_compile must be True or False, got {self.jit_compile!r}")
+        if self.num_threads is not None:
+            check_positive("num_threads", self.num_threads, integer=True)
+
+    def _seed_count(self) -> int:
+        """How many framework seeds :meth:`_build_net` consumes."""
+        return 2  # the two embedding tables
+
+    def _build_net(self, num_users: int, num_items: int, seeds: np.ndarray) -> _TripletNet:
+        raise NotImplementedError
+
+    def fit(
+        self,
+        train: Interactions,
+        *,
+        sampler: NegativeSampler | None = None,
+        epochs: int | None = None,
+        rng: np.random.Generator,
+        on_epoch: EpochCallback | None = None,
+        features: Any = None,
+    ) -> _KerasTriplet:
+        """Train on ``train`` for ``epochs`` epochs of triplets and return ``self``.
+
+        Parameters
+        ----------
+        train : Interactions
+            Positive training interactions.
+        sampler : NegativeSampler, optional
+            Source of each epoch's triplets; default :meth:`make_sampler`.
+        epochs : int, optional
+            Default: the ``epochs`` hyperparameter.
+        rng : numpy.random.Generator
+            The only source of randomness: weight initialisation and dropout
+            (through seeds drawn from it) and the sampler's triplets.
+        on_epoch : callable, optional
+            Called with the 1-based epoch number after every epoch; ``score``
+            works inside it.
+        features : ignored
+            These models use no side features.
+
+        Returns
+        -------
+        self
+        """
+        if not isinstance(train, Interactions):
+            raise TypeError(f"train must be Interactions, got {type(train).__name__}")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        self.validate_params()
+        epochs = self._resolve_epochs(epochs)
+        if sampler is None:
+            sampler = self.make_sampler(train)
+        sampler_items = getattr(sampler, "num_items", train.num_items)
+        if sampler_items != train.num_items:
+            raise ValueError(
+                f"sampler draws from {sampler_items} items but train has {train.num_items}"
+            )
+        _configure_threads(self.num_threads)
+
+        self._fitted = False
+        self._num_users, self._num_items = train.shape
+        # One draw from rng seeds everything framework-side: the Keras
+        # initializers and dropout layers, and the compiled trainer's masks.
+        init_seq, dropout_seq = np.random.SeedSequence(derive_seed(rng)).spawn(2)
+        seeds = init_seq.generate_state(self._seed_count()) % (2**31 - 1)
+        self._net = self._build_net(train.num_users, train.num_items, seeds)
+        optimizer = _make_optimizer(self.optimizer, self.learning_rate)
+        if self.trainer == "compiled":
+            # PCG64 explicitly: the trainer uses its raw 64-bit outputs as random bits.
+            dropout_rng = np.random.Generator(np.random.PCG64(dropout_seq))
+            trainer = _CompiledTrainer(self._net, optimizer, self.batch_size, self.jit_compile,
+                                       dropout_rng)
+        else:
+            trainer = _KerasFitTrainer(self._net, optimizer, self.batch_size)
+        self._epoch_losses: list[float] = []
+
+        for epoch in range(1, epochs + 1):
+            triplets = sampler.sample(rng, score_pairs=self._score_pairs)
+            loss = trainer.run_epoch(triplets)
+            try:
+                for variable in self._net.trainable_variables:
+                    where = f"{type(self).__name__} weight {variable.path} after epoch {epoch}"
+                    check_finite(variable.numpy(), where)
+            except FloatingPointError:
+                self._fitted = False
+                raise
+            self._epoch_losses.append(loss)
+            self._fitted = True
+            logger.debug("%s epoch %d/%d: mean batch loss %.5f",
+                         type(self).__name__, epoch, epochs, loss)
+            if on_epoch is not None:
+                on_epoch(epoch)
+        return self
+
+    def _score_pairs(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Current similarity of each (user, item) pair (for the ``hard`` sampler), float32."""
+        raise NotImplementedError
+
+
+class KerasBilinear(_KerasTriplet):
+    """The notebook's bilinear triplet model in Keras 3.
+
+    A user embedding and one item embedding table (shared by the positive and
+    the negative item), compared by cosine similarity (the value of Keras's
+    ``Dot(axes=1, normalize=True)``, the notebook's choice, computed so that
+    its gradient stays finite at a zero vector) or a plain dot product; margin
+    loss on triplets; Keras L2 regularizers on both tables.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Embedding size of users and items.
+    similarity : {"cosine", "dot"}
+        How a user and an item embedding are compared.
+    margin : float
+        Margin of the loss ``max(0, margin + sim(u, neg) - sim(u, pos))``.
+    l2_reg : float
+        Keras L2 factor on each embedding table (``l2_reg * sum(W ** 2)`` over
+        the whole table, added to every batch's loss; 0 disables it).
+    learning_rate : float
+        Optimizer learning rate.
+    batch_size : int
+        Triplets per optimizer step.
+    optimizer : {"adam", "adagrad", "rmsprop", "sgd"}
+        Keras optimizer, with Keras's defaults for everything but the learning rate.
+    epochs : int
+        Passes over the training positives (each with fresh negatives).
+    negatives : {"uniform", "uniform-unseen", "popularity", "hard"}
+        Strategy of the common sampler.
+    negatives_alpha : float
+        Popularity exponent for ``negatives="popularity"``.
+    hard_candidates : int
+        Candidates per triplet for ``negatives="hard"``.
+    trainer : {"compiled", "keras-fit"}
+        Training loop: a whole-epoch ``tf.function`` or Keras's ``Model.fit``
+        (the notebook's loop); both optimise the same objective.
+    jit_compile : bool
+        XLA-compile the ``compiled`` trainer's step (single-threaded on CPU
+        and about a second of compilation per fit: off in the presets).
+    num_threads : int or None
+        TensorFlow intra-op threads (None: TensorFlow's default, one per core).
+        TensorFlow fixes its thread pools when its runtime starts, so this is
+        honoured only by the first fit in a process that starts it; a later,
+        different request is logged and ignored.
+
+    Notes
+    -----
+    The defaults are the ``fast`` preset: the notebook's model trained with
+    batches of 1024 at learning rate 1e-2 for 12 epochs by the compiled
+    trainer. The ``notebook`` preset is 64-d cosine, margin 1, L2 1e-6, Adam
+    (learning rate 1e-3), batch 64, uniform negatives, 10 epochs,
+    ``trainer="keras-fit"``. Both presets ask for one intra-op thread: on a
+    small shared machine TensorFlow's default pools (one thread per core for
+    intra-op *and* inter-op work) oversubscribe the cores and both loops run
+    slower; the graph's independent branches still run in parallel.
+    """
+
+    notes: ClassVar[str] = "Keras 3 (TensorFlow backend) port of the notebook's bilinear model"
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int = 64,
+        similarity: str = "cosine",
+        margin: float = 1.0,
+        l2_reg: float = 1e-6,
+        learning_rate: float = 0.01,
+        batch_size: int = 1024,
+        optimizer: str = "adam",
+        epochs: int = 12,
+        negatives: str = "uniform",
+        negatives_alpha: float = 0.75,
+        hard_candidates: int = 10,
+        trainer: str = "compiled",
+        jit_compile: bool = False,
+        num_threads: int | None = 1,
+    ) -> None:
+        self.latent_dim = latent_dim
+        self.similarity = similarity
+        self.margin = margin
+        self.l2_reg = l2_reg
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.negatives = negatives
+        self.negatives_alpha = negatives_alpha
+        self.hard_candidates = hard_candidates
+        self.trainer = trainer
+        self.jit_compile = jit_compile
+        self.num_threads = num_threads
+
+    def validate_params(self) -> None:
+        """Raise ``ValueError`` naming the first impossible hyperparameter."""
+        self._validate_common()
+        check_positive("latent_dim", self.latent_dim, integer=True)
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(
+                f"unknown similarity {self.similarity!r}; known: {', '.join(SIMILARITIES)}"
+            )
+
+    def _build_net(self, num_users: int, num_items: int, seeds: np.ndarray) -> _TripletNet:
+        net = _BilinearNet(num_users, num_items, latent_dim=self.latent_dim,
+                           cosine=self.similarity == "cosine", margin=self.margin,
+                           l2_reg=self.l2_reg, seeds=seeds)
+        net.build_all()
+        return net
+
+    def _embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """User and item tables as float32 numpy, L2-normalised rows for cosine."""
+        users = self._net.user_embedding.embeddings.numpy()
+        items = self._net.item_embedding.embeddings.numpy()
+        if self.similarity == "cosine":
+            users, items = _normalize_rows(users), _normalize_rows(items)
+        return users, items
+
+    def _score_pairs(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        users, items = self._embeddings()
+        return np.einsum("ij,ij->i", users[user_ids], items[item_ids])
+
+    def score(self, user_ids: np.ndarray) -> np.ndarray:
+        """Similarity of every item for each user: one ``(users x d) @ (d x items)`` product.
+
+        Parameters
+        ----------
+        user_ids : numpy.ndarray of int, shape (n,)
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape (n, num_items)
+            Cosine similarities (or dot products), C-contiguous.
+        """
+        user_ids = self._check_user_ids(user_ids)
+        users, items = self._embeddings()
+        return self._finish_scores(users[user_ids] @ items.T)
+
+
+def _normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Numpy twin of :func:`_l2_normalize` (float32 in, float32 out)."""
+    square_sum = np.einsum("ij,ij->i", matrix, matrix)
+    inv_norm = 1.0 / np.sqrt(np.maximum(square_sum, np.float32(_NORM_EPSILON**2)))
+    return (matrix * inv_norm[:, None]).astype(np.float32, copy=False)
+
+
+class KerasDeep(_KerasTriplet):
+    """The notebook's deep triplet model in Keras 3 (the exercise's solution).
+
+    User (``user_dim``) and item (``item_dim``) embeddings are concatenated and
+    fed to an MLP: dropout, then ``n_hidden`` ReLU layers of ``hidden_size``
+    units each followed by dropout, then one ReLU unit whose output is the
+    similarity. Margin loss on (positive, negative) pairs; Keras L2 on the
+    embeddings and the dense kernels.
+
+    Parameters
+    ----------
+    user_dim, item_dim : int
+        Embedding sizes.
+    n_hidden : int
+        Number of hidden layers (0: the output unit sees the embeddings).
+    hidden_size : int
+        Units per hidden layer.
+    dropout : float
+        Dropout rate in [0, 1) on the MLP input and after each hidden layer.
+    margin, l2_reg, learning_rate, batch_size, optimizer, epochs, negatives, \
+negatives_alpha, hard_candidates, trainer, jit_compile, num_threads
+        As in :class:`KerasBilinear`.
+
+    Notes
+    -----
+    The defaults are the ``fast`` preset: the notebook's model trained with
+    batches of 384 at learning rate 4e-3 on WARP-style ``hard`` negatives
+    (with uniform negatives this model needs about twice the epochs) for 14
+    epochs, by the compiled trainer. The ``notebook`` preset is the notebook
+    solution's 32/64-d embeddings, one hidden layer of 128, dropout 0.1, no
+    L2, Adam (1e-3), batch 64, uniform negatives, 20 epochs,
+    ``trainer="keras-fit"``.
+
+    The compiled trainer draws dropout masks with numpy (see
+    ``_CompiledTrainer``), ``keras-fit`` with Keras's dropout layers: the
+    same distribution, different random streams.
+    """
+
+    notes: ClassVar[str] = "Keras 3 (TensorFlow backend) port of the notebook's deep MLP model"
+
+    def __init__(
+        self,
+        *,
+        user_dim: int = 32,
+        item_dim: int = 64,
+        n_hidden: int = 1,
+        hidden_size: int = 128,
+        dropout: float = 0.1,
+        margin: float = 1.0,
+        l2_reg: float = 0.0,
+        learning_rate: float = 0.004,
+        batch_size: int = 384,
+        optimizer: str = "adam",
+        epochs: int = 14,
+        negatives: str = "hard",
+        negatives_alpha: float = 0.75,
+        hard_candidates: int = 10,
+        trainer: str = "compiled",
+        jit_compile: bool = False,
+        num_threads: int | None = 1,
+    ) -> None:
+        self.user_dim = user_dim
+        self.item_dim = item_dim
+        self.n_hidden = n_hidden
+        self.hidden_size = hidden_size
+        self.dropout = dropout
+        self.margin = margin
+        self.l2_reg = l2_reg
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.negatives = negatives
+        self.negatives_alpha = negatives_alpha
+        self.hard_candidates = hard_candidates
+        self.trainer = trainer
+        self.jit_compile = jit_compile
+        self.num_threads = num_threads
+
+    def _seed_count(self) -> int:
+        # Two embedding tables, n_hidden + 1 dense kernels, n_hidden + 1 dropouts.
+        return 2 + 2 * (self.n_hidden + 1)
+
+    def validate_params(self) -> None:
+        """Raise ``ValueError`` naming the first impossible hyperparameter."""
+        self._validate_common()
+        check_positive("user_dim", self.user_dim, integer=True)
+        check_positive("item_dim", self.item_dim, integer=True)
+        check_positive("n_hidden", self.n_hidden, integer=True, allow_zero=True)
+        check_positive("hidden_size", self.hidden_size, integer=True)
+        check_positive("dropout", self.dropout, allow_zero=True)
+        if not self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    def _build_net(self, num_users: int, num_items: int, seeds: np.ndarray) -> _TripletNet:
+        net = _DeepNet(num_users, num_items, user_dim=self.user_dim, item_dim=self.item_dim,
+                       n_hidden=self.n_hidden, hidden_size=self.hidden_size,
+                       dropout=self.dropout, margin=self.margin, l2_reg=self.l2_reg, seeds=seeds)
+        net.build_all()
+        self._score_fn, self._score_block_users = _make_deep_scorer(net, num_items)
+        self._pair_fn = None  # compiled on first use (only the "hard" sampler needs it)
+        return net
+
+    def _score_pairs(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        if self._pair_fn is None:
+            self._pair_fn = _make_deep_pair_scorer(self._net)
+        num = len(user_ids)
+        size = -(-num // _PAIR_CHUNK) * _PAIR_CHUNK
+        users = np.zeros(size, dtype=np.int32)
+        items = np.zeros(size, dtype=np.int32)
+        users[:num], items[:num] = user_ids, item_ids
+        out = np.empty(size, dtype=np.float32)
+        for start in range(0, size, _PAIR_CHUNK):
+            stop = start + _PAIR_CHUNK
+            out[start:stop] = self._pair_fn(users[start:stop], items[start:stop]).numpy()
+        return out[:num]
+
+    def score(self, user_ids: np.ndarray) -> np.ndarray:
+        """The MLP's similarity for every (user, item) pair of the block.
+
+        The first dense layer is split into a user part and an item part, so
+        its pre-activation is ``U W_u + I W_i + b``: computed once per user and
+        once per item, then broadcast over the pairs of a block of users. The
+        remaining layers run on all pairs of the block at once.
+
+        Parameters
+        ----------
+        user_ids : numpy.ndarray of int, shape (n,)
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape (n, num_items)
+        """
+        user_ids = self._check_user_ids(user_ids)
+        block = self._score_block_users
+        num = user_ids.shape[0]
+        padded = np.zeros(-(-num // block) * block, dtype=np.int32)
+        padded[:num] = user_ids
+        out = np.empty((padded.shape[0], self._num_items), dtype=np.float32)
+        for start in range(0, padded.shape[0], block):
+            out[start:start + block] = self._score_fn(padded[start:start + block]).numpy()
+        return self._finish_scores(out[:num])
+
+
+def _make_deep_pair_scorer(net: _DeepNet) -> Any:
+    """An XLA-compiled inference similarity of ``_PAIR_CHUNK`` (user, item) pairs.
+
+    Projects every user and every item through its half of the first dense
+    layer once, then gathers, adds and runs the rest of the MLP per pair:
+    cheaper than the per-pair concatenation when pairs outnumber users plus
+    items, as with the ``hard`` sampler's candidates.
+    """
+    user_dim = net.user_embedding.output_dim
+    first, rest = net.dense[0], net.dense[1:]
+
+    @tf.function(jit_compile=True, autograph=False,
+                 input_signature=[tf.TensorSpec((_PAIR_CHUNK,), tf.int32)] * 2)
+    def score_pairs(user_ids, item_ids):
+        kernel = first.kernel
+        users = net.user_embedding.embeddings @ kernel[:user_dim]
+        items = net.item_embedding.embeddings @ kernel[user_dim:] + first.bias
+        hidden = first.activation(tf.gather(users, user_ids) + tf.gather(items, item_ids))
+        for dense in rest:
+            hidden = dense(hidden)
+        return tf.reshape(hidden, (_PAIR_CHUNK,))
+
+    return score_pairs
+
+
+def _make_deep_scorer(net: _DeepNet, num_items: int) -> tuple[Any, int]:
+    """An XLA-compiled function scoring a fixed-size block of users against every item.
+
+    Returns the function (int32 user ids ``(block,)`` to float32 scores
+    ``(block, num_items)``) and ``block``. With at most one hidden layer, XLA
+    fuses the broadcast sum, the ReLU and the output unit's dot product, so
+    the ``block x items x hidden`` activations are never stored and a block
+    can be large; deeper MLPs materialise them, so the block is bounded by
+    ``_SCORE_BLOCK_CELLS``.
+    """
+    user_dim = net.user_embedding.output_dim
+    first, rest = net.dense[0], net.dense[1:]
+    width = first.units
+    if len(rest) <= 1:
+        block = _SCORE_BLOCK_USERS
+    else:
+        block = int(np.clip(_SCORE_BLOCK_CELLS // (num_items * width), 1, _SCORE_BLOCK_USERS))
+
+    @tf.function(jit_compile=True, autograph=False,
+                 input_signature=[tf.TensorSpec((block,), tf.int32)])
+    def score_block(user_ids):
+        kernel = first.kernel
+        users = tf.gather(net.user_embedding.embeddings, user_ids) @ kernel[:user_dim]
+        items = net.item_embedding.embeddings @ kernel[user_dim:] + first.bias
+        hidden = first.activation(users[:, None, :] + items[None, :, :])
+        for dense in rest:
+            hidden = dense(hidden)
+        return tf.reshape(hidden, (block, num_items))
+
+    return score_block, block

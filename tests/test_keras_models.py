@@ -1,0 +1,330 @@
+"""The Keras adapters keras-bilinear and keras-deep: objective, scoring, trainers, real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("keras")
+
+from bench.interactions import Interactions
+from bench.registry import default_registry
+from bench.sampler import NegativeSampler, Triplets
+from models.base import NotFittedError
+from models.keras_triplet import KerasBilinear, KerasDeep
+
+REGISTRY = default_registry()
+
+
+def _fit(model, train, seed=0, **kwargs):
+    return model.fit(train, rng=np.random.default_rng(seed), **kwargs)
+
+
+def _set_embeddings(model, users, items):
+    model._net.user_embedding.embeddings.assign(np.asarray(users, dtype=np.float32))
+    model._net.item_embedding.embeddings.assign(np.asarray(items, dtype=np.float32))
+
+
+def _auc(dataset, model):
+    from metrics import Evaluator, summarize
+
+    evaluator = Evaluator(dataset.test.to_bool_csr(), dataset.exclusion("train-positives"),
+                          ks=(5, 10, 20))
+    return summarize(evaluator.evaluate(model))
+
+
+class _NoTriplets:
+    """A sampler that yields an empty epoch: ``fit`` builds the networks and takes no step."""
+
+    def __init__(self, num_items):
+        self.num_items = num_items
+
+    def sample(self, rng, *, score_pairs=None):
+        empty = np.zeros(0, dtype=np.int32)
+        return Triplets(empty, empty, empty)
+
+
+# -- parameters ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cls", "params", "name"),
+    [
+        (KerasBilinear, {"latent_dim": 0}, "latent_dim"),
+        (KerasBilinear, {"latent_dim": 8.5}, "latent_dim"),
+        (KerasBilinear, {"similarity": "euclidean"}, "similarity"),
+        (KerasBilinear, {"margin": -0.5}, "margin"),
+        (KerasBilinear, {"l2_reg": -1e-6}, "l2_reg"),
+        (KerasBilinear, {"learning_rate": 0.0}, "learning_rate"),
+        (KerasBilinear, {"batch_size": 0}, "batch_size"),
+        (KerasBilinear, {"optimizer": "adamw"}, "optimizer"),
+        (KerasBilinear, {"negatives": "nearest"}, "negatives"),
+        (KerasBilinear, {"negatives_alpha": -1.0}, "negatives_alpha"),
+        (KerasBilinear, {"hard_candidates": 0}, "hard_candidates"),
+        (KerasBilinear, {"trainer": "eager"}, "trainer"),
+        (KerasBilinear, {"jit_compile": "yes"}, "jit_compile"),
+        (KerasBilinear, {"num_threads": 0}, "num_threads"),
+        (KerasBilinear, {"epochs": 0}, "epochs"),
+        (KerasDeep, {"user_dim": -2}, "user_dim"),
+        (KerasDeep, {"item_dim": 0}, "item_dim"),
+        (KerasDeep, {"n_hidden": -1}, "n_hidden"),
+        (KerasDeep, {"hidden_size": 0}, "hidden_size"),
+        (KerasDeep, {"dropout": 1.0}, "dropout"),
+        (KerasDeep, {"dropout": -0.1}, "dropout"),
+        (KerasDeep, {"batch_size": 2.5}, "batch_size"),
+    ],
+)
+def test_impossible_parameters_raise_naming_them(cls, params, name, tiny):
+    model = cls(**params)
+    assert model.get_params()[name] == params[name]  # stored unchanged, not checked early
+    with pytest.raises(ValueError, match=name):
+        _fit(model, tiny.train, epochs=1)
+
+
+def test_bad_arguments_to_fit_raise(tiny):
+    model = KerasBilinear(epochs=1)
+    with pytest.raises(TypeError, match="Interactions"):
+        model.fit(tiny.train.to_csr(), rng=np.random.default_rng(0))
+    with pytest.raises(TypeError, match="Generator"):
+        model.fit(tiny.train, rng=0)
+    other = Interactions([0], [0], num_users=1, num_items=tiny.num_items + 1)
+    with pytest.raises(ValueError, match="sampler draws from"):
+        _fit(model, tiny.train, sampler=NegativeSampler(other))
+    with pytest.raises(NotFittedError):
+        model.score(np.array([0]))
+
+
+def test_presets_are_explicit_and_notebook_is_the_notebook():
+    bilinear = REGISTRY.params("keras-bilinear", "notebook")
+    assert bilinear == {
+        "latent_dim": 64, "similarity": "cosine", "margin": 1.0, "l2_reg": 1e-6,
+        "learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam", "epochs": 10,
+        "negatives": "uniform", "trainer": "keras-fit", "num_threads": 1,
+    }
+    deep = REGISTRY.params("keras-deep", "notebook")
+    assert deep == {
+        "user_dim": 32, "item_dim": 64, "n_hidden": 1, "hidden_size": 128, "dropout": 0.1,
+        "margin": 1.0, "l2_reg": 0.0, "learning_rate": 1e-3, "batch_size": 64,
+        "optimizer": "adam", "epochs": 20, "negatives": "uniform", "trainer": "keras-fit",
+        "num_threads": 1,
+    }
+    # The class defaults are the fast preset.
+    for name, cls in (("keras-bilinear", KerasBilinear), ("keras-deep", KerasDeep)):
+        fast = REGISTRY.params(name, "fast")
+        assert {k: cls().get_params()[k] for k in fast} == fast
+
+
+def test_thread_request_after_tensorflow_started_is_logged_not_raised(caplog):
+    import tensorflow as tf
+
+    from models.keras_triplet import _configure_threads
+
+    tf.constant(1.0) + 1.0  # the runtime is running from here on
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    with caplog.at_level("WARNING", logger="models.keras_triplet"):
+        _configure_threads(current + 3)
+    assert "ignored" in caplog.text
+    assert tf.config.threading.get_intra_op_parallelism_threads() == current
+
+
+def test_num_threads_is_applied_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, tensorflow as tf\n"
+        "from bench.synthetic import synthetic\n"
+        "from models.keras_triplet import KerasBilinear\n"
+        "data = synthetic(num_users=20, num_items=30, num_positives=200, seed=1)\n"
+        "KerasBilinear(num_threads=1, epochs=1).fit(data.train, rng=np.random.default_rng(0))\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1"
+
+
+# -- the objective and the scores, by hand -----------------------------------------------
+def _tiny_bilinear(**params):
+    train = Interactions([0, 1], [0, 1], num_users=2, num_items=3)
+    model = _fit(KerasBilinear(latent_dim=2, epochs=1, **params), train, sampler=_NoTriplets(3))
+    _set_embeddings(model, [[3.0, 4.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]])
+    return model
+
+
+def test_bilinear_objective_by_hand():
+    model = _tiny_bilinear(margin=0.5, l2_reg=0.1)
+    inputs = (np.array([0, 1], np.int32), np.array([0, 1], np.int32), np.array([1, 2], np.int32))
+    # cos(u0, i0) = 0.6 and cos(u0, i1) = 0.8: loss max(0, 0.5 + 0.8 - 0.6) = 0.7;
+    # cos(u1, i1) = 0 and cos(u1, i2) = -1/sqrt(2): loss 0.
+    np.testing.assert_allclose(model._net(inputs).numpy(), [0.7, 0.0], atol=1e-6)
+    # L2 over the whole tables: 0.1 * (9 + 16 + 1) + 0.1 * (1 + 4 + 1 + 1) = 3.3.
+    np.testing.assert_allclose(float(model._net.objective(inputs)), 0.35 + 3.3, rtol=1e-6)
+    mask = np.array([1.0, 0.0], np.float32)  # a padded row does not count
+    np.testing.assert_allclose(float(model._net.objective(inputs, mask)), 0.7 + 3.3, rtol=1e-6)
+
+
+def test_bilinear_scores_by_hand():
+    cosine = _tiny_bilinear().score(np.array([1, 0]))
+    np.testing.assert_allclose(cosine, [[1.0, 0.0, -0.5**0.5], [0.6, 0.8, -0.7 * 2**0.5]],
+                               atol=1e-6)
+    dot = _tiny_bilinear(similarity="dot").score(np.array([0, 1]))
+    np.testing.assert_allclose(dot, [[3.0, 8.0, -7.0], [1.0, 0.0, -1.0]], atol=1e-6)
+    assert cosine.dtype == np.float32 and cosine.flags.c_contiguous
+
+
+def test_cosine_gradient_is_finite_for_a_zero_embedding():
+    # Keras's Dot(normalize=True) has a NaN gradient at a zero row; ours must not.
+    import tensorflow as tf
+
+    model = _tiny_bilinear()
+    _set_embeddings(model, [[0.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]])
+    inputs = (np.array([0, 1], np.int32), np.array([0, 1], np.int32), np.array([1, 2], np.int32))
+    with tf.GradientTape() as tape:
+        loss = model._net.objective(inputs)
+    for grad in tape.gradient(loss, model._net.trainable_variables):
+        assert np.isfinite(tf.convert_to_tensor(grad).numpy()).all()
+    np.testing.assert_array_equal(model.score(np.array([0])), [[0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("n_hidden", [0, 1, 2])
+def test_deep_scores_equal_the_network_on_every_pair(n_hidden, tiny):
+    model = _fit(KerasDeep(n_hidden=n_hidden, hidden_size=16, user_dim=4, item_dim=8,
+                           batch_size=64, epochs=2), tiny.train)
+    users = np.array([3, 0, 59, 7])
+    scores = model.score(users)
+    pair_users = np.repeat(users, tiny.num_items).astype(np.int32)
+    pair_items = np.tile(np.arange(tiny.num_items), users.size).astype(np.int32)
+    # Brute force through the Keras layers (concatenate, MLP), dropout off.
+    expected = model._net.similarity(pair_users, pair_items).numpy().reshape(users.size, -1)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    # The hard sampler's pair scorer agrees as well.
+    np.testing.assert_allclose(model._score_pairs(pair_users, pair_items), expected.ravel(),
+                               rtol=1e-5, atol=1e-6)
+    assert (scores >= 0).all()  # the output unit is a ReLU, as in the notebook
+
+
+def test_deep_dropout_is_on_in_training_and_off_in_scoring(tiny):
+    model = _fit(KerasDeep(dropout=0.5, batch_size=64, epochs=1), tiny.train)
+    users, items = np.arange(8, dtype=np.int32), np.arange(8, dtype=np.int32)
+    net = model._net
+    np.testing.assert_array_equal(net.similarity(users, items).numpy(),
+                                  net.similarity(users, items).numpy())
+    assert not np.allclose(net.similarity(users, items, training=True).numpy(),
+                           net.similarity(users, items).numpy())
+
+
+# -- training --------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [KerasBilinear, KerasDeep])
+def test_trainers_optimise_the_same_objective(cls, tiny):
+    # Keras's Model.fit (the notebook's loop) and the compiled epoch loop, with and
+    # without XLA, take the same steps: identical scores after two epochs of batch 64
+    # (tiny has a partial last batch). Dropout is off because the compiled trainer
+    # draws its masks from numpy rather than Keras's seed generators.
+    # Uniform negatives: with "hard" ones, XLA's last-bit differences flip sampling
+    # decisions and the runs diverge (each is still deterministic).
+    params = {"batch_size": 64, "learning_rate": 1e-2, "epochs": 2, "negatives": "uniform"}
+    if cls is KerasDeep:
+        params["dropout"] = 0.0
+    assert len(tiny.train) % 64
+    users = np.arange(tiny.num_users)
+    scores = {
+        (trainer, jit): _fit(cls(trainer=trainer, jit_compile=jit, **params), tiny.train)
+        .score(users)
+        for trainer, jit in [("keras-fit", False), ("compiled", False), ("compiled", True)]
+    }
+    reference = scores.pop(("keras-fit", False))
+    for other in scores.values():
+        np.testing.assert_allclose(other, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [KerasBilinear, KerasDeep])
+def test_training_lowers_the_loss_and_beats_popularity(cls, tiny):
+    from models.baselines import Popularity
+
+    model = _fit(cls(epochs=30, batch_size=128, learning_rate=0.01), tiny.train)
+    losses = model._epoch_losses
+    assert losses[-1] < 0.7 * losses[0]
+    popularity = _fit(Popularity(), tiny.train)
+    assert _auc(tiny, model)["auc"] > _auc(tiny, popularity)["auc"] + 0.02
+
+
+@pytest.mark.parametrize("cls", [KerasBilinear, KerasDeep])
+def test_hard_negatives_score_pairs_with_the_current_model(cls, tiny):
+    model = cls(negatives="hard", hard_candidates=5, batch_size=64, epochs=2)
+    calls = []
+
+    def check(epoch):
+        users = np.arange(tiny.num_users)
+        pairs = model._score_pairs(users.astype(np.int32), np.full(users.size, 3, np.int32))
+        np.testing.assert_allclose(pairs, model.score(users)[:, 3], rtol=1e-5, atol=1e-6)
+        calls.append(epoch)
+
+    _fit(model, tiny.train, on_epoch=check)
+    assert calls == [1, 2]
+
+
+def test_scores_change_between_epochs_and_score_works_mid_fit(tiny):
+    model = KerasBilinear(batch_size=64, epochs=3)
+    seen = []
+    _fit(model, tiny.train, on_epoch=lambda epoch: seen.append(model.score(np.arange(5))))
+    assert len(seen) == 3
+    assert not np.allclose(seen[0], seen[1]) and not np.allclose(seen[1], seen[2])
+    np.testing.assert_array_equal(seen[-1], model.score(np.arange(5)))
+
+
+def test_refit_starts_from_fresh_weights(tiny):
+    model = KerasDeep(batch_size=64, epochs=1)
+    first = _fit(model, tiny.train, seed=4).score(np.arange(10))
+    _fit(model, tiny.train, seed=5)
+    again = _fit(model, tiny.train, seed=4).score(np.arange(10))
+    np.testing.assert_allclose(again, first, rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_weights_raise(tiny):
+    model = KerasBilinear(similarity="dot", learning_rate=1e30, optimizer="sgd",
+                          l2_reg=0.0, batch_size=64, epochs=5)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        _fit(model, tiny.train)
+
+
+# -- real data ---------------------------------------------------------------------------
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["keras-bilinear", "keras-deep"])
+def test_untrained_models_rank_at_random(name, ml100k):
+    # fit over an empty epoch builds and initialises the networks exactly as a real
+    # fit does, then takes no training step: the notebook's "random model" check.
+    model = REGISTRY.make(name, "notebook")
+    _fit(model, ml100k.train, sampler=_NoTriplets(ml100k.num_items), epochs=1)
+    auc = _auc(ml100k, model)["auc"]
+    assert 0.47 < auc < 0.53, auc
+
+
+@pytest.mark.realdata
+def test_bilinear_notebook_preset_reproduces_the_published_auc(ml100k):
+    model = REGISTRY.make("keras-bilinear", "notebook")
+    _fit(model, ml100k.train)
+    auc = _auc(ml100k, model)["auc"]
+    # Published: 0.919-0.922 at epoch 10; much higher would mean leakage.
+    assert 0.91 <= auc <= 0.935, auc
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_deep_notebook_preset_reaches_the_notebook_target(ml100k):
+    # The notebook asks for >= 0.91 (published: 0.89 at epoch 10, 0.91 by 15-20).
+    # Evaluate from epoch 12 on and stop as soon as the target is met.
+    model = REGISTRY.make("keras-deep", "notebook")
+    history = {}
+
+    class Reached(Exception):
+        pass
+
+    def check(epoch):
+        if epoch >= 12:
+            history[epoch] = _auc(ml100k, model)["auc"]
+            if history[epoch] >= 0.91:
+                raise Reached
+
+    with pytest.raises(Reached):
+        _fit(model, ml100k.train, on_epoch=check)
+    assert max(history) <= 20
