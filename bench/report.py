@@ -119,8 +119,12 @@ class _Doc:
     def bullets(self, items: Sequence[str]) -> None:
         self.blocks.append(("ul", list(items)))
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]],
-              numeric: Sequence[bool] | None = None) -> None:
+    def table(
+        self,
+        header: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        numeric: Sequence[bool] | None = None,
+    ) -> None:
         numeric = list(numeric) if numeric is not None else [False] * len(header)
         self.blocks.append(("table", _Table(list(header), [list(r) for r in rows], numeric)))
 
@@ -198,10 +202,12 @@ def _render_html(doc: _Doc, title: str) -> str:
             table: _Table = value
             head = "".join(f"<th>{_html_cell(h)}</th>" for h in table.header)
             body = "".join(
-                "<tr>" + "".join(
+                "<tr>"
+                + "".join(
                     f'<td class="num">{_html_cell(c)}</td>' if num else f"<td>{_html_cell(c)}</td>"
                     for c, num in zip(row, table.numeric)
-                ) + "</tr>"
+                )
+                + "</tr>"
                 for row in table.rows
             )
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
@@ -262,18 +268,22 @@ def _identity_columns(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     runs["run_id"] = runs["run_id"].astype(str)
     specs = [_spec_of(row) for row in runs.to_dict("records")]
-    runs["_options"] = [
-        json.dumps(s.get("dataset_options", {}), sort_keys=True) for s in specs
-    ]
-    for column, default in (("dataset", ""), ("split", ""), ("ties", "expected"),
-                            ("exclude", "train-positives")):
+    runs["_options"] = [json.dumps(s.get("dataset_options", {}), sort_keys=True) for s in specs]
+    for column, default in (
+        ("dataset", ""),
+        ("split", ""),
+        ("ties", "expected"),
+        ("exclude", "train-positives"),
+    ):
         values = [s.get(column) for s in specs]
         if column in runs:
             values = [v if v is not None else c for v, c in zip(values, runs[column])]
-        runs[column] = [default if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                        for v in values]
-    min_rating = [s.get("min_rating", row.get("min_rating"))
-                  for s, row in zip(specs, runs.to_dict("records"))]
+        runs[column] = [
+            default if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values
+        ]
+    min_rating = [
+        s.get("min_rating", row.get("min_rating")) for s, row in zip(specs, runs.to_dict("records"))
+    ]
     runs["_min_rating"] = [
         "none" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):g}"
         for v in min_rating
@@ -336,10 +346,13 @@ class DatasetGroup:
     def describe(self) -> str:
         """One sentence with sizes, policies and the dataset hash."""
         parts = []
-        for column, name in (("num_users", "users"), ("num_items", "items"),
-                             ("train_positives", "train positives"),
-                             ("test_positives", "test positives"),
-                             ("eval_users", "evaluated users")):
+        for column, name in (
+            ("num_users", "users"),
+            ("num_items", "items"),
+            ("train_positives", "train positives"),
+            ("test_positives", "test positives"),
+            ("eval_users", "evaluated users"),
+        ):
             value = self.size(column)
             if value is not None:
                 parts.append(f"{value:,} {name}")
@@ -369,18 +382,27 @@ def dataset_groups(runs: pd.DataFrame) -> list[DatasetGroup]:
     if ok.empty:
         return []
     sha = ok["dataset_sha256"].astype(str) if "dataset_sha256" in ok else pd.Series("", ok.index)
-    keys = list(zip(ok["dataset"].astype(str), ok["split"].astype(str), ok["_min_rating"],
-                    ok["_options"], ok["ties"].astype(str), ok["exclude"].astype(str), sha))
+    keys = list(
+        zip(
+            ok["dataset"].astype(str),
+            ok["split"].astype(str),
+            ok["_min_rating"],
+            ok["_options"],
+            ok["ties"].astype(str),
+            ok["exclude"].astype(str),
+            sha,
+        )
+    )
     order: dict[tuple, list[int]] = {}
     for position, key in enumerate(keys):
         order.setdefault(key, []).append(position)
-    return [DatasetGroup(key, ok.iloc[rows].reset_index(drop=True))
-            for key, rows in order.items()]
+    return [DatasetGroup(key, ok.iloc[rows].reset_index(drop=True)) for key, rows in order.items()]
 
 
 # -- statistics -----------------------------------------------------------------
-def user_means(per_user: pd.DataFrame, run_ids: Sequence[str], metrics: Sequence[str]
-               ) -> pd.DataFrame:
+def user_means(
+    per_user: pd.DataFrame, run_ids: Sequence[str], metrics: Sequence[str]
+) -> pd.DataFrame:
     """Per-user metric values of some runs, averaged over the runs (seeds) per user.
 
     Parameters
@@ -454,11 +476,18 @@ def quality_summary(
             if values.size == 0:
                 continue
             ci = mean_ci(values, level, n_boot=n_boot, rng=_rng(seed))
-            rows.append({"label": label, "metric": metric, "mean": float(ci.mean),
-                         "low": float(ci.low), "high": float(ci.high),
-                         "seeds": int(group["seed"].nunique()), "users": int(values.size)})
-    return pd.DataFrame(rows, columns=["label", "metric", "mean", "low", "high", "seeds",
-                                       "users"])
+            rows.append(
+                {
+                    "label": label,
+                    "metric": metric,
+                    "mean": float(ci.mean),
+                    "low": float(ci.low),
+                    "high": float(ci.high),
+                    "seeds": int(group["seed"].nunique()),
+                    "users": int(values.size),
+                }
+            )
+    return pd.DataFrame(rows, columns=["label", "metric", "mean", "low", "high", "seeds", "users"])
 
 
 def _holm_finite(pvalues: Sequence[float]) -> np.ndarray:
@@ -512,29 +541,53 @@ def paired_summary(
         for label, means in means_by_label.items():
             if label == reference or metric not in means:
                 continue
-            joined = pd.concat({"a": means[metric], "b": ref[metric]}, axis=1,
-                               join="inner").dropna()
+            joined = pd.concat(
+                {"a": means[metric], "b": ref[metric]}, axis=1, join="inner"
+            ).dropna()
             if len(joined) < 2:
                 continue
             result = paired_comparison(
-                joined["a"].to_numpy(), joined["b"].to_numpy(),
-                level=level, n_boot=n_boot, rng=_rng(seed),
+                joined["a"].to_numpy(),
+                joined["b"].to_numpy(),
+                level=level,
+                n_boot=n_boot,
+                rng=_rng(seed),
             )
-            family.append({
-                "label": label, "reference": reference, "metric": metric,
-                "mean_diff": float(result.mean_diff), "low": float(result.low),
-                "high": float(result.high), "t_pvalue": float(result.t_pvalue),
-                "wilcoxon_pvalue": float(result.wilcoxon_pvalue), "n": int(result.n),
-            })
+            family.append(
+                {
+                    "label": label,
+                    "reference": reference,
+                    "metric": metric,
+                    "mean_diff": float(result.mean_diff),
+                    "low": float(result.low),
+                    "high": float(result.high),
+                    "t_pvalue": float(result.t_pvalue),
+                    "wilcoxon_pvalue": float(result.wilcoxon_pvalue),
+                    "n": int(result.n),
+                }
+            )
         if family:
             t_holm = _holm_finite([r["t_pvalue"] for r in family])
             w_holm = _holm_finite([r["wilcoxon_pvalue"] for r in family])
             for row, t, w in zip(family, t_holm, w_holm):
                 row["t_holm"], row["wilcoxon_holm"] = float(t), float(w)
             rows.extend(family)
-    return pd.DataFrame(rows, columns=["label", "reference", "metric", "mean_diff", "low",
-                                       "high", "t_pvalue", "wilcoxon_pvalue", "n", "t_holm",
-                                       "wilcoxon_holm"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "label",
+            "reference",
+            "metric",
+            "mean_diff",
+            "low",
+            "high",
+            "t_pvalue",
+            "wilcoxon_pvalue",
+            "n",
+            "t_holm",
+            "wilcoxon_holm",
+        ],
+    )
 
 
 def cost_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -547,12 +600,17 @@ def cost_summary(runs: pd.DataFrame) -> pd.DataFrame:
         seconds_per_epoch, eval_seconds, peak_rss_mb, rss_growth_mb`` (means
         over seeds; std is NaN with one seed).
     """
-    columns = ["epochs", "fit_seconds", "seconds_per_epoch", "eval_seconds", "peak_rss_mb",
-               "rss_growth_mb"]
+    columns = [
+        "epochs",
+        "fit_seconds",
+        "seconds_per_epoch",
+        "eval_seconds",
+        "peak_rss_mb",
+        "rss_growth_mb",
+    ]
     frame = runs.copy()
     for column in columns:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame \
-            else np.nan
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
     grouped = frame.groupby("label", sort=False)
     out = grouped[columns].mean()
     out.insert(0, "seeds", grouped["seed"].nunique())
@@ -578,8 +636,10 @@ def pareto_front(cost: Sequence[float], quality: Sequence[float]) -> np.ndarray:
     cost = np.asarray(cost, dtype=np.float64)
     quality = np.asarray(quality, dtype=np.float64)
     if cost.shape != quality.shape or cost.ndim != 1:
-        raise ValueError(f"cost and quality must be 1-d of one length, got shapes "
-                         f"{cost.shape} and {quality.shape}")
+        raise ValueError(
+            f"cost and quality must be 1-d of one length, got shapes "
+            f"{cost.shape} and {quality.shape}"
+        )
     no_worse = (cost[None, :] <= cost[:, None]) & (quality[None, :] >= quality[:, None])
     better = (cost[None, :] < cost[:, None]) | (quality[None, :] > quality[:, None])
     return ~(no_worse & better).any(axis=1)
@@ -604,19 +664,26 @@ def _styles(labels: Sequence[str]) -> dict[str, dict[str, Any]]:
 
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     markers = "osD^vP*Xhp<>"
-    return {label: {"color": cmap(i % cmap.N), "marker": markers[(i // cmap.N) % len(markers)]}
-            for i, label in enumerate(labels)}
+    return {
+        label: {"color": cmap(i % cmap.N), "marker": markers[(i // cmap.N) % len(markers)]}
+        for i, label in enumerate(labels)
+    }
 
 
 def _legend_below(fig, axes, ncol_max: int = 5) -> None:
     handles, labels = axes.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center",
-                   ncol=min(ncol_max, len(handles)), fontsize="small", frameon=False)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=min(ncol_max, len(handles)),
+            fontsize="small",
+            frameon=False,
+        )
 
 
-def curves_figure(curves: pd.DataFrame, styles: Mapping[str, dict] | None = None,
-                  title: str = ""):
+def curves_figure(curves: pd.DataFrame, styles: Mapping[str, dict] | None = None, title: str = ""):
     """Learning curves: AUC and precision@10 by epoch (top) and by cumulative fit time (bottom).
 
     Parameters
@@ -656,9 +723,12 @@ def curves_figure(curves: pd.DataFrame, styles: Mapping[str, dict] | None = None
     for col, metric in enumerate(metrics):
         name = _METRIC_TITLES.get(metric, metric)
         axes[0, col].set(title=f"{name} by epoch", xlabel="epoch", ylabel=f"test {name}")
-        axes[1, col].set(title=f"{name} by cumulative fit time", xscale="log",
-                         xlabel="cumulative fit time (s, log scale; evaluation excluded)",
-                         ylabel=f"test {name}")
+        axes[1, col].set(
+            title=f"{name} by cumulative fit time",
+            xscale="log",
+            xlabel="cumulative fit time (s, log scale; evaluation excluded)",
+            ylabel=f"test {name}",
+        )
         for row in range(2):
             axes[row, col].grid(alpha=0.3)
     fig.suptitle(f"Learning curves (mean over seeds): {title}")
@@ -666,8 +736,7 @@ def curves_figure(curves: pd.DataFrame, styles: Mapping[str, dict] | None = None
     return fig
 
 
-def pareto_figure(points: pd.DataFrame, styles: Mapping[str, dict] | None = None,
-                  title: str = ""):
+def pareto_figure(points: pd.DataFrame, styles: Mapping[str, dict] | None = None, title: str = ""):
     """Quality (AUC, precision@10) against fit seconds (log axis) with the Pareto front.
 
     Parameters
@@ -692,22 +761,34 @@ def pareto_figure(points: pd.DataFrame, styles: Mapping[str, dict] | None = None
         front = pareto_front(cost, quality)
         for label, x, y in zip(points.index, cost, quality):
             ax.scatter([x], [y], s=45, label=label, zorder=3, **styles.get(label, {}))
-            ax.annotate(label, (x, y), xytext=(4, 4), textcoords="offset points",
-                        fontsize="x-small")
+            ax.annotate(
+                label, (x, y), xytext=(4, 4), textcoords="offset points", fontsize="x-small"
+            )
         order = np.argsort(cost[front])
-        ax.plot(cost[front][order], quality[front][order], linestyle="--", color="black",
-                drawstyle="steps-post", linewidth=1, label="Pareto front", zorder=2)
+        ax.plot(
+            cost[front][order],
+            quality[front][order],
+            linestyle="--",
+            color="black",
+            drawstyle="steps-post",
+            linewidth=1,
+            label="Pareto front",
+            zorder=2,
+        )
         name = _METRIC_TITLES.get(metric, metric)
-        ax.set(xscale="log", xlabel="fit time (s, log scale; mean over seeds)",
-               ylabel=f"test {name} (mean over users)", title=f"{name} versus fit time")
+        ax.set(
+            xscale="log",
+            xlabel="fit time (s, log scale; mean over seeds)",
+            ylabel=f"test {name} (mean over users)",
+            title=f"{name} versus fit time",
+        )
         ax.grid(alpha=0.3)
     fig.suptitle(f"Quality versus fit time: {title}")
     _legend_below(fig, axes[0])
     return fig
 
 
-def scale_figure(table: pd.DataFrame, styles: Mapping[str, dict] | None = None,
-                 title: str = ""):
+def scale_figure(table: pd.DataFrame, styles: Mapping[str, dict] | None = None, title: str = ""):
     """Fit, per-epoch and evaluation seconds and peak memory against train positives (log-log).
 
     Parameters
@@ -730,13 +811,24 @@ def scale_figure(table: pd.DataFrame, styles: Mapping[str, dict] | None = None,
         rows = rows.sort_values("train_positives")
         for ax, (column, _) in zip(axes, SCALE_COLUMNS):
             values = rows[column].where(rows[column] > 0)
-            ax.plot(rows["train_positives"], values, label=label, markersize=5, linewidth=1.4,
-                    **styles.get(label, {}))
+            ax.plot(
+                rows["train_positives"],
+                values,
+                label=label,
+                markersize=5,
+                linewidth=1.4,
+                **styles.get(label, {}),
+            )
     from matplotlib.ticker import LogFormatter
 
     for ax, (_, name) in zip(axes, SCALE_COLUMNS):
-        ax.set(xscale="log", yscale="log", title=f"{name.split(' (')[0]} by dataset size",
-               xlabel="train positives (log scale)", ylabel=f"{name[:-1]}, log scale)")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=f"{name.split(' (')[0]} by dataset size",
+            xlabel="train positives (log scale)",
+            ylabel=f"{name[:-1]}, log scale)",
+        )
         for axis in (ax.xaxis, ax.yaxis):
             # Plain numbers (2000, not 2x10^3); minor ticks labelled only on short ranges.
             axis.set_major_formatter(LogFormatter())
@@ -748,8 +840,9 @@ def scale_figure(table: pd.DataFrame, styles: Mapping[str, dict] | None = None,
 
 
 # -- report sections ----------------------------------------------------------------
-def _environment_section(doc: _Doc, manifest: Mapping[str, Any], groups: list[DatasetGroup]
-                         ) -> None:
+def _environment_section(
+    doc: _Doc, manifest: Mapping[str, Any], groups: list[DatasetGroup]
+) -> None:
     doc.heading(2, "Environment")
     env = manifest.get("environment") or {}
     if not env:
@@ -765,71 +858,88 @@ def _environment_section(doc: _Doc, manifest: Mapping[str, Any], groups: list[Da
             cpu_text += f" ({usable} usable)"
         packages = env.get("packages") or {}
         versions = ", ".join(f"{k} {v}" for k, v in sorted(packages.items()) if v)
-        doc.bullets([
-            f"CPU: {cpu_text}",
-            f"Python {env.get('python', '?')} on {env.get('platform', '?')}",
-            f"Packages: {versions or 'unknown'}",
-            f"Commit: {commit}",
-        ])
+        doc.bullets(
+            [
+                f"CPU: {cpu_text}",
+                f"Python {env.get('python', '?')} on {env.get('platform', '?')}",
+                f"Packages: {versions or 'unknown'}",
+                f"Commit: {commit}",
+            ]
+        )
     items = []
     for key, info in (manifest.get("datasets") or {}).items():
-        items.append(f"{_dataset_key_title(key)}: sha256 {info.get('sha256')} "
-                     f"(source: {info.get('source')})")
+        items.append(
+            f"{_dataset_key_title(key)}: sha256 {info.get('sha256')} (source: {info.get('source')})"
+        )
     if not items:
         items = [f"{g.title()}: sha256 {g.key[6]}" for g in groups]
     if items:
         doc.para("Datasets:")
         doc.bullets(items)
     run_info = []
-    for key, name in (("experiment", "experiment"), ("experiment_source", "defined in"),
-                      ("command", "command"), ("started_at", "started"),
-                      ("finished_at", "finished")):
+    for key, name in (
+        ("experiment", "experiment"),
+        ("experiment_source", "defined in"),
+        ("command", "command"),
+        ("started_at", "started"),
+        ("finished_at", "finished"),
+    ):
         if manifest.get(key):
             run_info.append(f"{name}: {manifest[key]}")
     if run_info:
         doc.bullets(run_info)
 
 
-def _protocol_section(doc: _Doc, runs: pd.DataFrame, level: float, n_boot: int, seed: int
-                      ) -> None:
+def _protocol_section(doc: _Doc, runs: pd.DataFrame, level: float, n_boot: int, seed: int) -> None:
     doc.heading(2, "Evaluation protocol")
     frame = _identity_columns(runs) if not runs.empty else runs
     ties = sorted(frame["ties"].astype(str).unique()) if "ties" in frame else []
     exclude = sorted(frame["exclude"].astype(str).unique()) if "exclude" in frame else []
-    doc.bullets([
-        f"Tie policy: {', '.join(ties) or 'unknown'} (expected = expected value under a "
-        "uniformly random order of tied items; pessimistic = ties ranked against the model).",
-        f"Exclusion policy: {', '.join(exclude) or 'unknown'} (items removed from each "
-        "user's candidates; every other item of the catalogue is ranked).",
-        "Metrics are computed per user over the full catalogue and then averaged; users "
-        "with at least one test positive are evaluated.",
-        "MAP@k normaliser: min(k, number of test positives of the user). NDCG@k: binary "
-        "gain, log2 discount, ideal DCG over min(k, positives).",
-        f"Intervals: {level:.0%} bootstrap over users ({n_boot} resamples, seed {seed}) of "
-        "the per-user values averaged over seeds. ± is the larger distance from the mean "
-        "to an interval bound.",
-        "Paired comparisons: per-user differences on the users both models evaluated; "
-        "p-values from the paired t-test and the Wilcoxon signed-rank test, Holm-corrected "
-        "over the models compared with the same reference on the same metric.",
-    ])
+    doc.bullets(
+        [
+            f"Tie policy: {', '.join(ties) or 'unknown'} (expected = expected value under a "
+            "uniformly random order of tied items; pessimistic = ties ranked against the model).",
+            f"Exclusion policy: {', '.join(exclude) or 'unknown'} (items removed from each "
+            "user's candidates; every other item of the catalogue is ranked).",
+            "Metrics are computed per user over the full catalogue and then averaged; users "
+            "with at least one test positive are evaluated.",
+            "MAP@k normaliser: min(k, number of test positives of the user). NDCG@k: binary "
+            "gain, log2 discount, ideal DCG over min(k, positives).",
+            f"Intervals: {level:.0%} bootstrap over users ({n_boot} resamples, seed {seed}) of "
+            "the per-user values averaged over seeds. ± is the larger distance from the mean "
+            "to an interval bound.",
+            "Paired comparisons: per-user differences on the users both models evaluated; "
+            "p-values from the paired t-test and the Wilcoxon signed-rank test, Holm-corrected "
+            "over the models compared with the same reference on the same metric.",
+        ]
+    )
 
 
 def _notes_section(doc: _Doc, runs: pd.DataFrame) -> None:
     if "notes" not in runs:
         return
-    notes = (runs[["label", "notes"]].dropna().drop_duplicates("label"))
+    notes = runs[["label", "notes"]].dropna().drop_duplicates("label")
     notes = notes[notes["notes"].astype(str).str.strip() != ""]
     if notes.empty:
         return
     doc.heading(2, "Model notes")
-    own = [label for label, text in zip(notes["label"], notes["notes"])
-           if _OWN_NEGATIVES.search(str(text))]
+    own = [
+        label
+        for label, text in zip(notes["label"], notes["notes"])
+        if _OWN_NEGATIVES.search(str(text))
+    ]
     if own:
-        doc.para("These models sample their own negatives (or use none) instead of the "
-                 f"common sampler, so their training signal differs: {', '.join(own)}.")
-    doc.table(["model", "own negatives", "notes"],
-              [[label, "yes" if label in own else "", str(text)]
-               for label, text in zip(notes["label"], notes["notes"])])
+        doc.para(
+            "These models sample their own negatives (or use none) instead of the "
+            f"common sampler, so their training signal differs: {', '.join(own)}."
+        )
+    doc.table(
+        ["model", "own negatives", "notes"],
+        [
+            [label, "yes" if label in own else "", str(text)]
+            for label, text in zip(notes["label"], notes["notes"])
+        ],
+    )
 
 
 def _failed_section(doc: _Doc, runs: pd.DataFrame) -> None:
@@ -843,15 +953,25 @@ def _failed_section(doc: _Doc, runs: pd.DataFrame) -> None:
         return
     failed = _identity_columns(failed)
     doc.para(f"{len(failed)} run(s) failed; they are left out of every table above.")
-    doc.table(["model", "seed", "dataset", "run id", "error"],
-              [[str(r["label"]), str(r["seed"]), f"{r['dataset']} / {r['split']}",
-                str(r["run_id"]), str(r.get("error") or "")]
-               for r in failed.to_dict("records")],
-              numeric=[False, True, False, False, False])
+    doc.table(
+        ["model", "seed", "dataset", "run id", "error"],
+        [
+            [
+                str(r["label"]),
+                str(r["seed"]),
+                f"{r['dataset']} / {r['split']}",
+                str(r["run_id"]),
+                str(r.get("error") or ""),
+            ]
+            for r in failed.to_dict("records")
+        ],
+        numeric=[False, True, False, False, False],
+    )
 
 
-def _quality_section(doc: _Doc, quality: pd.DataFrame, metrics: Sequence[str], level: float
-                     ) -> dict[str, str]:
+def _quality_section(
+    doc: _Doc, quality: pd.DataFrame, metrics: Sequence[str], level: float
+) -> dict[str, str]:
     """The quality table; returns metric -> best label."""
     labels = list(dict.fromkeys(quality["label"]))
     best: dict[str, str] = {}
@@ -878,15 +998,24 @@ def _quality_section(doc: _Doc, quality: pd.DataFrame, metrics: Sequence[str], l
             is_best = metric in best_means and r["mean"] >= best_means[metric] - 1e-12
             cells.append(Strong(text) if is_best else text)
         table.append(cells)
-    doc.para(f"Mean over users ± {level:.0%} confidence interval; bold = best mean of the "
-             "column (shared when equal).")
-    doc.table(["model", "seeds", "users", *metrics], table,
-              numeric=[False, True, True, *[True] * len(metrics)])
+    doc.para(
+        f"Mean over users ± {level:.0%} confidence interval; bold = best mean of the "
+        "column (shared when equal)."
+    )
+    doc.table(
+        ["model", "seeds", "users", *metrics],
+        table,
+        numeric=[False, True, True, *[True] * len(metrics)],
+    )
     return best
 
 
-def _paired_cells(paired: pd.DataFrame, labels: Sequence[str], metrics: Sequence[str],
-                  references: Mapping[str, str]) -> list[list[str]]:
+def _paired_cells(
+    paired: pd.DataFrame,
+    labels: Sequence[str],
+    metrics: Sequence[str],
+    references: Mapping[str, str],
+) -> list[list[str]]:
     index = {(r["label"], r["metric"]): r for r in paired.to_dict("records")}
     rows = []
     for label in labels:
@@ -905,60 +1034,101 @@ def _paired_cells(paired: pd.DataFrame, labels: Sequence[str], metrics: Sequence
     return rows
 
 
-def _paired_section(doc: _Doc, means: Mapping[str, pd.DataFrame], labels: Sequence[str],
-                    metrics: Sequence[str], best: Mapping[str, str], popularity: str | None,
-                    level: float, n_boot: int, seed: int) -> pd.DataFrame:
+def _paired_section(
+    doc: _Doc,
+    means: Mapping[str, pd.DataFrame],
+    labels: Sequence[str],
+    metrics: Sequence[str],
+    best: Mapping[str, str],
+    popularity: str | None,
+    level: float,
+    n_boot: int,
+    seed: int,
+) -> pd.DataFrame:
     doc.heading(4, "Paired comparisons")
-    doc.para("Cell: mean per-user difference (model minus reference) and its Wilcoxon "
-             "signed-rank p-value, Holm-corrected over the models compared with the same "
-             "reference on that metric; * = significant at 0.05 after correction.")
+    doc.para(
+        "Cell: mean per-user difference (model minus reference) and its Wilcoxon "
+        "signed-rank p-value, Holm-corrected over the models compared with the same "
+        "reference on that metric; * = significant at 0.05 after correction."
+    )
     frames = []
     vs_best = paired_summary(means, dict(best), level=level, n_boot=n_boot, seed=seed)
     frames.append(vs_best.assign(against="best"))
-    doc.para("Against the best model of each column (" +
-             ", ".join(f"{m}: {best[m]}" for m in metrics if m in best) + "):")
-    doc.table(["model", *metrics], _paired_cells(vs_best, labels, metrics, best),
-              numeric=[False, *[True] * len(metrics)])
+    doc.para(
+        "Against the best model of each column ("
+        + ", ".join(f"{m}: {best[m]}" for m in metrics if m in best)
+        + "):"
+    )
+    doc.table(
+        ["model", *metrics],
+        _paired_cells(vs_best, labels, metrics, best),
+        numeric=[False, *[True] * len(metrics)],
+    )
     if popularity is None:
-        doc.para("No popularity baseline in this group: add `popularity` to the run, it is "
-                 "a strong baseline under per-user metrics.")
+        doc.para(
+            "No popularity baseline in this group: add `popularity` to the run, it is "
+            "a strong baseline under per-user metrics."
+        )
     else:
         refs = {m: popularity for m in metrics}
         vs_pop = paired_summary(means, refs, level=level, n_boot=n_boot, seed=seed)
         frames.append(vs_pop.assign(against="popularity"))
         doc.para(f"Against the popularity baseline ({popularity}):")
-        doc.table(["model", *metrics],
-                  _paired_cells(vs_pop, [x for x in labels if x != popularity], metrics, refs),
-                  numeric=[False, *[True] * len(metrics)])
+        doc.table(
+            ["model", *metrics],
+            _paired_cells(vs_pop, [x for x in labels if x != popularity], metrics, refs),
+            numeric=[False, *[True] * len(metrics)],
+        )
     return pd.concat(frames, ignore_index=True)
 
 
 def _cost_section(doc: _Doc, cost: pd.DataFrame) -> None:
     doc.heading(4, "Cost")
-    doc.para("Means over seeds (± seed-to-seed standard deviation of the fit time). Peak "
-             "memory is the resident set of the whole process during fit and evaluation "
-             "(interpreter and frameworks included); growth is the increase over the run.")
+    doc.para(
+        "Means over seeds (± seed-to-seed standard deviation of the fit time). Peak "
+        "memory is the resident set of the whole process during fit and evaluation "
+        "(interpreter and frameworks included); growth is the increase over the run."
+    )
     rows = []
     for label, r in cost.iterrows():
         fit = _fmt_seconds(r["fit_seconds"])
         if np.isfinite(r["fit_seconds_std"]):
             fit += f" ± {_fmt_seconds(r['fit_seconds_std'])}"
-        rows.append([str(label), str(int(r["seeds"])), _fmt_num(r["epochs"]), fit,
-                     _fmt_seconds(r["seconds_per_epoch"]), _fmt_seconds(r["eval_seconds"]),
-                     _fmt_num(round(r["peak_rss_mb"])) if np.isfinite(r["peak_rss_mb"]) else "-",
-                     _fmt_num(round(r["rss_growth_mb"]))
-                     if np.isfinite(r["rss_growth_mb"]) else "-"])
-    doc.table(["model", "seeds", "epochs", "fit s", "s / epoch", "eval s", "peak RSS MiB",
-               "RSS growth MiB"], rows, numeric=[False, *[True] * 7])
+        rows.append(
+            [
+                str(label),
+                str(int(r["seeds"])),
+                _fmt_num(r["epochs"]),
+                fit,
+                _fmt_seconds(r["seconds_per_epoch"]),
+                _fmt_seconds(r["eval_seconds"]),
+                _fmt_num(round(r["peak_rss_mb"])) if np.isfinite(r["peak_rss_mb"]) else "-",
+                _fmt_num(round(r["rss_growth_mb"])) if np.isfinite(r["rss_growth_mb"]) else "-",
+            ]
+        )
+    doc.table(
+        [
+            "model",
+            "seeds",
+            "epochs",
+            "fit s",
+            "s / epoch",
+            "eval s",
+            "peak RSS MiB",
+            "RSS growth MiB",
+        ],
+        rows,
+        numeric=[False, *[True] * 7],
+    )
 
 
-def _scale_sections(doc: _Doc, groups: list[DatasetGroup], styles: Mapping[str, dict],
-                    figures: list[_Figure]) -> None:
+def _scale_sections(
+    doc: _Doc, groups: list[DatasetGroup], styles: Mapping[str, dict], figures: list[_Figure]
+) -> None:
     families: dict[tuple, list[DatasetGroup]] = {}
     for group in groups:
         families.setdefault(group.family, []).append(group)
-    scale = {k: v for k, v in families.items()
-             if len({g.size("train_positives") for g in v}) >= 2}
+    scale = {k: v for k, v in families.items() if len({g.size("train_positives") for g in v}) >= 2}
     if not scale:
         return
     doc.heading(2, "Scaling with dataset size")
@@ -967,10 +1137,15 @@ def _scale_sections(doc: _Doc, groups: list[DatasetGroup], styles: Mapping[str, 
         for group in members:
             cost = cost_summary(group.runs)
             for label, r in cost.iterrows():
-                rows.append({"label": label, "num_users": group.size("num_users"),
-                             "num_items": group.size("num_items"),
-                             "train_positives": group.size("train_positives"),
-                             **{c: r[c] for c, _ in SCALE_COLUMNS}})
+                rows.append(
+                    {
+                        "label": label,
+                        "num_users": group.size("num_users"),
+                        "num_items": group.size("num_items"),
+                        "train_positives": group.size("train_positives"),
+                        **{c: r[c] for c, _ in SCALE_COLUMNS},
+                    }
+                )
         table = pd.DataFrame(rows)
         title = f"{family[0]} / {family[1]}"
         doc.heading(3, f"Scale suite: {title}")
@@ -982,14 +1157,16 @@ def _scale_sections(doc: _Doc, groups: list[DatasetGroup], styles: Mapping[str, 
             for size in sizes:
                 if size in part.index:
                     r = part.loc[size]
-                    cells.append(f"{_fmt_seconds(r['fit_seconds'])} s / "
-                                 f"{r['peak_rss_mb']:.0f} MiB")
+                    cells.append(f"{_fmt_seconds(r['fit_seconds'])} s / {r['peak_rss_mb']:.0f} MiB")
                 else:
                     cells.append("-")
             usable = part[part["fit_seconds"] > 0]
             if len(usable) >= 2:
-                slope = np.polyfit(np.log(usable.index.to_numpy(dtype=float)),
-                                   np.log(usable["fit_seconds"].to_numpy(dtype=float)), 1)[0]
+                slope = np.polyfit(
+                    np.log(usable.index.to_numpy(dtype=float)),
+                    np.log(usable["fit_seconds"].to_numpy(dtype=float)),
+                    1,
+                )[0]
                 cells.append(f"{slope:.2f}")
             else:
                 cells.append("-")
@@ -997,15 +1174,25 @@ def _scale_sections(doc: _Doc, groups: list[DatasetGroup], styles: Mapping[str, 
         size_names = []
         for size in sizes:
             first = table[table["train_positives"] == size].iloc[0]
-            size_names.append(f"{int(size):,} positives ({int(first['num_users']):,} users, "
-                              f"{int(first['num_items']):,} items)")
-        doc.para("Cell: mean fit seconds / peak resident memory. Exponent: slope of log fit "
-                 "time against log train positives (1 = linear).")
-        doc.table(["model", *size_names, "fit-time exponent"], out_rows,
-                  numeric=[False, *[True] * (len(sizes) + 1)])
-        fig = _Figure(f"scale-{_slug(title)}.png", _png(scale_figure(table, styles, title)),
-                      f"Fit time, time per epoch, evaluation time and peak memory against "
-                      f"train positives, log-log axes ({title}).")
+            size_names.append(
+                f"{int(size):,} positives ({int(first['num_users']):,} users, "
+                f"{int(first['num_items']):,} items)"
+            )
+        doc.para(
+            "Cell: mean fit seconds / peak resident memory. Exponent: slope of log fit "
+            "time against log train positives (1 = linear)."
+        )
+        doc.table(
+            ["model", *size_names, "fit-time exponent"],
+            out_rows,
+            numeric=[False, *[True] * (len(sizes) + 1)],
+        )
+        fig = _Figure(
+            f"scale-{_slug(title)}.png",
+            _png(scale_figure(table, styles, title)),
+            f"Fit time, time per epoch, evaluation time and peak memory against "
+            f"train positives, log-log axes ({title}).",
+        )
         figures.append(fig)
         doc.figure(fig)
 
@@ -1046,8 +1233,9 @@ def _popularity_label(runs: pd.DataFrame) -> str | None:
     return "popularity" if "popularity" in labels else labels[0]
 
 
-def build_report(results_dir: str | Path, *, level: float = 0.95, n_boot: int = 2000,
-                 seed: int = 0) -> Report:
+def build_report(
+    results_dir: str | Path, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> Report:
     """Read a results folder and render its report (nothing is written).
 
     Parameters
@@ -1089,8 +1277,10 @@ def build_report(results_dir: str | Path, *, level: float = 0.95, n_boot: int = 
     title = f"rsbench report: {name}"
     doc.heading(1, title)
     n_ok = int((runs["status"] == "ok").sum()) if "status" in runs else 0
-    doc.para(f"Results folder {folder.name}: {len(runs)} run(s), {n_ok} successful, "
-             f"{len(runs) - n_ok} failed, over {len(groups)} dataset group(s).")
+    doc.para(
+        f"Results folder {folder.name}: {len(runs)} run(s), {n_ok} successful, "
+        f"{len(runs) - n_ok} failed, over {len(groups)} dataset group(s)."
+    )
     _environment_section(doc, manifest, groups)
     _protocol_section(doc, runs, level, n_boot, seed)
 
@@ -1105,8 +1295,9 @@ def build_report(results_dir: str | Path, *, level: float = 0.95, n_boot: int = 
         doc.para(group.describe())
         metrics = [m for m in MAIN_METRICS if m in group.runs]
         labels = list(dict.fromkeys(group.runs["label"].astype(str)))
-        quality = quality_summary(group.runs, per_user, metrics=metrics, level=level,
-                                  n_boot=n_boot, seed=seed)
+        quality = quality_summary(
+            group.runs, per_user, metrics=metrics, level=level, n_boot=n_boot, seed=seed
+        )
         quality_frames.append(quality.assign(group=group_title))
         doc.heading(4, "Quality")
         if quality.empty:
@@ -1114,11 +1305,22 @@ def build_report(results_dir: str | Path, *, level: float = 0.95, n_boot: int = 
             best: dict[str, str] = {}
         else:
             best = _quality_section(doc, quality, metrics, level)
-            means = {label: user_means(per_user, part["run_id"].astype(str).tolist(), metrics)
-                     for label, part in group.runs.groupby("label", sort=False)}
+            means = {
+                label: user_means(per_user, part["run_id"].astype(str).tolist(), metrics)
+                for label, part in group.runs.groupby("label", sort=False)
+            }
             if len(labels) > 1:
-                paired = _paired_section(doc, means, labels, metrics, best,
-                                         _popularity_label(group.runs), level, n_boot, seed)
+                paired = _paired_section(
+                    doc,
+                    means,
+                    labels,
+                    metrics,
+                    best,
+                    _popularity_label(group.runs),
+                    level,
+                    n_boot,
+                    seed,
+                )
                 paired_frames.append(paired.assign(group=group_title, section=number))
         cost = cost_summary(group.runs)
         _cost_section(doc, cost)
@@ -1131,24 +1333,37 @@ def build_report(results_dir: str | Path, *, level: float = 0.95, n_boot: int = 
         if curve_fig is None:
             doc.para("No learning curves recorded (run without --no-curves to get them).")
         else:
-            fig = _Figure(f"curves-{slug}.png", _png(curve_fig),
-                          f"Test AUC and precision@10 against epoch and against cumulative fit "
-                          f"seconds, mean over seeds ({group_title}).")
+            fig = _Figure(
+                f"curves-{slug}.png",
+                _png(curve_fig),
+                f"Test AUC and precision@10 against epoch and against cumulative fit "
+                f"seconds, mean over seeds ({group_title}).",
+            )
             figures.append(fig)
             doc.figure(fig)
         pareto_metrics = [m for m in PARETO_METRICS if m in group.runs]
         if pareto_metrics:
-            points = group.runs.assign(**{c: pd.to_numeric(group.runs[c], errors="coerce")
-                                          for c in ["fit_seconds", *pareto_metrics]})
+            points = group.runs.assign(
+                **{
+                    c: pd.to_numeric(group.runs[c], errors="coerce")
+                    for c in ["fit_seconds", *pareto_metrics]
+                }
+            )
             points = points.groupby("label", sort=False)[["fit_seconds", *pareto_metrics]].mean()
             doc.heading(4, "Quality versus fit time")
-            front = points.index[pareto_front(points["fit_seconds"].to_numpy(),
-                                              points[pareto_metrics[0]].to_numpy())]
-            doc.para(f"Pareto front on {pareto_metrics[0]} against fit seconds (no other model "
-                     f"is both faster and better): {', '.join(front)}.")
-            fig = _Figure(f"pareto-{slug}.png", _png(pareto_figure(points, styles, group_title)),
-                          f"Mean test quality against mean fit seconds (log axis); the dashed "
-                          f"line is the Pareto front ({group_title}).")
+            front = points.index[
+                pareto_front(points["fit_seconds"].to_numpy(), points[pareto_metrics[0]].to_numpy())
+            ]
+            doc.para(
+                f"Pareto front on {pareto_metrics[0]} against fit seconds (no other model "
+                f"is both faster and better): {', '.join(front)}."
+            )
+            fig = _Figure(
+                f"pareto-{slug}.png",
+                _png(pareto_figure(points, styles, group_title)),
+                f"Mean test quality against mean fit seconds (log axis); the dashed "
+                f"line is the Pareto front ({group_title}).",
+            )
             figures.append(fig)
             doc.figure(fig)
 
@@ -1158,21 +1373,46 @@ def build_report(results_dir: str | Path, *, level: float = 0.95, n_boot: int = 
     paired_all = pd.concat(paired_frames, ignore_index=True) if paired_frames else pd.DataFrame()
     if not paired_all.empty:
         doc.heading(2, "Appendix: paired comparisons in full")
-        doc.para(f"Section: the numbered dataset group above. Differences are model minus "
-                 f"reference with their {level:.0%} bootstrap interval; raw and Holm-corrected "
-                 "p-values of both tests.")
+        doc.para(
+            f"Section: the numbered dataset group above. Differences are model minus "
+            f"reference with their {level:.0%} bootstrap interval; raw and Holm-corrected "
+            "p-values of both tests."
+        )
         doc.table(
-            ["section", "against", "model", "reference", "metric", "difference", "interval",
-             "t p", "t p (Holm)", "Wilcoxon p", "Wilcoxon p (Holm)", "users"],
-            [[str(r["section"]), r["against"], r["label"], r["reference"], r["metric"],
-              f"{r['mean_diff']:+.4f}", f"[{r['low']:+.4f}, {r['high']:+.4f}]",
-              _fmt_p(r["t_pvalue"]), _fmt_p(r["t_holm"]), _fmt_p(r["wilcoxon_pvalue"]),
-              _fmt_p(r["wilcoxon_holm"]), f"{r['n']:,}"]
-             for r in paired_all.to_dict("records")],
+            [
+                "section",
+                "against",
+                "model",
+                "reference",
+                "metric",
+                "difference",
+                "interval",
+                "t p",
+                "t p (Holm)",
+                "Wilcoxon p",
+                "Wilcoxon p (Holm)",
+                "users",
+            ],
+            [
+                [
+                    str(r["section"]),
+                    r["against"],
+                    r["label"],
+                    r["reference"],
+                    r["metric"],
+                    f"{r['mean_diff']:+.4f}",
+                    f"[{r['low']:+.4f}, {r['high']:+.4f}]",
+                    _fmt_p(r["t_pvalue"]),
+                    _fmt_p(r["t_holm"]),
+                    _fmt_p(r["wilcoxon_pvalue"]),
+                    _fmt_p(r["wilcoxon_holm"]),
+                    f"{r['n']:,}",
+                ]
+                for r in paired_all.to_dict("records")
+            ],
             numeric=[False] * 5 + [True] * 7,
         )
-    quality_all = (pd.concat(quality_frames, ignore_index=True) if quality_frames
-                   else pd.DataFrame())
+    quality_all = pd.concat(quality_frames, ignore_index=True) if quality_frames else pd.DataFrame()
     return Report(
         markdown=_render_markdown(doc),
         html=_render_html(doc, title),
@@ -1182,8 +1422,9 @@ def build_report(results_dir: str | Path, *, level: float = 0.95, n_boot: int = 
     )
 
 
-def write_report(results_dir: str | Path, *, level: float = 0.95, n_boot: int = 2000,
-                 seed: int = 0) -> list[Path]:
+def write_report(
+    results_dir: str | Path, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> list[Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` into a results folder.
 
     Every file is written atomically; figures of an earlier report that this

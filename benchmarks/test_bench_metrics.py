@@ -35,8 +35,7 @@ def _factors(num_users: int, num_items: int, seed: int):
 @pytest.fixture(scope="module")
 def ml100k_shape():
     """943 x 1,682, about 6 test positives and 53 excluded (train) items per user."""
-    data = synthetic(num_users=943, num_items=1682, num_positives=943 * 59, test_per_user=6,
-                     seed=0)
+    data = synthetic(num_users=943, num_items=1682, num_positives=943 * 59, test_per_user=6, seed=0)
     users, items, user_bias, item_bias = _factors(943, 1682, seed=1)
     scores = users @ items.T + user_bias[:, None] + item_bias[None, :]
     return {
@@ -70,7 +69,9 @@ def test_evaluate_ml100k_shape(benchmark, ml100k_shape):
 def test_evaluate_ml100k_shape_popularity_ties(benchmark, ml100k_shape):
     """Same shape, popularity scores: large tie groups (expected-value formulas for ties)."""
     scores, test, exclude = (
-        ml100k_shape["popularity"], ml100k_shape["test"], ml100k_shape["exclude"]
+        ml100k_shape["popularity"],
+        ml100k_shape["test"],
+        ml100k_shape["exclude"],
     )
     frame = benchmark.pedantic(
         evaluate, args=(scores, test, exclude), kwargs={"ks": KS}, rounds=ROUNDS, warmup_rounds=3

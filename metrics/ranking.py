@@ -133,9 +133,7 @@ def _bool_csr(matrix: Any, name: str, shape: tuple[int, int]) -> sp.csr_matrix:
     return csr
 
 
-def _csr_parts(
-    matrix: Any, name: str, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def _csr_parts(matrix: Any, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Canonical (indptr, indices), as int64, of a boolean / 0-1 sparse matrix."""
     csr = _bool_csr(matrix, name, shape)
     return csr.indptr.astype(np.int64, copy=False), csr.indices.astype(np.int64, copy=False)
@@ -524,8 +522,8 @@ def _topk_values(ranked: _Ranked, k: int) -> dict[str, np.ndarray]:
     r0 = np.clip(k - a0, 0.0, g0)
     possible = g0 - p0 >= r0
     safe = np.where(possible, g0 - p0 - r0, 0.0)
-    log_miss = gammaln(g0 - p0 + 1.0) - gammaln(safe + 1.0) + gammaln(g0 - r0 + 1.0) - gammaln(
-        g0 + 1.0
+    log_miss = (
+        gammaln(g0 - p0 + 1.0) - gammaln(safe + 1.0) + gammaln(g0 - r0 + 1.0) - gammaln(g0 + 1.0)
     )
     miss = np.where(possible, np.exp(np.where(possible, log_miss, 0.0)), 0.0)
     hit = 1.0 - miss
@@ -564,8 +562,9 @@ def _rr_values(ranked: _Ranked) -> np.ndarray:
             - gammaln(gs - offset - ps + 2.0)
             - log_total[seg]
         )
-        out[users] = np.bincount(seg, weights=np.exp(log_prob) / (a[seg] + offset),
-                                 minlength=users.size)
+        out[users] = np.bincount(
+            seg, weights=np.exp(log_prob) / (a[seg] + offset), minlength=users.size
+        )
     return out
 
 

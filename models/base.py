@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from bench.sampler import NegativeSampler
 
 __all__ = [
+    "SIMILARITIES",
     "EpochCallback",
     "NotFittedError",
     "Recommender",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 EpochCallback = Callable[[int], None]
+
+#: Similarities of the notebook's bilinear model (cosine is the notebook's choice).
+SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
 
 
 class NotFittedError(RuntimeError):
@@ -136,6 +140,17 @@ class Recommender(ABC):
             check_positive("epochs", self.epochs, integer=True)
 
     # -- training and scoring --------------------------------------------
+    def _begin_fit(self, train: Interactions, rng: np.random.Generator, epochs: int | None) -> int:
+        """Check ``train`` and ``rng``, validate hyperparameters; return the epochs to run."""
+        from bench.interactions import Interactions
+
+        if not isinstance(train, Interactions):
+            raise TypeError(f"train must be Interactions, got {type(train).__name__}")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        self.validate_params()
+        return self._resolve_epochs(epochs)
+
     def _resolve_epochs(self, epochs: int | None) -> int:
         if epochs is None:
             epochs = getattr(self, "epochs", 1)
@@ -203,6 +218,46 @@ class TripletRecommender(Recommender):
 
     uses_sampler: ClassVar[bool] = True
     iterative: ClassVar[bool] = True
+
+    def _validate_triplet_params(self, optimizers: tuple[str, ...]) -> None:
+        """Check the hyperparameters every triplet model shares (see the class docstring)."""
+        from bench.sampler import STRATEGIES
+
+        Recommender.validate_params(self)
+        check_positive("margin", self.margin, allow_zero=True)
+        check_positive("l2_reg", self.l2_reg, allow_zero=True)
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("batch_size", self.batch_size, integer=True)
+        if self.optimizer not in optimizers:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; known: {', '.join(optimizers)}"
+            )
+        if self.negatives not in STRATEGIES:
+            raise ValueError(
+                f"unknown negatives strategy {self.negatives!r}; known: {', '.join(STRATEGIES)}"
+            )
+        check_positive("negatives_alpha", self.negatives_alpha, allow_zero=True)
+        check_positive("hard_candidates", self.hard_candidates, integer=True)
+        if self.num_threads is not None:
+            check_positive("num_threads", self.num_threads, integer=True)
+
+    def _validate_bilinear_params(self) -> None:
+        """``latent_dim`` and ``similarity`` of the notebook's bilinear model."""
+        check_positive("latent_dim", self.latent_dim, integer=True)
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(
+                f"unknown similarity {self.similarity!r}; known: {', '.join(SIMILARITIES)}"
+            )
+
+    def _validate_mlp_params(self) -> None:
+        """Embedding sizes, depth, width and dropout of the notebook's deep model."""
+        check_positive("user_dim", self.user_dim, integer=True)
+        check_positive("item_dim", self.item_dim, integer=True)
+        check_positive("n_hidden", self.n_hidden, integer=True, allow_zero=True)
+        check_positive("hidden_size", self.hidden_size, integer=True)
+        check_positive("dropout", self.dropout, allow_zero=True)
+        if not self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     def make_sampler(self, train: Interactions) -> NegativeSampler:
         """A :class:`~bench.sampler.NegativeSampler` over ``train`` with this model's strategy."""

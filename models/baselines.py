@@ -14,11 +14,8 @@ __all__ = ["EASE", "Popularity", "RandomModel"]
 class _FitState(Recommender):
     """Shared bookkeeping for models fitted in one shot."""
 
-    def _start_fit(self, train: Interactions, epochs: int | None) -> int:
-        if not isinstance(train, Interactions):
-            raise TypeError(f"train must be Interactions, got {type(train).__name__}")
-        self.validate_params()
-        epochs = self._resolve_epochs(epochs)
+    def _start_fit(self, train: Interactions, rng: np.random.Generator, epochs: int | None) -> int:
+        epochs = self._begin_fit(train, rng, epochs)
         self._num_users, self._num_items = train.shape
         return epochs
 
@@ -37,7 +34,7 @@ class RandomModel(_FitState):
 
     def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
         """Draw the per-user seeds; ``epochs`` only repeats the (no-op) callback."""
-        epochs = self._start_fit(train, epochs)
+        epochs = self._start_fit(train, rng, epochs)
         self._base_seed = int(rng.integers(0, 2**63 - 1))
         self._fitted = True
         for epoch in range(1, epochs + 1):
@@ -67,7 +64,7 @@ class Popularity(_FitState):
 
     def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
         """Count positives per item."""
-        epochs = self._start_fit(train, epochs)
+        epochs = self._start_fit(train, rng, epochs)
         self._counts = train.item_counts().astype(np.float32)
         self._fitted = True
         for epoch in range(1, epochs + 1):
@@ -111,7 +108,7 @@ class EASE(_FitState):
 
     def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
         """Solve the closed form once (``epochs`` only repeats the callback)."""
-        epochs = self._start_fit(train, epochs)
+        epochs = self._start_fit(train, rng, epochs)
         if train.num_items > self.max_items:
             raise ValueError(
                 f"EASE needs a num_items x num_items matrix; num_items={train.num_items} "

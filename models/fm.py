@@ -74,8 +74,9 @@ class _FMParameters(torch.nn.Module):
     per block of feature rows fetches both.
     """
 
-    def __init__(self, num_features: int, latent_dim: int, init_std: float,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, num_features: int, latent_dim: int, init_std: float, generator: torch.Generator
+    ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         table = torch.randn(num_features, latent_dim + 1, generator=generator) * init_std
@@ -105,8 +106,7 @@ class _FMParameters(torch.nn.Module):
         k = self.latent_dim
         xv = self.table[columns] * values.unsqueeze(-1)
         factors, linear = xv[..., :k], xv[..., k]
-        return (factors.sum(1), factors.pow(2).sum((1, 2)), linear.sum(1),
-                linear.pow(2).sum(1))
+        return (factors.sum(1), factors.pow(2).sum((1, 2)), linear.sum(1), linear.pow(2).sum(1))
 
 
 class FactorizationMachine(TripletRecommender):
@@ -309,16 +309,19 @@ class FactorizationMachine(TripletRecommender):
         users = torch.from_numpy(np.asarray(user_ids, dtype=np.int64))
         items = torch.from_numpy(np.asarray(item_ids, dtype=np.int64))
         with torch.no_grad(), _torch_threads(int(self.num_threads)):
-            s_u, sq_u, lin_u, _ = self._model.part(self._user_columns[users],
-                                                   self._user_values[users])
-            s_i, sq_i, lin_i, _ = self._model.part(self._item_columns[items],
-                                                   self._item_values[items])
+            s_u, sq_u, lin_u, _ = self._model.part(
+                self._user_columns[users], self._user_values[users]
+            )
+            s_i, sq_i, lin_i, _ = self._model.part(
+                self._item_columns[items], self._item_values[items]
+            )
             pairs = 0.5 * ((s_u + s_i).pow(2).sum(1) - sq_u - sq_i)
             scores = self._model.w0 + lin_u + lin_i + pairs
         return scores.numpy().astype(np.float64)
 
-    def _train_epoch(self, sampler: NegativeSampler, rng: np.random.Generator,
-                     optimizer: torch.optim.Optimizer) -> float:
+    def _train_epoch(
+        self, sampler: NegativeSampler, rng: np.random.Generator, optimizer: torch.optim.Optimizer
+    ) -> float:
         """One pass over a fresh epoch of triplets; returns the mean pairwise loss."""
         model = self._model
         l2 = float(self.l2_reg)
@@ -331,10 +334,12 @@ class FactorizationMachine(TripletRecommender):
                 n = users.shape[0]
                 users = torch.from_numpy(users.astype(np.int64))
                 items = torch.from_numpy(np.concatenate([pos, neg]).astype(np.int64))
-                s_u, sq_u, _, lin_sq_u = model.part(self._user_columns[users],
-                                                    self._user_values[users])
-                s_i, sq_i, lin_i, lin_sq_i = model.part(self._item_columns[items],
-                                                        self._item_values[items])
+                s_u, sq_u, _, lin_sq_u = model.part(
+                    self._user_columns[users], self._user_values[users]
+                )
+                s_i, sq_i, lin_i, lin_sq_i = model.part(
+                    self._item_columns[items], self._item_values[items]
+                )
                 # fm(u, i) = w0 + lin_u + lin_i + 1/2 (|s_u + s_i|^2 - sq_u - sq_i), the
                 # sum-square trick on x = [x_u, x_i]; w0, lin_u and sq_u are the same for
                 # pos and neg and cancel in the difference, so they are left out.
@@ -388,19 +393,15 @@ class FactorizationMachine(TripletRecommender):
         FactorizationMachine
             ``self``.
         """
-        if not isinstance(train, Interactions):
-            raise TypeError(f"train must be Interactions, got {type(train).__name__}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self.validate_params()
-        epochs = self._resolve_epochs(epochs)
+        epochs = self._begin_fit(train, rng, epochs)
         if sampler is None:
             sampler = self.make_sampler(train)
         num_features = self._build_rows(train, features)
         generator = torch.Generator().manual_seed(derive_seed(rng))
         with _torch_threads(int(self.num_threads)):
-            self._model = _FMParameters(num_features, int(self.latent_dim),
-                                        float(self.init_std), generator)
+            self._model = _FMParameters(
+                num_features, int(self.latent_dim), float(self.init_std), generator
+            )
         optimizer = self._make_optimizer(self._model.parameters())
         self._num_users, self._num_items = train.shape
         self.loss_history_: list[float] = []

@@ -85,12 +85,7 @@ class _ImplicitModel(Recommender):
         -------
         self
         """
-        if not isinstance(train, Interactions):
-            raise TypeError(f"train must be Interactions, got {type(train).__name__}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self.validate_params()
-        epochs = self._resolve_epochs(epochs)
+        epochs = self._begin_fit(train, rng, epochs)
         if sampler is not None:
             log.debug("%s ignores the common sampler (%r)", type(self).__name__, sampler)
         user_items = train.to_bool_csr().astype(np.float32)

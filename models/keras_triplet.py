@@ -37,12 +37,11 @@ import numpy as np
 import tensorflow as tf
 
 from bench.interactions import Interactions
-from bench.sampler import STRATEGIES, NegativeSampler, Triplets
+from bench.sampler import NegativeSampler, Triplets
 from models.base import (
     EpochCallback,
     TripletRecommender,
     check_finite,
-    check_positive,
     derive_seed,
 )
 
@@ -65,18 +64,21 @@ class _OwnRetracingFilter(logging.Filter):
     every fit. Warnings about anyone else's functions pass through.
     """
 
-    _OWN = ("_CompiledTrainer.__init__.<locals>", "_make_deep_scorer.<locals>",
-            "_make_deep_pair_scorer.<locals>")
+    _OWN = (
+        "_CompiledTrainer.__init__.<locals>",
+        "_make_deep_scorer.<locals>",
+        "_make_deep_pair_scorer.<locals>",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("tf.function retracing" in message
-                    and any(name in message for name in self._OWN))
+        return not (
+            "tf.function retracing" in message and any(name in message for name in self._OWN)
+        )
 
 
 logging.getLogger("tensorflow").addFilter(_OwnRetracingFilter())
 
-SIMILARITIES = ("cosine", "dot")
 OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 TRAINERS = ("keras-fit", "compiled")
 
@@ -181,8 +183,9 @@ class _TripletNet(keras.Model):
     dropout_width: int = 0
     dropout_rate: float = 0.0
 
-    def similarity(self, user_ids: Any, item_ids: Any, training: bool = False,
-                   dropout_mask: Any = None) -> Any:
+    def similarity(
+        self, user_ids: Any, item_ids: Any, training: bool = False, dropout_mask: Any = None
+    ) -> Any:
         """Similarity of each (user, item) pair, shape ``(batch,)``.
 
         ``dropout_mask`` (float, ``(batch, dropout_width)``, entries 0 or
@@ -229,14 +232,32 @@ class _TripletNet(keras.Model):
 class _BilinearNet(_TripletNet):
     """User and item embeddings compared by cosine similarity or dot product."""
 
-    def __init__(self, num_users: int, num_items: int, *, latent_dim: int, cosine: bool,
-                 margin: float, l2_reg: float, seeds: np.ndarray) -> None:
-        super().__init__(num_users, num_items, user_dim=latent_dim, item_dim=latent_dim,
-                         margin=margin, l2_reg=l2_reg, seeds=seeds, name="bilinear_triplet")
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        *,
+        latent_dim: int,
+        cosine: bool,
+        margin: float,
+        l2_reg: float,
+        seeds: np.ndarray,
+    ) -> None:
+        super().__init__(
+            num_users,
+            num_items,
+            user_dim=latent_dim,
+            item_dim=latent_dim,
+            margin=margin,
+            l2_reg=l2_reg,
+            seeds=seeds,
+            name="bilinear_triplet",
+        )
         self.cosine = bool(cosine)
 
-    def similarity(self, user_ids: Any, item_ids: Any, training: bool = False,
-                   dropout_mask: Any = None) -> Any:
+    def similarity(
+        self, user_ids: Any, item_ids: Any, training: bool = False, dropout_mask: Any = None
+    ) -> Any:
         users = self.user_embedding(user_ids)
         items = self.item_embedding(item_ids)
         if self.cosine:
@@ -260,23 +281,52 @@ def _l2_normalize(x: Any) -> Any:
 class _DeepNet(_TripletNet):
     """The notebook's deep model: concat(user, item) -> dropout -> MLP -> one ReLU output."""
 
-    def __init__(self, num_users: int, num_items: int, *, user_dim: int, item_dim: int,
-                 n_hidden: int, hidden_size: int, dropout: float, margin: float,
-                 l2_reg: float, seeds: np.ndarray) -> None:
-        super().__init__(num_users, num_items, user_dim=user_dim, item_dim=item_dim,
-                         margin=margin, l2_reg=l2_reg, seeds=seeds, name="deep_triplet")
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        *,
+        user_dim: int,
+        item_dim: int,
+        n_hidden: int,
+        hidden_size: int,
+        dropout: float,
+        margin: float,
+        l2_reg: float,
+        seeds: np.ndarray,
+    ) -> None:
+        super().__init__(
+            num_users,
+            num_items,
+            user_dim=user_dim,
+            item_dim=item_dim,
+            margin=margin,
+            l2_reg=l2_reg,
+            seeds=seeds,
+            name="deep_triplet",
+        )
         seeds = iter(int(s) for s in seeds[2:])
         self.concat = keras.layers.Concatenate()
         self.dropouts = [keras.layers.Dropout(dropout, seed=next(seeds))]
         self.dense = []
         for _ in range(n_hidden):
-            self.dense.append(keras.layers.Dense(
-                hidden_size, activation="relu", kernel_regularizer=_l2(l2_reg),
-                kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds))))
+            self.dense.append(
+                keras.layers.Dense(
+                    hidden_size,
+                    activation="relu",
+                    kernel_regularizer=_l2(l2_reg),
+                    kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
+                )
+            )
             self.dropouts.append(keras.layers.Dropout(dropout, seed=next(seeds)))
-        self.dense.append(keras.layers.Dense(
-            1, activation="relu", kernel_regularizer=_l2(l2_reg),
-            kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds))))
+        self.dense.append(
+            keras.layers.Dense(
+                1,
+                activation="relu",
+                kernel_regularizer=_l2(l2_reg),
+                kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
+            )
+        )
         # Widths of the dropout layers' inputs, in order.
         self._dropout_dims = [user_dim + item_dim] + [hidden_size] * n_hidden
         self.dropout_rate = float(dropout)
@@ -288,15 +338,16 @@ class _DeepNet(_TripletNet):
         offset = 0
         for dropout, dim, dense in zip(self.dropouts, self._dropout_dims, self.dense):
             if dropout_mask is not None and training:
-                x = x * dropout_mask[:, offset:offset + dim]
+                x = x * dropout_mask[:, offset : offset + dim]
             else:
                 x = dropout(x, training=training)
             offset += dim
             x = dense(x)
         return x
 
-    def similarity(self, user_ids: Any, item_ids: Any, training: bool = False,
-                   dropout_mask: Any = None) -> Any:
+    def similarity(
+        self, user_ids: Any, item_ids: Any, training: bool = False, dropout_mask: Any = None
+    ) -> Any:
         pairs = self.concat([self.user_embedding(user_ids), self.item_embedding(item_ids)])
         similarity = self.mlp(pairs, training=training, dropout_mask=dropout_mask)
         return keras.ops.reshape(similarity, (-1,))
@@ -320,8 +371,14 @@ class _CompiledTrainer:
     scaled by ``1 / (1 - rate)`` (``rate`` rounded to a multiple of 2**-16).
     """
 
-    def __init__(self, net: _TripletNet, optimizer: keras.optimizers.Optimizer,
-                 batch_size: int, jit_compile: bool, dropout_rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        net: _TripletNet,
+        optimizer: keras.optimizers.Optimizer,
+        batch_size: int,
+        jit_compile: bool,
+        dropout_rng: np.random.Generator,
+    ) -> None:
         self.net = net
         self.batch_size = batch_size
         self.dropout_rng = dropout_rng
@@ -349,8 +406,7 @@ class _CompiledTrainer:
         def run(users, pos, neg, mask, drop=None):
             total = tf.constant(0.0, dtype=tf.float32)
             for b in tf.range(tf.shape(users)[0]):
-                total += step(users[b], pos[b], neg[b], mask[b],
-                              None if drop is None else drop[b])
+                total += step(users[b], pos[b], neg[b], mask[b], None if drop is None else drop[b])
             return total
 
         ids = tf.TensorSpec(shape=(None, batch_size), dtype=tf.int32)
@@ -375,17 +431,17 @@ class _CompiledTrainer:
             args = []
             for values in columns:
                 padded = np.zeros(count * bs, dtype=np.int32)
-                padded[:stop - start] = values[start:stop]
+                padded[: stop - start] = values[start:stop]
                 args.append(padded.reshape(count, bs))
             mask = np.zeros(count * bs, dtype=np.float32)
-            mask[:stop - start] = 1.0
+            mask[: stop - start] = 1.0
             args.append(mask.reshape(count, bs))
             if self.net.dropout_width:
                 shape = (count, bs, 2, self.net.dropout_width)
                 # Each raw 64-bit PCG64 output is four independent 16-bit uniforms.
                 words = -(-int(np.prod(shape)) // 4)
                 bits = self.dropout_rng.bit_generator.random_raw(words).view(np.uint16)
-                keep = bits[:int(np.prod(shape))] >= self._drop_threshold
+                keep = bits[: int(np.prod(shape))] >= self._drop_threshold
                 args.append(keep.reshape(shape).view(np.uint8))
             total += float(self._run(*args))
         return total / num_batches
@@ -398,8 +454,9 @@ class _KerasFitTrainer:
     (its shuffle would draw from TensorFlow's global seed, outside ``rng``).
     """
 
-    def __init__(self, net: _TripletNet, optimizer: keras.optimizers.Optimizer,
-                 batch_size: int) -> None:
+    def __init__(
+        self, net: _TripletNet, optimizer: keras.optimizers.Optimizer, batch_size: int
+    ) -> None:
         self.net = net
         self.batch_size = batch_size
         # jit_compile=False: Keras's "auto" is False on CPU-only machines, and the
@@ -426,27 +483,11 @@ class _KerasTriplet(TripletRecommender):
     """Shared fit loop, validation and pair scoring of the two Keras adapters."""
 
     def _validate_common(self) -> None:
-        super().validate_params()
-        check_positive("margin", self.margin, allow_zero=True)
-        check_positive("l2_reg", self.l2_reg, allow_zero=True)
-        check_positive("learning_rate", self.learning_rate)
-        check_positive("batch_size", self.batch_size, integer=True)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}"
-            )
-        if self.negatives not in STRATEGIES:
-            raise ValueError(
-                f"unknown negatives strategy {self.negatives!r}; known: {', '.join(STRATEGIES)}"
-            )
-        check_positive("negatives_alpha", self.negatives_alpha, allow_zero=True)
-        check_positive("hard_candidates", self.hard_candidates, integer=True)
+        self._validate_triplet_params(OPTIMIZERS)
         if self.trainer not in TRAINERS:
             raise ValueError(f"unknown trainer {self.trainer!r}; known: {', '.join(TRAINERS)}")
         if not isinstance(self.jit_compile, bool):
             raise ValueError(f"jit_compile must be True or False, got {self.jit_compile!r}")
-        if self.num_threads is not None:
-            check_positive("num_threads", self.num_threads, integer=True)
 
     def _seed_count(self) -> int:
         """How many framework seeds :meth:`_build_net` consumes."""
@@ -488,12 +529,7 @@ class _KerasTriplet(TripletRecommender):
         -------
         self
         """
-        if not isinstance(train, Interactions):
-            raise TypeError(f"train must be Interactions, got {type(train).__name__}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self.validate_params()
-        epochs = self._resolve_epochs(epochs)
+        epochs = self._begin_fit(train, rng, epochs)
         if sampler is None:
             sampler = self.make_sampler(train)
         sampler_items = getattr(sampler, "num_items", train.num_items)
@@ -514,8 +550,9 @@ class _KerasTriplet(TripletRecommender):
         if self.trainer == "compiled":
             # PCG64 explicitly: the trainer uses its raw 64-bit outputs as random bits.
             dropout_rng = np.random.Generator(np.random.PCG64(dropout_seq))
-            trainer = _CompiledTrainer(self._net, optimizer, self.batch_size, self.jit_compile,
-                                       dropout_rng)
+            trainer = _CompiledTrainer(
+                self._net, optimizer, self.batch_size, self.jit_compile, dropout_rng
+            )
         else:
             trainer = _KerasFitTrainer(self._net, optimizer, self.batch_size)
         self._epoch_losses: list[float] = []
@@ -532,8 +569,9 @@ class _KerasTriplet(TripletRecommender):
                 raise
             self._epoch_losses.append(loss)
             self._fitted = True
-            logger.debug("%s epoch %d/%d: mean batch loss %.5f",
-                         type(self).__name__, epoch, epochs, loss)
+            logger.debug(
+                "%s epoch %d/%d: mean batch loss %.5f", type(self).__name__, epoch, epochs, loss
+            )
             if on_epoch is not None:
                 on_epoch(epoch)
         return self
@@ -639,16 +677,18 @@ class KerasBilinear(_KerasTriplet):
     def validate_params(self) -> None:
         """Raise ``ValueError`` naming the first impossible hyperparameter."""
         self._validate_common()
-        check_positive("latent_dim", self.latent_dim, integer=True)
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(
-                f"unknown similarity {self.similarity!r}; known: {', '.join(SIMILARITIES)}"
-            )
+        self._validate_bilinear_params()
 
     def _build_net(self, num_users: int, num_items: int, seeds: np.ndarray) -> _TripletNet:
-        net = _BilinearNet(num_users, num_items, latent_dim=self.latent_dim,
-                           cosine=self.similarity == "cosine", margin=self.margin,
-                           l2_reg=self.l2_reg, seeds=seeds)
+        net = _BilinearNet(
+            num_users,
+            num_items,
+            latent_dim=self.latent_dim,
+            cosine=self.similarity == "cosine",
+            margin=self.margin,
+            l2_reg=self.l2_reg,
+            seeds=seeds,
+        )
         net.build_all()
         return net
 
@@ -774,18 +814,21 @@ negatives_alpha, hard_candidates, trainer, jit_compile, num_threads
     def validate_params(self) -> None:
         """Raise ``ValueError`` naming the first impossible hyperparameter."""
         self._validate_common()
-        check_positive("user_dim", self.user_dim, integer=True)
-        check_positive("item_dim", self.item_dim, integer=True)
-        check_positive("n_hidden", self.n_hidden, integer=True, allow_zero=True)
-        check_positive("hidden_size", self.hidden_size, integer=True)
-        check_positive("dropout", self.dropout, allow_zero=True)
-        if not self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self._validate_mlp_params()
 
     def _build_net(self, num_users: int, num_items: int, seeds: np.ndarray) -> _TripletNet:
-        net = _DeepNet(num_users, num_items, user_dim=self.user_dim, item_dim=self.item_dim,
-                       n_hidden=self.n_hidden, hidden_size=self.hidden_size,
-                       dropout=self.dropout, margin=self.margin, l2_reg=self.l2_reg, seeds=seeds)
+        net = _DeepNet(
+            num_users,
+            num_items,
+            user_dim=self.user_dim,
+            item_dim=self.item_dim,
+            n_hidden=self.n_hidden,
+            hidden_size=self.hidden_size,
+            dropout=self.dropout,
+            margin=self.margin,
+            l2_reg=self.l2_reg,
+            seeds=seeds,
+        )
         net.build_all()
         self._score_fn, self._score_block_users = _make_deep_scorer(net, num_items)
         self._pair_fn = None  # compiled on first use (only the "hard" sampler needs it)
@@ -828,7 +871,7 @@ negatives_alpha, hard_candidates, trainer, jit_compile, num_threads
         padded[:num] = user_ids
         out = np.empty((padded.shape[0], self._num_items), dtype=np.float32)
         for start in range(0, padded.shape[0], block):
-            out[start:start + block] = self._score_fn(padded[start:start + block]).numpy()
+            out[start : start + block] = self._score_fn(padded[start : start + block]).numpy()
         return self._finish_scores(out[:num])
 
 
@@ -843,8 +886,11 @@ def _make_deep_pair_scorer(net: _DeepNet) -> Any:
     user_dim = net.user_embedding.output_dim
     first, rest = net.dense[0], net.dense[1:]
 
-    @tf.function(jit_compile=True, autograph=False,
-                 input_signature=[tf.TensorSpec((_PAIR_CHUNK,), tf.int32)] * 2)
+    @tf.function(
+        jit_compile=True,
+        autograph=False,
+        input_signature=[tf.TensorSpec((_PAIR_CHUNK,), tf.int32)] * 2,
+    )
     def score_pairs(user_ids, item_ids):
         kernel = first.kernel
         users = net.user_embedding.embeddings @ kernel[:user_dim]
@@ -875,8 +921,9 @@ def _make_deep_scorer(net: _DeepNet, num_items: int) -> tuple[Any, int]:
     else:
         block = int(np.clip(_SCORE_BLOCK_CELLS // (num_items * width), 1, _SCORE_BLOCK_USERS))
 
-    @tf.function(jit_compile=True, autograph=False,
-                 input_signature=[tf.TensorSpec((block,), tf.int32)])
+    @tf.function(
+        jit_compile=True, autograph=False, input_signature=[tf.TensorSpec((block,), tf.int32)]
+    )
     def score_block(user_ids):
         kernel = first.kernel
         users = tf.gather(net.user_embedding.embeddings, user_ids) @ kernel[:user_dim]

@@ -163,8 +163,7 @@ class LightFMModel(Recommender):
         matrix = side.matrix
         if matrix.shape[0] != num_rows:
             raise ValueError(
-                f"{what} features have {matrix.shape[0]} rows, expected {num_rows} "
-                f"(one per {what})"
+                f"{what} features have {matrix.shape[0]} rows, expected {num_rows} (one per {what})"
             )
         combined = sp.hstack(
             [sp.identity(num_rows, dtype=np.float32, format="csr"), matrix], format="csr"
@@ -208,12 +207,7 @@ class LightFMModel(Recommender):
         LightFMModel
             ``self``.
         """
-        if not isinstance(train, Interactions):
-            raise TypeError(f"train must be Interactions, got {type(train).__name__}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self.validate_params()
-        epochs = self._resolve_epochs(epochs)
+        epochs = self._begin_fit(train, rng, epochs)
         if sampler is not None:
             log.debug("LightFMModel ignores the common sampler (%r)", sampler)
         num_users, num_items = train.shape
@@ -283,9 +277,7 @@ class LightFMModel(Recommender):
             float32 summation order).
         """
         user_ids = self._check_user_ids(user_ids)
-        user_biases, user_embeddings, item_biases, item_embeddings_t = (
-            self._get_representations()
-        )
+        user_biases, user_embeddings, item_biases, item_embeddings_t = self._get_representations()
         scores = user_embeddings[user_ids] @ item_embeddings_t
         scores += item_biases[None, :]
         scores += user_biases[user_ids, None]

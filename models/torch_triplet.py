@@ -37,15 +37,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from bench.interactions import Interactions
-from bench.sampler import STRATEGIES
-from models.base import TripletRecommender, check_finite, check_positive, derive_seed
+from models.base import SIMILARITIES, TripletRecommender, check_finite, derive_seed
 
 __all__ = ["OPTIMIZERS", "SIMILARITIES", "TorchBilinear", "TorchDeep"]
 
 logger = logging.getLogger(__name__)
 
-SIMILARITIES = ("cosine", "dot")
 OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 
 # Keras's L2 normalisation (``Dot(normalize=True)``) caps 1 / norm at 1 / epsilon.
@@ -168,23 +165,7 @@ class _TorchTriplet(TripletRecommender):
     """Shared validation, fit loop, threads and device handling of the torch adapters."""
 
     def _validate_common(self) -> None:
-        super().validate_params()
-        check_positive("margin", self.margin, allow_zero=True)
-        check_positive("l2_reg", self.l2_reg, allow_zero=True)
-        check_positive("learning_rate", self.learning_rate)
-        check_positive("batch_size", self.batch_size, integer=True)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}"
-            )
-        if self.negatives not in STRATEGIES:
-            raise ValueError(
-                f"unknown negatives strategy {self.negatives!r}; known: {', '.join(STRATEGIES)}"
-            )
-        check_positive("negatives_alpha", self.negatives_alpha, allow_zero=True)
-        check_positive("hard_candidates", self.hard_candidates, integer=True)
-        if self.num_threads is not None:
-            check_positive("num_threads", self.num_threads, integer=True)
+        self._validate_triplet_params(OPTIMIZERS)
         _resolve_device(self.device)
 
     # Subclasses: build weights, run one batch, report weights.
@@ -227,12 +208,7 @@ class _TorchTriplet(TripletRecommender):
         -------
         self
         """
-        if not isinstance(train, Interactions):
-            raise TypeError(f"train must be Interactions, got {type(train).__name__}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self.validate_params()
-        epochs = self._resolve_epochs(epochs)
+        epochs = self._begin_fit(train, rng, epochs)
         if sampler is None:
             sampler = self.make_sampler(train)
         sampler_items = getattr(sampler, "num_items", train.num_items)
@@ -383,11 +359,7 @@ class TorchBilinear(_TorchTriplet):
     def validate_params(self) -> None:
         """Raise ``ValueError`` naming the first impossible hyperparameter."""
         self._validate_common()
-        check_positive("latent_dim", self.latent_dim, integer=True)
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(
-                f"unknown similarity {self.similarity!r}; known: {', '.join(SIMILARITIES)}"
-            )
+        self._validate_bilinear_params()
 
     def _build(self, num_users: int, num_items: int, generator: torch.Generator) -> None:
         dim = int(self.latent_dim)
@@ -601,13 +573,7 @@ negatives_alpha, hard_candidates, num_threads, device
     def validate_params(self) -> None:
         """Raise ``ValueError`` naming the first impossible hyperparameter."""
         self._validate_common()
-        check_positive("user_dim", self.user_dim, integer=True)
-        check_positive("item_dim", self.item_dim, integer=True)
-        check_positive("n_hidden", self.n_hidden, integer=True, allow_zero=True)
-        check_positive("hidden_size", self.hidden_size, integer=True)
-        check_positive("dropout", self.dropout, allow_zero=True)
-        if not self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self._validate_mlp_params()
 
     def _build(self, num_users: int, num_items: int, generator: torch.Generator) -> None:
         def uniform(shape: tuple[int, int], limit: float) -> torch.Tensor:

@@ -42,8 +42,9 @@ def file_order_ratings() -> list[tuple[int, int, int, int]]:
 
 def raw_pairs(data: Dataset, side: str) -> list[tuple[int, int]]:
     inter = getattr(data, side)
-    return list(zip(data.raw_user_ids[inter.user_ids].tolist(),
-                    data.raw_item_ids[inter.item_ids].tolist()))
+    return list(
+        zip(data.raw_user_ids[inter.user_ids].tolist(), data.raw_item_ids[inter.item_ids].tolist())
+    )
 
 
 def user_items(data: Dataset, side: str, raw_user: int) -> set[int]:
@@ -61,11 +62,17 @@ def test_listings_cover_every_name():
 
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown dataset 'ml-1m'; known datasets: ml-100k, "
-                       r"synthetic"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown dataset 'ml-1m'; known datasets: ml-100k, "
+        r"synthetic",
+    ):
         load_dataset("ml-1m")
-    with pytest.raises(ValueError, match=r"unknown split 'uc' for 'ml-100k'; known splits: ua, "
-                       r"ub, u1, u2, u3, u4, u5, random, temporal"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown split 'uc' for 'ml-100k'; known splits: ua, "
+        r"ub, u1, u2, u3, u4, u5, random, temporal",
+    ):
         load_dataset("ml-100k", split="uc")
     with pytest.raises(ValueError, match="unknown split 'uc'"):
         split_mask("uc", np.zeros(3, dtype=int), np.zeros(3, dtype=int))
@@ -183,9 +190,7 @@ def test_full_catalogue_and_raw_id_mapping(tables):
     assert data.item_features.matrix.shape[0] == 25 and data.user_features.matrix.shape[0] == 5
     assert data.sha256 == tables.sha256()["ratings.tsv"]
     assert (data.name, data.split, data.source) == ("tiny", "ua", "test")
-    assert data.eval_users().tolist() == sorted(
-        {int(u) for u in data.test.user_ids.tolist()}
-    )
+    assert data.eval_users().tolist() == sorted({int(u) for u in data.test.user_ids.tolist()})
 
 
 def test_random_split_is_seeded(tables):
@@ -214,8 +219,12 @@ def test_temporal_split_keeps_the_latest_ratings_for_test(tables):
 
 def test_temporal_ties_go_to_the_later_line():
     ratings = pd.DataFrame(
-        {"user_id": [1, 1, 1, 1], "item_id": [1, 2, 3, 4], "rating": [5, 4, 3, 2],
-         "timestamp": [100, 300, 300, 200]}
+        {
+            "user_id": [1, 1, 1, 1],
+            "item_id": [1, 2, 3, 4],
+            "rating": [5, 4, 3, 2],
+            "timestamp": [100, 300, 300, 200],
+        }
     )
     tables = _small_tables(ratings)
     data = dataset_from_tables(tables, "temporal", None, k=1)
@@ -233,14 +242,17 @@ def _small_tables(ratings: pd.DataFrame) -> MovieLensTables:
     )
     for genre in GENRES:
         items[genre] = False
-    users = pd.DataFrame({"age": [30], "gender": ["F"], "occupation": ["other"],
-                          "zip_code": ["00000"]}, index=pd.Index([1], name="user_id"))
+    users = pd.DataFrame(
+        {"age": [30], "gender": ["F"], "occupation": ["other"], "zip_code": ["00000"]},
+        index=pd.Index([1], name="user_id"),
+    )
     return MovieLensTables(ratings, items, users)
 
 
 def test_ratings_of_unknown_ids_are_refused():
-    ratings = pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "rating": [5, 4],
-                            "timestamp": [1, 2]})
+    ratings = pd.DataFrame(
+        {"user_id": [1, 2], "item_id": [1, 2], "rating": [5, 4], "timestamp": [1, 2]}
+    )
     with pytest.raises(ValueError, match="rating row 1 has user_id 2 missing from the user table"):
         dataset_from_tables(_small_tables(ratings), "ua", None)
 
@@ -251,12 +263,25 @@ def test_ratings_of_unknown_ids_are_refused():
 @pytest.mark.realdata
 def test_ua_counts_match_grouplens(ml100k):
     summary = ml100k.summary()
-    assert {k: summary[k] for k in (
-        "num_users", "num_items", "train_ratings", "test_ratings", "train_positives",
-        "test_positives", "eval_users",
-    )} == {
-        "num_users": 943, "num_items": 1_682, "train_ratings": 90_570, "test_ratings": 9_430,
-        "train_positives": 49_906, "test_positives": 5_469, "eval_users": 934,
+    assert {
+        k: summary[k]
+        for k in (
+            "num_users",
+            "num_items",
+            "train_ratings",
+            "test_ratings",
+            "train_positives",
+            "test_positives",
+            "eval_users",
+        )
+    } == {
+        "num_users": 943,
+        "num_items": 1_682,
+        "train_ratings": 90_570,
+        "test_ratings": 9_430,
+        "train_positives": 49_906,
+        "test_positives": 5_469,
+        "eval_users": 934,
     }
     assert ml100k.sha256 == ML100K_SHA256["ratings.tsv"]
     assert np.all(ml100k.test_all.user_counts() == 10)
@@ -264,7 +289,16 @@ def test_ua_counts_match_grouplens(ml100k):
     # The first user's ua.test items, as in GroupLens's ua.test.
     first = ml100k.test_all.user_ids == 0
     assert ml100k.raw_item_ids[ml100k.test_all.item_ids[first]].tolist() == [
-        20, 33, 61, 117, 155, 160, 171, 189, 202, 265,
+        20,
+        33,
+        61,
+        117,
+        155,
+        160,
+        171,
+        189,
+        202,
+        265,
     ]
 
 

@@ -192,6 +192,7 @@ def test_popularity_on_ml100k_matches_notebook_auc(request):
         want.append(roc_auc_score(np.isin(candidates, test[user].indices), scores[row, candidates]))
     np.testing.assert_allclose(frame["auc"], want, rtol=1e-12)
     np.testing.assert_allclose(
-        frame["auc"], roc_auc(scores, test[evaluator.evaluated_users],
-                              exclude[evaluator.evaluated_users]), rtol=0
+        frame["auc"],
+        roc_auc(scores, test[evaluator.evaluated_users], exclude[evaluator.evaluated_users]),
+        rtol=0,
     )

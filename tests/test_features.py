@@ -13,8 +13,10 @@ from bench.movielens import GENRES
 
 def item_table(rows: list[tuple[int, int | None, list[str]]]) -> pd.DataFrame:
     frame = pd.DataFrame(
-        {"title": [f"movie {i}" for i, _, _ in rows],
-         "release_year": pd.array([y for _, y, _ in rows], dtype="Int64")},
+        {
+            "title": [f"movie {i}" for i, _, _ in rows],
+            "release_year": pd.array([y for _, y, _ in rows], dtype="Int64"),
+        },
         index=pd.Index([i for i, _, _ in rows], name="item_id"),
     )
     for genre in GENRES:
@@ -24,10 +26,12 @@ def item_table(rows: list[tuple[int, int | None, list[str]]]) -> pd.DataFrame:
 
 def user_table(rows: list[tuple[int, object, object, object]]) -> pd.DataFrame:
     return pd.DataFrame(
-        {"age": pd.array([r[1] for r in rows], dtype="Int64"),
-         "gender": [r[2] for r in rows],
-         "occupation": [r[3] for r in rows],
-         "zip_code": ["00000"] * len(rows)},
+        {
+            "age": pd.array([r[1] for r in rows], dtype="Int64"),
+            "gender": [r[2] for r in rows],
+            "occupation": [r[3] for r in rows],
+            "zip_code": ["00000"] * len(rows),
+        },
         index=pd.Index([r[0] for r in rows], name="user_id"),
     )
 
@@ -39,13 +43,22 @@ def dense(features) -> dict[str, list[float]]:
 
 
 def test_item_features_by_hand():
-    table = item_table([(1, 1995, ["Comedy", "Romance"]), (2, 1987, ["Drama"]),
-                        (7, None, ["unknown"]), (9, 1990, [])])
+    table = item_table(
+        [
+            (1, 1995, ["Comedy", "Romance"]),
+            (2, 1987, ["Drama"]),
+            (7, None, ["unknown"]),
+            (9, 1990, []),
+        ]
+    )
     features = item_side_features(table)
     assert isinstance(features.matrix, sp.csr_matrix)
     assert features.matrix.dtype == np.float32
     assert features.names == (
-        *(f"genre={g}" for g in GENRES), "decade=1980", "decade=1990", "decade=unknown"
+        *(f"genre={g}" for g in GENRES),
+        "decade=1980",
+        "decade=1990",
+        "decade=unknown",
     )
     columns = dense(features)
     assert columns["genre=Comedy"] == [1, 0, 0, 0]
@@ -70,12 +83,22 @@ def test_item_features_keep_rows_without_features():
 
 def test_user_features_by_hand_at_every_bucket_boundary():
     ages = [7, 17, 18, 24, 25, 34, 35, 44, 45, 49, 50, 55, 56, 73]
-    table = user_table([(i + 1, age, "MF"[i % 2], "writer" if i < 3 else "student")
-                        for i, age in enumerate(ages)])
+    table = user_table(
+        [(i + 1, age, "MF"[i % 2], "writer" if i < 3 else "student") for i, age in enumerate(ages)]
+    )
     features = user_side_features(table)
     assert features.names == (
-        "age=under-18", "age=18-24", "age=25-34", "age=35-44", "age=45-49", "age=50-55",
-        "age=56+", "gender=F", "gender=M", "occupation=student", "occupation=writer",
+        "age=under-18",
+        "age=18-24",
+        "age=25-34",
+        "age=35-44",
+        "age=45-49",
+        "age=50-55",
+        "age=56+",
+        "gender=F",
+        "gender=M",
+        "occupation=student",
+        "occupation=writer",
     )
     assert len(AGE_BUCKETS) == 7
     matrix = features.matrix.toarray()
@@ -91,7 +114,9 @@ def test_user_features_missing_values_give_zero_blocks():
     table = user_table([(1, None, "F", "artist"), (2, 30, None, None), (3, 61, "M", "artist")])
     features = user_side_features(table, ids=[3, 2, 1, 4])
     assert features.names == (
-        *(f"age={label}" for label, _ in AGE_BUCKETS), "gender=F", "gender=M",
+        *(f"age={label}" for label, _ in AGE_BUCKETS),
+        "gender=F",
+        "gender=M",
         "occupation=artist",
     )
     matrix = features.matrix.toarray()

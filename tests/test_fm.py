@@ -92,8 +92,11 @@ def _brute_force_fm(model, data, features, users):
 
 @pytest.mark.parametrize("loss", ["bpr", "margin"])
 def test_score_equals_brute_force_fm(loss, tiny, weighted_features):
-    model = _fit(FactorizationMachine(latent_dim=4, loss=loss, epochs=2, batch_size=64), tiny,
-                 features=weighted_features)
+    model = _fit(
+        FactorizationMachine(latent_dim=4, loss=loss, epochs=2, batch_size=64),
+        tiny,
+        features=weighted_features,
+    )
     users = np.array([3, 0, 41])
     expected = _brute_force_fm(model, tiny, weighted_features, users)
     np.testing.assert_allclose(model.score(users), expected, rtol=1e-4, atol=1e-5)
@@ -103,15 +106,25 @@ def test_score_equals_brute_force_fm(loss, tiny, weighted_features):
 
 
 def test_without_features_it_is_biased_mf(tiny, tiny_features):
-    model = _fit(FactorizationMachine(latent_dim=4, epochs=2, use_user_features=False,
-                                      use_item_features=False), tiny, features=tiny_features)
+    model = _fit(
+        FactorizationMachine(
+            latent_dim=4, epochs=2, use_user_features=False, use_item_features=False
+        ),
+        tiny,
+        features=tiny_features,
+    )
     table = model._model.table.detach().numpy()
     assert table.shape == (tiny.num_users + tiny.num_items, 5)
     user_rows, item_rows = table[: tiny.num_users], table[tiny.num_users :]
-    expected = (float(model._model.w0.detach()) + user_rows[:, -1:] + item_rows[:, -1]
-                + user_rows[:, :-1] @ item_rows[:, :-1].T)
-    np.testing.assert_allclose(model.score(np.arange(tiny.num_users)), expected,
-                               rtol=1e-5, atol=1e-6)
+    expected = (
+        float(model._model.w0.detach())
+        + user_rows[:, -1:]
+        + item_rows[:, -1]
+        + user_rows[:, :-1] @ item_rows[:, :-1].T
+    )
+    np.testing.assert_allclose(
+        model.score(np.arange(tiny.num_users)), expected, rtol=1e-5, atol=1e-6
+    )
     # Switching both features off is the same model as fitting without features.
     ids_only = _fit(FactorizationMachine(latent_dim=4, epochs=2), tiny, features=None)
     np.testing.assert_array_equal(ids_only.score(np.arange(6)), model.score(np.arange(6)))
@@ -120,10 +133,19 @@ def test_without_features_it_is_biased_mf(tiny, tiny_features):
 @pytest.mark.parametrize(("use_user", "use_item"), [(True, True), (True, False), (False, True)])
 def test_feature_switches_set_feature_space(use_user, use_item, tiny, tiny_features):
     user_side, item_side = tiny_features
-    model = _fit(FactorizationMachine(latent_dim=2, epochs=1, use_user_features=use_user,
-                                      use_item_features=use_item), tiny, features=tiny_features)
-    expected = (tiny.num_users + tiny.num_items + use_user * user_side.num_features
-                + use_item * item_side.num_features)
+    model = _fit(
+        FactorizationMachine(
+            latent_dim=2, epochs=1, use_user_features=use_user, use_item_features=use_item
+        ),
+        tiny,
+        features=tiny_features,
+    )
+    expected = (
+        tiny.num_users
+        + tiny.num_items
+        + use_user * user_side.num_features
+        + use_item * item_side.num_features
+    )
     assert model._model.table.shape == (expected, 3)
     # One side missing from ``features`` means ids only on that side.
     half = _fit(FactorizationMachine(latent_dim=2, epochs=1), tiny, features=(None, item_side))
@@ -140,8 +162,11 @@ def test_bad_features_raise(tiny, tiny_features):
     bad = item_side.matrix.copy()
     bad.data[0] = np.nan
     with pytest.raises(FloatingPointError, match="item side features"):
-        _fit(FactorizationMachine(epochs=1), tiny,
-             features=(user_side, SideFeatures(sp.csr_matrix(bad), item_side.names)))
+        _fit(
+            FactorizationMachine(epochs=1),
+            tiny,
+            features=(user_side, SideFeatures(sp.csr_matrix(bad), item_side.names)),
+        )
 
 
 @pytest.mark.parametrize("loss", ["bpr", "margin"])
@@ -155,8 +180,11 @@ def test_training_lowers_loss_and_beats_popularity(loss, tiny, tiny_features):
     popularity = Popularity().fit(tiny.train, rng=np.random.default_rng(0))
     assert _auc(model, tiny) > _auc(popularity, tiny) + 0.08
     # ... and with the noise features the training loss still falls.
-    noisy = _fit(FactorizationMachine(latent_dim=16, loss=loss, epochs=20, batch_size=64), tiny,
-                 features=tiny_features)
+    noisy = _fit(
+        FactorizationMachine(latent_dim=16, loss=loss, epochs=20, batch_size=64),
+        tiny,
+        features=tiny_features,
+    )
     assert noisy.loss_history_[-1] < 0.8 * noisy.loss_history_[0]
 
 

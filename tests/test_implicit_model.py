@@ -62,7 +62,11 @@ def test_als_epochs_continue_one_optimisation(tiny):
     """Three 1-iteration fits equal implicit's own ``iterations=3`` from the same seed."""
     model = _fit(ImplicitALS(factors=8, regularization=0.5, alpha=4.0, epochs=3), tiny, seed=3)
     reference = AlternatingLeastSquares(
-        factors=8, regularization=0.5, alpha=4.0, iterations=3, num_threads=1,
+        factors=8,
+        regularization=0.5,
+        alpha=4.0,
+        iterations=3,
+        num_threads=1,
         random_state=np.random.default_rng(derive_seed(np.random.default_rng(3))),
     )
     reference.fit(tiny.train.to_bool_csr().astype(np.float32), show_progress=False)
@@ -76,8 +80,9 @@ def _als_objective(model, data):
     y = model._item_factors_t.T.astype(np.float64)
     p = data.train.to_bool_csr().toarray().astype(np.float64)
     c = np.where(p > 0, model.alpha, 1.0)
-    return float((c * (p - x @ y.T) ** 2).sum()
-                 + model.regularization * ((x**2).sum() + (y**2).sum()))
+    return float(
+        (c * (p - x @ y.T) ** 2).sum() + model.regularization * ((x**2).sum() + (y**2).sum())
+    )
 
 
 def test_als_exact_solver_decreases_objective_every_epoch(tiny):
@@ -91,8 +96,9 @@ def test_als_exact_solver_decreases_objective_every_epoch(tiny):
 
 def test_als_item_factors_solve_normal_equations(tiny):
     """After a sweep, each item vector is the exact weighted ridge solution given the users."""
-    model = _fit(ImplicitALS(factors=5, regularization=1.5, alpha=6.0, epochs=2, use_cg=False),
-                 tiny)
+    model = _fit(
+        ImplicitALS(factors=5, regularization=1.5, alpha=6.0, epochs=2, use_cg=False), tiny
+    )
     x = model._user_factors.astype(np.float64)
     y = model._item_factors_t.T.astype(np.float64)
     p = tiny.train.to_bool_csr().toarray().astype(np.float64)
@@ -105,10 +111,10 @@ def test_als_item_factors_solve_normal_equations(tiny):
 
 def test_als_thread_count_does_not_change_results(tiny):
     one = _fit(ImplicitALS(factors=8, regularization=1.0, alpha=4.0, epochs=3), tiny)
-    two = _fit(ImplicitALS(factors=8, regularization=1.0, alpha=4.0, epochs=3, num_threads=2),
-               tiny)
-    np.testing.assert_allclose(one.score(np.arange(20)), two.score(np.arange(20)),
-                               rtol=1e-4, atol=1e-6)
+    two = _fit(ImplicitALS(factors=8, regularization=1.0, alpha=4.0, epochs=3, num_threads=2), tiny)
+    np.testing.assert_allclose(
+        one.score(np.arange(20)), two.score(np.arange(20)), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_fit_leaves_blas_threads_alone(tiny):

@@ -29,8 +29,9 @@ def _set_embeddings(model, users, items):
 def _auc(dataset, model):
     from metrics import Evaluator, summarize
 
-    evaluator = Evaluator(dataset.test.to_bool_csr(), dataset.exclusion("train-positives"),
-                          ks=(5, 10, 20))
+    evaluator = Evaluator(
+        dataset.test.to_bool_csr(), dataset.exclusion("train-positives"), ks=(5, 10, 20)
+    )
     return summarize(evaluator.evaluate(model))
 
 
@@ -96,15 +97,33 @@ def test_bad_arguments_to_fit_raise(tiny):
 def test_presets_are_explicit_and_notebook_is_the_notebook():
     bilinear = REGISTRY.params("keras-bilinear", "notebook")
     assert bilinear == {
-        "latent_dim": 64, "similarity": "cosine", "margin": 1.0, "l2_reg": 1e-6,
-        "learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam", "epochs": 10,
-        "negatives": "uniform", "trainer": "keras-fit", "num_threads": 1,
+        "latent_dim": 64,
+        "similarity": "cosine",
+        "margin": 1.0,
+        "l2_reg": 1e-6,
+        "learning_rate": 1e-3,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "epochs": 10,
+        "negatives": "uniform",
+        "trainer": "keras-fit",
+        "num_threads": 1,
     }
     deep = REGISTRY.params("keras-deep", "notebook")
     assert deep == {
-        "user_dim": 32, "item_dim": 64, "n_hidden": 1, "hidden_size": 128, "dropout": 0.1,
-        "margin": 1.0, "l2_reg": 0.0, "learning_rate": 1e-3, "batch_size": 64,
-        "optimizer": "adam", "epochs": 20, "negatives": "uniform", "trainer": "keras-fit",
+        "user_dim": 32,
+        "item_dim": 64,
+        "n_hidden": 1,
+        "hidden_size": 128,
+        "dropout": 0.1,
+        "margin": 1.0,
+        "l2_reg": 0.0,
+        "learning_rate": 1e-3,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "epochs": 20,
+        "negatives": "uniform",
+        "trainer": "keras-fit",
         "num_threads": 1,
     }
     # The class defaults are the fast preset.
@@ -138,8 +157,9 @@ def test_num_threads_is_applied_in_a_fresh_process():
         "KerasBilinear(num_threads=1, epochs=1).fit(data.train, rng=np.random.default_rng(0))\n"
         "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
     assert out.stdout.strip().splitlines()[-1] == "1"
 
 
@@ -165,8 +185,9 @@ def test_bilinear_objective_by_hand():
 
 def test_bilinear_scores_by_hand():
     cosine = _tiny_bilinear().score(np.array([1, 0]))
-    np.testing.assert_allclose(cosine, [[1.0, 0.0, -0.5**0.5], [0.6, 0.8, -0.7 * 2**0.5]],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        cosine, [[1.0, 0.0, -(0.5**0.5)], [0.6, 0.8, -0.7 * 2**0.5]], atol=1e-6
+    )
     dot = _tiny_bilinear(similarity="dot").score(np.array([0, 1]))
     np.testing.assert_allclose(dot, [[3.0, 8.0, -7.0], [1.0, 0.0, -1.0]], atol=1e-6)
     assert cosine.dtype == np.float32 and cosine.flags.c_contiguous
@@ -188,8 +209,12 @@ def test_cosine_gradient_is_finite_for_a_zero_embedding():
 
 @pytest.mark.parametrize("n_hidden", [0, 1, 2])
 def test_deep_scores_equal_the_network_on_every_pair(n_hidden, tiny):
-    model = _fit(KerasDeep(n_hidden=n_hidden, hidden_size=16, user_dim=4, item_dim=8,
-                           batch_size=64, epochs=2), tiny.train)
+    model = _fit(
+        KerasDeep(
+            n_hidden=n_hidden, hidden_size=16, user_dim=4, item_dim=8, batch_size=64, epochs=2
+        ),
+        tiny.train,
+    )
     users = np.array([3, 0, 59, 7])
     scores = model.score(users)
     pair_users = np.repeat(users, tiny.num_items).astype(np.int32)
@@ -198,8 +223,9 @@ def test_deep_scores_equal_the_network_on_every_pair(n_hidden, tiny):
     expected = model._net.similarity(pair_users, pair_items).numpy().reshape(users.size, -1)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     # The hard sampler's pair scorer agrees as well.
-    np.testing.assert_allclose(model._score_pairs(pair_users, pair_items), expected.ravel(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model._score_pairs(pair_users, pair_items), expected.ravel(), rtol=1e-5, atol=1e-6
+    )
     assert (scores >= 0).all()  # the output unit is a ReLU, as in the notebook
 
 
@@ -207,10 +233,12 @@ def test_deep_dropout_is_on_in_training_and_off_in_scoring(tiny):
     model = _fit(KerasDeep(dropout=0.5, batch_size=64, epochs=1), tiny.train)
     users, items = np.arange(8, dtype=np.int32), np.arange(8, dtype=np.int32)
     net = model._net
-    np.testing.assert_array_equal(net.similarity(users, items).numpy(),
-                                  net.similarity(users, items).numpy())
-    assert not np.allclose(net.similarity(users, items, training=True).numpy(),
-                           net.similarity(users, items).numpy())
+    np.testing.assert_array_equal(
+        net.similarity(users, items).numpy(), net.similarity(users, items).numpy()
+    )
+    assert not np.allclose(
+        net.similarity(users, items, training=True).numpy(), net.similarity(users, items).numpy()
+    )
 
 
 # -- training --------------------------------------------------------------------------
@@ -228,8 +256,9 @@ def test_trainers_optimise_the_same_objective(cls, tiny):
     assert len(tiny.train) % 64
     users = np.arange(tiny.num_users)
     scores = {
-        (trainer, jit): _fit(cls(trainer=trainer, jit_compile=jit, **params), tiny.train)
-        .score(users)
+        (trainer, jit): _fit(cls(trainer=trainer, jit_compile=jit, **params), tiny.train).score(
+            users
+        )
         for trainer, jit in [("keras-fit", False), ("compiled", False), ("compiled", True)]
     }
     reference = scores.pop(("keras-fit", False))
@@ -281,8 +310,9 @@ def test_refit_starts_from_fresh_weights(tiny):
 
 
 def test_non_finite_weights_raise(tiny):
-    model = KerasBilinear(similarity="dot", learning_rate=1e30, optimizer="sgd",
-                          l2_reg=0.0, batch_size=64, epochs=5)
+    model = KerasBilinear(
+        similarity="dot", learning_rate=1e30, optimizer="sgd", l2_reg=0.0, batch_size=64, epochs=5
+    )
     with pytest.raises(FloatingPointError, match="non-finite"):
         _fit(model, tiny.train)
 

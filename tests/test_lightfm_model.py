@@ -65,7 +65,10 @@ def test_epoch_by_epoch_equals_lightfm_fit(tiny):
     """Three ``fit_partial`` epochs are exactly LightFM's own ``fit(epochs=3)``."""
     model = _fit(LightFMModel(no_components=8, epochs=3), tiny, seed=5)
     reference = LightFM(
-        no_components=8, loss="warp", learning_rate=0.05, max_sampled=10,
+        no_components=8,
+        loss="warp",
+        learning_rate=0.05,
+        max_sampled=10,
         random_state=np.random.RandomState(derive_seed(np.random.default_rng(5))),
     )
     reference.fit(tiny.train.to_bool_csr().astype(np.float32).tocoo(), epochs=3)
@@ -75,39 +78,49 @@ def test_epoch_by_epoch_equals_lightfm_fit(tiny):
 
 @pytest.mark.parametrize("use_features", [False, True])
 def test_score_matches_lightfm_predict(use_features, tiny, tiny_features):
-    model = _fit(LightFMModel(no_components=8, epochs=2, use_features=use_features), tiny,
-                 features=tiny_features)
+    model = _fit(
+        LightFMModel(no_components=8, epochs=2, use_features=use_features),
+        tiny,
+        features=tiny_features,
+    )
     users = np.array([0, 7, 59, 7])
     scores = model.score(users)
     assert scores.shape == (4, tiny.num_items) and scores.dtype == np.float32
     pair_users = np.repeat(users, tiny.num_items).astype(np.int32)
     pair_items = np.tile(np.arange(tiny.num_items, dtype=np.int32), users.size)
     expected = model._lightfm.predict(
-        pair_users, pair_items,
-        user_features=model._user_matrix, item_features=model._item_matrix,
+        pair_users,
+        pair_items,
+        user_features=model._user_matrix,
+        item_features=model._item_matrix,
     ).reshape(users.size, tiny.num_items)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_feature_matrices_keep_identity_columns(tiny, tiny_features):
     user_side, item_side = tiny_features
-    model = _fit(LightFMModel(no_components=4, epochs=1, use_features=True), tiny,
-                 features=tiny_features)
+    model = _fit(
+        LightFMModel(no_components=4, epochs=1, use_features=True), tiny, features=tiny_features
+    )
     assert model._user_matrix.shape == (tiny.num_users, tiny.num_users + user_side.num_features)
     assert model._item_matrix.shape == (tiny.num_items, tiny.num_items + item_side.num_features)
-    np.testing.assert_array_equal(model._item_matrix[:, : tiny.num_items].toarray(),
-                                  np.eye(tiny.num_items))
-    np.testing.assert_array_equal(model._item_matrix[:, tiny.num_items :].toarray(),
-                                  item_side.matrix.toarray())
+    np.testing.assert_array_equal(
+        model._item_matrix[:, : tiny.num_items].toarray(), np.eye(tiny.num_items)
+    )
+    np.testing.assert_array_equal(
+        model._item_matrix[:, tiny.num_items :].toarray(), item_side.matrix.toarray()
+    )
     n_user_params = tiny.num_users + user_side.num_features
     assert model._lightfm.user_embeddings.shape == (n_user_params, 4)
 
     normalized = _fit(
         LightFMModel(no_components=4, epochs=1, use_features=True, normalize_features=True),
-        tiny, features=tiny_features,
+        tiny,
+        features=tiny_features,
     )
-    np.testing.assert_allclose(np.asarray(normalized._item_matrix.sum(axis=1)).ravel(), 1.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(normalized._item_matrix.sum(axis=1)).ravel(), 1.0, rtol=1e-6
+    )
 
 
 def test_features_ignored_unless_asked(tiny, tiny_features):
@@ -133,8 +146,11 @@ def test_on_epoch_and_learning(tiny):
     evaluator = Evaluator(tiny.test.to_bool_csr(), tiny.exclusion("train-positives"))
     model = LightFMModel(no_components=16, epochs=15)
     aucs = {}
-    _fit(model, tiny, on_epoch=lambda e: aucs.__setitem__(e, summarize(evaluator.evaluate(model))
-                                                          ["auc"]))
+    _fit(
+        model,
+        tiny,
+        on_epoch=lambda e: aucs.__setitem__(e, summarize(evaluator.evaluate(model))["auc"]),
+    )
     assert list(aucs) == list(range(1, 16))
     # The synthetic data has low-rank taste: WARP must clearly beat popularity (0.614) and improve.
     popularity = Popularity().fit(tiny.train, rng=np.random.default_rng(0))
@@ -163,25 +179,29 @@ def _check_against_lightfm(model, data, per_user_tol, mean_tol):
     up to float32 rounding of near-ties: ``per_user_tol`` per user and
     ``mean_tol`` on the averages.
     """
-    evaluator = Evaluator(data.test.to_bool_csr(), data.exclusion("train-positives"),
-                          ks=(10,), ties="expected")
+    evaluator = Evaluator(
+        data.test.to_bool_csr(), data.exclusion("train-positives"), ks=(10,), ties="expected"
+    )
     per_user = evaluator.evaluate(model)
     lightfm_auc, lightfm_precision = _lightfm_reference(model, data)
     test_users = np.flatnonzero(data.test.user_counts() > 0)
     np.testing.assert_array_equal(per_user["user"].to_numpy(), test_users)
     np.testing.assert_allclose(per_user["auc"].to_numpy(), lightfm_auc, atol=per_user_tol)
-    np.testing.assert_allclose(per_user["precision@10"].to_numpy(), lightfm_precision,
-                               atol=per_user_tol)
+    np.testing.assert_allclose(
+        per_user["precision@10"].to_numpy(), lightfm_precision, atol=per_user_tol
+    )
     summary = summarize(per_user)
     assert summary["auc"] == pytest.approx(float(np.mean(lightfm_auc)), abs=mean_tol)
-    assert summary["precision@10"] == pytest.approx(float(np.mean(lightfm_precision)),
-                                                    abs=mean_tol)
+    assert summary["precision@10"] == pytest.approx(float(np.mean(lightfm_precision)), abs=mean_tol)
 
 
 @pytest.mark.parametrize("use_features", [False, True])
 def test_metrics_agree_with_lightfm_evaluation_tiny(use_features, tiny, tiny_features):
-    model = _fit(LightFMModel(no_components=16, epochs=5, use_features=use_features), tiny,
-                 features=tiny_features)
+    model = _fit(
+        LightFMModel(no_components=16, epochs=5, use_features=use_features),
+        tiny,
+        features=tiny_features,
+    )
     _check_against_lightfm(model, tiny, per_user_tol=1e-3, mean_tol=1e-5)
 
 

@@ -303,8 +303,16 @@ class TestEvaluateTable:
     def test_metric_columns_order(self):
         assert metric_columns((5, 10)) == [
             "auc",
-            "precision@5", "recall@5", "map@5", "ndcg@5", "hit@5",
-            "precision@10", "recall@10", "map@10", "ndcg@10", "hit@10",
+            "precision@5",
+            "recall@5",
+            "map@5",
+            "ndcg@5",
+            "hit@5",
+            "precision@10",
+            "recall@10",
+            "map@10",
+            "ndcg@10",
+            "hit@10",
             "mrr",
         ]
         assert metric_columns(()) == ["auc", "mrr"]

@@ -111,8 +111,9 @@ def assert_matches(frame, expected_rows, columns):
     assert len(frame) == len(expected_rows)
     for name in columns:
         want = np.array([row[name] for row in expected_rows])
-        np.testing.assert_allclose(frame[name].to_numpy(), want, rtol=1e-9, atol=1e-12,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            frame[name].to_numpy(), want, rtol=1e-9, atol=1e-12, err_msg=name
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -138,8 +139,7 @@ def to_csr(dense):
     return sp.csr_matrix(dense.astype(bool))
 
 
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # ---------------------------------------------------------------------------
@@ -297,7 +297,8 @@ def test_reciprocal_rank_chunks_do_not_change_values(rng):
             want = sum(p / f for f, p in enumerate(probs, start=1))
         else:
             rest = test[row, 50:].sum()
-            probs = [math.comb(350 - f, rest - 1) / math.comb(350, rest)
-                     for f in range(1, 352 - rest)]
+            probs = [
+                math.comb(350 - f, rest - 1) / math.comb(350, rest) for f in range(1, 352 - rest)
+            ]
             want = sum(p / (50 + f) for f, p in enumerate(probs, start=1))
         assert whole[row] == pytest.approx(want, rel=1e-9)

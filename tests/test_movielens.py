@@ -147,10 +147,16 @@ def test_canonical_round_trip_and_layout(tiny_tables):
     ("full", "title", "year"),
     [
         ("Toy Story (1995)", "Toy Story", 1995),
-        ("Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)",
-         "Shanghai Triad (Yao a yao yao dao waipo qiao)", 1995),
-        ("Land Before Time III: The Time of the Great Giving (1995) (V)",
-         "Land Before Time III: The Time of the Great Giving (V)", 1995),
+        (
+            "Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)",
+            "Shanghai Triad (Yao a yao yao dao waipo qiao)",
+            1995,
+        ),
+        (
+            "Land Before Time III: The Time of the Great Giving (1995) (V)",
+            "Land Before Time III: The Time of the Great Giving (V)",
+            1995,
+        ),
         ("unknown", "unknown", None),
         ("  1-900 (1994)  ", "1-900", 1994),
         ("Year 2000 (Millennium) ", "Year 2000 (Millennium)", None),
@@ -159,7 +165,7 @@ def test_canonical_round_trip_and_layout(tiny_tables):
 def test_normalise_titles(full, title, year):
     titles, years = normalise_titles(pd.Series([full]))
     assert titles.iloc[0] == title
-    assert (pd.isna(years.iloc[0]) if year is None else years.iloc[0] == year)
+    assert pd.isna(years.iloc[0]) if year is None else years.iloc[0] == year
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -192,13 +198,30 @@ GROUPLENS_CASES = [
     ("ratings", 7, "2\t9\t1\t885370629", "rated item_id 9 twice (also on line 1)"),
     ("ratings", 7, "4\t24\t1\t885370629", "user_id 4 is not in u.user"),
     ("ratings", 7, "2\t25\t1\t885370629", "item_id 25 is not in u.item"),
-    ("items", 3, "3|Broken (1994)|01-Jan-1994||url|0|1", "expected 24 '|'-separated fields, found 7"),
-    ("items", 3, "3|Broken (1994)|01-Jan-1994||url|" + flags("Drama").replace("1", "yes"),
-     "genre flag 'Drama' is 'yes', expected '0' or '1'"),
-    ("items", 3, "three|Broken (1994)|01-Jan-1994||url|" + flags("Drama"),
-     "item_id 'three' is not a non-negative integer"),
-    ("items", 3, "2|Twice (1994)|01-Jan-1994||url|" + flags("Drama"),
-     "item_id 2 appears twice (also on line 2)"),
+    (
+        "items",
+        3,
+        "3|Broken (1994)|01-Jan-1994||url|0|1",
+        "expected 24 '|'-separated fields, found 7",
+    ),
+    (
+        "items",
+        3,
+        "3|Broken (1994)|01-Jan-1994||url|" + flags("Drama").replace("1", "yes"),
+        "genre flag 'Drama' is 'yes', expected '0' or '1'",
+    ),
+    (
+        "items",
+        3,
+        "three|Broken (1994)|01-Jan-1994||url|" + flags("Drama"),
+        "item_id 'three' is not a non-negative integer",
+    ),
+    (
+        "items",
+        3,
+        "2|Twice (1994)|01-Jan-1994||url|" + flags("Drama"),
+        "item_id 2 appears twice (also on line 2)",
+    ),
     ("items", 3, "3||01-Jan-1994||url|" + flags("Drama"), "empty title"),
     ("users", 2, "2|53|X|other|94043", "gender 'X' is not 'M' or 'F'"),
     ("users", 2, "2|fifty|F|other|94043", "age 'fifty' is not a number"),
@@ -282,8 +305,11 @@ def test_empty_files_raise(fmt, key):
 def test_recbole_header_must_name_the_columns():
     files = raw_files(RECBOLE_DIR, RECBOLE_NAMES)
     files["ratings"] = files["ratings"].replace(b"rating:float", b"score:float", 1)
-    with pytest.raises(DataError, match=r"ml-100k.inter, line 1: header lacks column\(s\) "
-                       r"'rating'"):
+    with pytest.raises(
+        DataError,
+        match=r"ml-100k.inter, line 1: header lacks column\(s\) "
+        r"'rating'",
+    ):
         parse_recbole(files)
 
 
@@ -297,8 +323,12 @@ def test_missing_files_and_bad_archives_raise(tmp_path):
     bad_zip.write_bytes(b"PK\x03\x04 definitely not a zip")
     with pytest.raises(DataError, match="not a valid zip archive"):
         read_grouplens(bad_zip)
-    partial = zip_folder(GROUPLENS_DIR, tmp_path / "partial.zip", "ml-100k/",
-                         {"ratings": "u.data", "items": "u.item"})
+    partial = zip_folder(
+        GROUPLENS_DIR,
+        tmp_path / "partial.zip",
+        "ml-100k/",
+        {"ratings": "u.data", "items": "u.item"},
+    )
     with pytest.raises(DataError, match=r"partial.zip: no u.user inside the archive"):
         read_grouplens(partial)
     text = tmp_path / "notes.txt"
@@ -343,8 +373,7 @@ def test_corrupt_cache_file_is_reported_and_deleted(tmp_path, tiny_tables, caplo
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="bench.movielens"):
         assert read_cache(folder, tiny_tables.sha256()) is None
-    assert any(str(path) in r.getMessage() and "corrupt" in r.getMessage()
-               for r in caplog.records)
+    assert any(str(path) in r.getMessage() and "corrupt" in r.getMessage() for r in caplog.records)
     assert not path.exists()
 
 
@@ -426,16 +455,19 @@ class FakeSources:
         return target
 
 
-def test_falls_back_to_pypi_then_serves_from_cache(tmp_path, tiny_tables, fixture_wheel,
-                                                   monkeypatch, caplog):
+def test_falls_back_to_pypi_then_serves_from_cache(
+    tmp_path, tiny_tables, fixture_wheel, monkeypatch, caplog
+):
     fake = FakeSources(monkeypatch, fixture_wheel, None)
     expected = tiny_tables.sha256()
     with caplog.at_level(logging.INFO, logger="bench.movielens"):
         tables, source = load_movielens(cache_dir=tmp_path, expected=expected)
     assert source == "pypi:recbole==1.2.1"
     assert_tables_equal(tables, tiny_tables)
-    assert any("grouplens unavailable" in r.getMessage() and "no route to host" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "grouplens unavailable" in r.getMessage() and "no route to host" in r.getMessage()
+        for r in caplog.records
+    )
     assert sorted(p.name for p in (tmp_path / "ml-100k").iterdir()) == sorted(CANONICAL_FILES)
 
     tables, source = load_movielens(cache_dir=tmp_path, expected=expected)
@@ -459,13 +491,13 @@ def test_corrupt_cache_is_refetched(tmp_path, tiny_tables, fixture_wheel, monkey
     assert [p.name for p in (tmp_path / "ml-100k").iterdir() if p.name.startswith(".")] == []
 
 
-def test_grouplens_zip_source_is_used_first(tmp_path, tiny_tables, fixture_wheel, monkeypatch,
-                                            caplog):
+def test_grouplens_zip_source_is_used_first(
+    tmp_path, tiny_tables, fixture_wheel, monkeypatch, caplog
+):
     archive = zip_folder(GROUPLENS_DIR, tmp_path / "gl.zip", "ml-100k/", GROUPLENS_NAMES)
     fake = FakeSources(monkeypatch, fixture_wheel, archive.read_bytes())
     with caplog.at_level(logging.WARNING, logger="bench.movielens"):
-        tables, source = load_movielens(cache_dir=tmp_path / "cache",
-                                        expected=tiny_tables.sha256())
+        tables, source = load_movielens(cache_dir=tmp_path / "cache", expected=tiny_tables.sha256())
     assert source == f"grouplens:{ml.GROUPLENS_URL}"
     assert_tables_equal(tables, tiny_tables)
     assert fake.pip_calls == 0
@@ -473,8 +505,9 @@ def test_grouplens_zip_source_is_used_first(tmp_path, tiny_tables, fixture_wheel
     assert any("md5" in r.getMessage() for r in caplog.records)
 
 
-def test_source_whose_content_does_not_verify_is_skipped(tmp_path, tiny_tables, fixture_wheel,
-                                                         monkeypatch):
+def test_source_whose_content_does_not_verify_is_skipped(
+    tmp_path, tiny_tables, fixture_wheel, monkeypatch
+):
     files = raw_files(GROUPLENS_DIR, GROUPLENS_NAMES)
     files["ratings"] = replace_line(files["ratings"], 1, "2\t9\t4\t879240976")  # 5 -> 4 stars
     buffer = io.BytesIO()
@@ -511,8 +544,9 @@ def test_cache_dir_defaults_to_env_variable(tmp_path, tiny_tables, fixture_wheel
     assert ml.default_cache_dir() == Path.home() / ".cache" / "rsbench"
 
 
-def test_unwritable_cache_still_returns_the_data(tmp_path, tiny_tables, fixture_wheel,
-                                                 monkeypatch, caplog):
+def test_unwritable_cache_still_returns_the_data(
+    tmp_path, tiny_tables, fixture_wheel, monkeypatch, caplog
+):
     FakeSources(monkeypatch, fixture_wheel, None)
     blocker = tmp_path / "file-not-folder"
     blocker.write_text("x")
@@ -525,8 +559,9 @@ def test_unwritable_cache_still_returns_the_data(tmp_path, tiny_tables, fixture_
 
 def test_explicit_path_is_verified(tmp_path, tiny_tables, monkeypatch):
     FakeSources(monkeypatch, None, None)
-    tables, source = load_movielens(GROUPLENS_DIR, cache_dir=tmp_path,
-                                    expected=tiny_tables.sha256())
+    tables, source = load_movielens(
+        GROUPLENS_DIR, cache_dir=tmp_path, expected=tiny_tables.sha256()
+    )
     assert source == f"path:{GROUPLENS_DIR.resolve()}"
     assert_tables_equal(tables, tiny_tables)
     with pytest.raises(DataError, match=r"content differs from MovieLens 100K: ratings.tsv sha256"):

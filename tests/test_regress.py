@@ -35,23 +35,40 @@ def make_registry(weak_ease: bool = False) -> Registry:
     return reg
 
 
-def run_folder(folder: Path, models, seeds, *, registry=None, dataset="synthetic",
-               options=OPTIONS, **manifest) -> Path:
+def run_folder(
+    folder: Path, models, seeds, *, registry=None, dataset="synthetic", options=OPTIONS, **manifest
+) -> Path:
     """Run models x seeds with the real runner and write a results folder like ``rsbench run``."""
     runner = Runner(registry or make_registry(), loader=loader)
     store = ResultStore(folder)
-    store.write_manifest({"command": "test", "experiment": "gate", "fit_time_factor": 3.0,
-                          "tolerance_floor": 0.005, "tolerance_se": 3.0, **manifest})
+    store.write_manifest(
+        {
+            "command": "test",
+            "experiment": "gate",
+            "fit_time_factor": 3.0,
+            "tolerance_floor": 0.005,
+            "tolerance_se": 3.0,
+            **manifest,
+        }
+    )
     datasets = {}
     for model in models:
         for seed in seeds:
-            spec = RunSpec(model=model, seed=seed, dataset=dataset, split="random",
-                           min_rating=None, dataset_options=options)
+            spec = RunSpec(
+                model=model,
+                seed=seed,
+                dataset=dataset,
+                split="random",
+                min_rating=None,
+                dataset_options=options,
+            )
             result = runner.run(spec)
             assert result.ok, result.row["error"]
             store.add(result)
-            datasets[spec.dataset_key()] = {"sha256": runner.dataset(spec).sha256,
-                                            "source": "synthetic"}
+            datasets[spec.dataset_key()] = {
+                "sha256": runner.dataset(spec).sha256,
+                "source": "synthetic",
+            }
     store.update_manifest(datasets=datasets)
     return folder
 
@@ -91,7 +108,10 @@ def test_identical_copy_passes_and_every_pair_is_compared(baseline, tmp_path):
     assert set(quality["label"]) == {"popularity", "random", "ease"}
     assert (quality["delta"] == 0).all() and (quality["verdict"] == "ok").all()
     assert set(frame.loc[frame["check"] == "fit_seconds", "label"]) == {
-        "popularity", "random", "ease"}
+        "popularity",
+        "random",
+        "ease",
+    }
     table = outcome.table()
     assert "PASSED" in table
     for column in ("baseline", "new", "delta", "tolerance", "verdict"):
@@ -99,8 +119,12 @@ def test_identical_copy_passes_and_every_pair_is_compared(baseline, tmp_path):
 
 
 def test_a_weaker_model_under_the_same_label_fails_naming_it(baseline, tmp_path):
-    worse = run_folder(tmp_path / "worse", ["popularity", "random", "ease"], [0, 1, 2],
-                       registry=make_registry(weak_ease=True))
+    worse = run_folder(
+        tmp_path / "worse",
+        ["popularity", "random", "ease"],
+        [0, 1, 2],
+        registry=make_registry(weak_ease=True),
+    )
     outcome = regress(worse, baseline)
     assert not outcome.passed
     failed = rows(outcome, "FAIL")
@@ -126,6 +150,7 @@ def test_tolerance_is_the_floor_for_deterministic_models(baseline, tmp_path):
         def edit(runs):
             runs.loc[runs["label"] == "ease", "auc"] -= by
             return runs
+
         return edit
 
     small = copy(baseline, tmp_path, "small")
@@ -142,7 +167,8 @@ def test_tolerance_is_the_floor_for_deterministic_models(baseline, tmp_path):
     outcome = regress(big, baseline)
     assert not outcome.passed
     assert set(map(tuple, rows(outcome, "FAIL")[["label", "check"]].to_numpy())) == {
-        ("ease", "auc")}
+        ("ease", "auc")
+    }
     # A looser floor from the baseline manifest (or the argument) lets it pass.
     assert regress(big, baseline, tolerance_floor=0.01).passed
 
@@ -157,10 +183,10 @@ def test_tolerance_uses_the_seed_to_seed_spread(baseline, tmp_path):
     assert row["se"] == pytest.approx(se)
     assert row["tolerance"] == pytest.approx(3 * se)
     assert row["baseline_seeds"] == row["new_seeds"] == 3
-    outcome = regress(copy(baseline, tmp_path, "x5"), baseline, tolerance_floor=0.0,
-                      tolerance_se=5)
+    outcome = regress(copy(baseline, tmp_path, "x5"), baseline, tolerance_floor=0.0, tolerance_se=5)
     assert outcome.to_frame().set_index(["label", "check"]).loc[
-        ("random", "auc"), "tolerance"] == pytest.approx(5 * se)
+        ("random", "auc"), "tolerance"
+    ] == pytest.approx(5 * se)
 
 
 def test_one_seed_uses_the_per_user_standard_error(tmp_path):
@@ -253,8 +279,7 @@ def test_dataset_hash_change_fails_unless_synthetic_with_the_same_spec(tmp_path)
 
 def test_same_label_on_another_dataset_does_not_count(tmp_path):
     base = run_folder(tmp_path / "a", ["popularity"], [0])
-    other = run_folder(tmp_path / "b", ["popularity"], [0],
-                       options={**OPTIONS, "num_users": 60})
+    other = run_folder(tmp_path / "b", ["popularity"], [0], options={**OPTIONS, "num_users": 60})
     outcome = regress(other, base)
     assert not outcome.passed
     failed = rows(outcome, "FAIL")
@@ -292,8 +317,12 @@ def test_cli_exit_codes_and_table(baseline, tmp_path, capsys):
     assert main(["regress", str(same), "--baseline", str(baseline)]) == 0
     assert "PASSED" in capsys.readouterr().out
     worse = copy(baseline, tmp_path, "worse")
-    edit_runs(worse, lambda runs: runs.assign(
-        mrr=np.where(runs["label"] == "popularity", runs["mrr"] - 0.05, runs["mrr"])))
+    edit_runs(
+        worse,
+        lambda runs: runs.assign(
+            mrr=np.where(runs["label"] == "popularity", runs["mrr"] - 0.05, runs["mrr"])
+        ),
+    )
     assert main(["regress", str(worse), "--baseline", str(baseline)]) == 1
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].endswith("failed: popularity [mrr]")

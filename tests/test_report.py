@@ -27,9 +27,14 @@ from bench.synthetic import synthetic
 HAVE_IMPLICIT = importlib.util.find_spec("implicit") is not None
 MAIN = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
 ENVIRONMENT = {
-    "python": "3.11.9", "platform": "Linux-test", "cpu": "Test CPU 9000", "cpu_count": 2,
-    "usable_cpus": 2, "packages": {"numpy": "2.4.0", "pandas": "3.0.0", "torch": None},
-    "git_commit": "abc123def456", "git_dirty": True,
+    "python": "3.11.9",
+    "platform": "Linux-test",
+    "cpu": "Test CPU 9000",
+    "cpu_count": 2,
+    "usable_cpus": 2,
+    "packages": {"numpy": "2.4.0", "pandas": "3.0.0", "torch": None},
+    "git_commit": "abc123def456",
+    "git_dirty": True,
 }
 
 
@@ -52,24 +57,42 @@ def run_folder(folder: Path, specs: list[RunSpec]) -> Path:
     """What ``rsbench run`` does, with the real runner and result store."""
     runner = Runner(make_registry(), loader=loader)
     store = ResultStore(folder)
-    store.write_manifest({"command": "rsbench run --config test.toml", "experiment": "report",
-                          "fit_time_factor": 3.0, "tolerance_floor": 0.005, "tolerance_se": 3.0,
-                          "environment": ENVIRONMENT, "started_at": "2025-01-01T00:00:00+0000"})
+    store.write_manifest(
+        {
+            "command": "rsbench run --config test.toml",
+            "experiment": "report",
+            "fit_time_factor": 3.0,
+            "tolerance_floor": 0.005,
+            "tolerance_se": 3.0,
+            "environment": ENVIRONMENT,
+            "started_at": "2025-01-01T00:00:00+0000",
+        }
+    )
     datasets = {}
     for spec in specs:
         result = runner.run(spec)
         store.add(result)
         if result.ok:
-            datasets[spec.dataset_key()] = {"sha256": runner.dataset(spec).sha256,
-                                            "source": "synthetic(...)"}
+            datasets[spec.dataset_key()] = {
+                "sha256": runner.dataset(spec).sha256,
+                "source": "synthetic(...)",
+            }
     store.update_manifest(datasets=datasets, finished_at="2025-01-01T00:01:00+0000")
     return folder
 
 
 def spec(model, seed, preset=None, options=None, **kw) -> RunSpec:
     options = options or {"num_users": 120, "num_items": 90, "num_positives": 2_400, "seed": 3}
-    return RunSpec(model=model, preset=preset, seed=seed, dataset="synthetic", split="random",
-                   min_rating=None, dataset_options=options, **kw)
+    return RunSpec(
+        model=model,
+        preset=preset,
+        seed=seed,
+        dataset="synthetic",
+        split="random",
+        min_rating=None,
+        dataset_options=options,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +121,7 @@ def labels_of(folder: Path) -> list[str]:
 
 def table_row(markdown: str, section: str, label: str) -> list[str]:
     """Cells of ``label``'s row in the first table after the heading line ``section``."""
-    text = markdown[markdown.index(section):]
+    text = markdown[markdown.index(section) :]
     for line in text.splitlines():
         if line.startswith(f"| {label} |"):
             return [c.strip() for c in line.strip("|").split(" | ")]
@@ -126,9 +149,15 @@ def test_files_are_written_and_html_embeds_every_figure(folder, written):
 def test_markdown_has_every_label_environment_and_protocol(folder, markdown):
     for label in labels_of(folder):
         assert f"| {label} |" in markdown
-    for text in ("Test CPU 9000", "numpy 2.4.0", "abc123def456 (with uncommitted changes)",
-                 "Python 3.11.9", "Tie policy: expected", "Exclusion policy: train-positives",
-                 "min(k, number of test positives"):
+    for text in (
+        "Test CPU 9000",
+        "numpy 2.4.0",
+        "abc123def456 (with uncommitted changes)",
+        "Python 3.11.9",
+        "Tie policy: expected",
+        "Exclusion policy: train-positives",
+        "min(k, number of test positives",
+    ):
         assert text in markdown, text
     sha = load_results(folder)["runs"]["dataset_sha256"].dropna().iloc[0]
     assert sha in markdown
@@ -150,7 +179,9 @@ def test_quality_table_means_match_the_runs_and_mark_the_best(folder, markdown):
             assert shown == pytest.approx(means[label], abs=5.1e-5)
             is_bold = cell.startswith("**") and cell.endswith("**")
             assert is_bold == np.isclose(means[label], means[best], rtol=0, atol=1e-12), (
-                label, metric)
+                label,
+                metric,
+            )
     # A real model beats random scores on AUC, and random is near 0.5.
     assert 0.4 < ok.loc[ok["label"] == "random", "auc"].mean() < 0.6
     best_auc = table_row(markdown, "#### Quality", ok.groupby("label")["auc"].mean().idxmax())
@@ -169,17 +200,23 @@ def test_paired_comparisons_are_holm_corrected(folder, written):
     vs_pop = paired[(paired["against"] == "popularity") & (paired["metric"] == "auc")]
     others = [label for label in labels_of(folder) if label != "popularity"]
     assert vs_pop["label"].tolist() == others
-    means = {label: user_means(per_user, ok.loc[ok["label"] == label, "run_id"].tolist(),
-                               ["auc"]) for label in labels_of(folder)}
+    means = {
+        label: user_means(per_user, ok.loc[ok["label"] == label, "run_id"].tolist(), ["auc"])
+        for label in labels_of(folder)
+    }
     raw = []
     for label in others:
-        result = paired_comparison(means[label]["auc"].to_numpy(),
-                                   means["popularity"]["auc"].to_numpy(), n_boot=500,
-                                   rng=np.random.default_rng(0))
+        result = paired_comparison(
+            means[label]["auc"].to_numpy(),
+            means["popularity"]["auc"].to_numpy(),
+            n_boot=500,
+            rng=np.random.default_rng(0),
+        )
         raw.append(result.wilcoxon_pvalue)
         row = vs_pop[vs_pop["label"] == label].iloc[0]
         assert row["mean_diff"] == pytest.approx(
-            means[label]["auc"].mean() - means["popularity"]["auc"].mean())
+            means[label]["auc"].mean() - means["popularity"]["auc"].mean()
+        )
     np.testing.assert_allclose(vs_pop["wilcoxon_holm"], holm(np.array(raw)))
     assert (vs_pop["wilcoxon_holm"] >= vs_pop["wilcoxon_pvalue"] - 1e-15).all()
     # Random is far below popularity on AUC: significant after correction, marked *.
@@ -189,8 +226,8 @@ def test_paired_comparisons_are_holm_corrected(folder, written):
     assert "Holm" in md
     cell = table_row(md, "Against the popularity baseline", "random")[1]
     assert cell.startswith(f"{random_row['mean_diff']:+.4f} (p ") and cell.endswith("*")
-    section = md[md.index("Against the popularity baseline"):]
-    section = section[:section.index("####")]
+    section = md[md.index("Against the popularity baseline") :]
+    section = section[: section.index("####")]
     assert "| popularity |" not in section  # the reference is not compared with itself
     vs_best = paired[(paired["against"] == "best") & (paired["metric"] == "auc")]
     assert len(vs_best) == len(labels_of(folder)) - 1
@@ -203,11 +240,11 @@ def test_cost_failures_and_notes(folder, markdown):
     assert row[1] == "2" and row[2] == "1"
     assert "peak RSS MiB" in markdown
     assert int(row[6].replace(",", "")) == round(ease["peak_rss_mb"].mean())
-    failed = markdown[markdown.index("## Failed runs"):]
+    failed = markdown[markdown.index("## Failed runs") :]
     assert "| ease:tiny | 0 |" in failed and "exceeds max_items=10" in failed
-    assert "| ease:tiny |" not in markdown[:markdown.index("## Failed runs")]
+    assert "| ease:tiny |" not in markdown[: markdown.index("## Failed runs")]
     if HAVE_IMPLICIT:
-        notes = markdown[markdown.index("## Model notes"):]
+        notes = markdown[markdown.index("## Model notes") :]
         assert "sample their own negatives" in notes and "implicit-als" in notes
 
 
@@ -249,8 +286,11 @@ def test_pareto_front_by_hand():
 
 def test_scale_suite_gets_log_axis_size_plots(tmp_path):
     sizes = [(40, 50, 800), (80, 50, 1_600), (160, 50, 3_200)]
-    specs = [spec(m, 0, options={"num_users": u, "num_items": i, "num_positives": p, "seed": 1})
-             for u, i, p in sizes for m in ("popularity", "ease")]
+    specs = [
+        spec(m, 0, options={"num_users": u, "num_items": i, "num_positives": p, "seed": 1})
+        for u, i, p in sizes
+        for m in ("popularity", "ease")
+    ]
     folder = run_folder(tmp_path / "scale", specs)
     paths = write_report(folder, n_boot=200)
     scale = [p for p in paths if p.name.startswith("scale-")]
@@ -267,7 +307,8 @@ def test_scale_suite_gets_log_axis_size_plots(tmp_path):
     assert len(row) == 1 + len(sizes) + 1 and re.fullmatch(r"-?\d+\.\d\d", row[-1])
 
     table = runs.groupby(["label", "train_positives"], as_index=False)[
-        ["fit_seconds", "seconds_per_epoch", "eval_seconds", "peak_rss_mb"]].mean()
+        ["fit_seconds", "seconds_per_epoch", "eval_seconds", "peak_rss_mb"]
+    ].mean()
     fig = scale_figure(table, title="synthetic")
     assert len(fig.axes) == 4
     for ax in fig.axes:

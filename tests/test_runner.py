@@ -37,7 +37,7 @@ class Counting(Popularity):
         self.boom = boom
 
     def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
-        epochs = self._start_fit(train, epochs)
+        epochs = self._start_fit(train, rng, epochs)
         Counting.fits.append(epochs)
         self._counts = train.item_counts().astype(np.float32)
         self._fitted = True
