@@ -201,8 +201,8 @@ def _summary_table(runs, per_user) -> str:
 
     from metrics.stats import mean_ci
 
-    ok = runs[runs["status"] == "ok"]
-    if ok.empty:
+    ok = runs[runs["status"] == "ok"] if "status" in runs else runs.iloc[0:0]
+    if ok.empty or per_user.empty or "run_id" not in per_user:
         return "no successful runs"
     lines = []
     header = f"{'model':<28}{'seeds':>6}" + "".join(f"{m:>24}" for m in SUMMARY_METRICS)
@@ -243,12 +243,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         epoch_progress=lambda total, desc: _progress(total, desc, position=1, leave=False),
     )
     try:
-        for spec in experiment.specs:
-            runner.check(spec)
+        effective = {spec.run_id: runner.check(spec) for spec in experiment.specs}
     except UnknownModelError as exc:
         raise UsageError(str(exc)) from None
     store = ResultStore(out)
-    done = set(store.completed_ids())
+    # A completed run is skipped only if it was made with the parameters the
+    # spec resolves to now (a changed preset or default must be measured again).
+    stored = store.completed_params()
+    done = {rid for rid, params in stored.items() if effective.get(rid) in (None, params)}
+    changed = sum(1 for s in experiment.specs if s.run_id in stored and s.run_id not in done)
+    if changed:
+        log.warning(
+            "%s: %d completed run(s) used other parameters than the registry now "
+            "gives (a preset or default changed); redoing them",
+            out,
+            changed,
+        )
     todo = [s for s in experiment.specs if s.run_id not in done]
     skipped = len(experiment.specs) - len(todo)
     if skipped:
@@ -417,8 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"rsbench: data error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except OSError as exc:  # missing file, a file where a folder should be, permissions
         print(f"rsbench: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # a framework that is installed but broken
+        print(f"rsbench: error: cannot import a dependency: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"rsbench: error: {exc}", file=sys.stderr)

@@ -100,8 +100,10 @@ def parse_int_list(text: str | Sequence[int], what: str) -> list[int]:
     """``"0,1,2"`` (or a list) -> ``[0, 1, 2]``; anything else raises :class:`ConfigError`."""
     if isinstance(text, str):
         parts = [p.strip() for p in text.split(",") if p.strip()]
-    else:
+    elif isinstance(text, (list, tuple)):
         parts = list(text)
+    else:
+        raise ConfigError(f"{what}: expected a list of integers, got {text!r}")
     out = []
     for part in parts:
         try:
@@ -166,6 +168,8 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
     if "datasets" in options:
         if "dataset" in options or "dataset_options" in options:
             raise ConfigError(f"{source}: give either 'datasets' or 'dataset', not both")
+        if not isinstance(options["datasets"], list):
+            raise ConfigError(f"{source}: 'datasets' must be a list of tables")
         datasets = []
         for entry in options["datasets"]:
             if not isinstance(entry, dict):
@@ -177,6 +181,8 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
                     f"allowed: {sorted(DATASET_KEYS)}"
                 )
             datasets.append(entry)
+        if not datasets:
+            raise ConfigError(f"{source}: 'datasets' is empty")
     else:
         datasets = [
             {
@@ -185,6 +191,9 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
                 **{k: options[k] for k in ("split", "min_rating") if k in options},
             }
         ]
+    for ds in datasets:
+        if not isinstance(ds.get("options", {}), dict):
+            raise ConfigError(f"{source}: dataset options must be a table, got {ds['options']!r}")
     epochs = options.get("epochs")
     specs = []
     try:
@@ -209,7 +218,7 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
                             ks=tuple(ks),
                         )
                     )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
     def number(key: str, default: float) -> float:

@@ -112,6 +112,14 @@ class ResultStore:
         have = set(self.per_user["run_id"].astype(str))
         return [run_id for run_id in ok if run_id in have]
 
+    def completed_params(self) -> dict[str, str]:
+        """``{run_id: params JSON}`` of the completed runs (see :meth:`completed_ids`)."""
+        done = set(self.completed_ids())
+        if not done or "params" not in self.runs:
+            return {run_id: "" for run_id in done}
+        rows = self.runs[self.runs["run_id"].astype(str).isin(done)]
+        return dict(zip(rows["run_id"].astype(str), rows["params"].fillna("").astype(str)))
+
     def add(self, result: RunResult) -> None:
         """Record ``result`` (replacing any earlier row of the same run) and flush to disk."""
         run_id = result.row["run_id"]

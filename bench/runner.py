@@ -239,16 +239,37 @@ class Runner:
             )
         return self._datasets[key]
 
-    def check(self, spec: RunSpec) -> None:
-        """Raise ``ValueError`` if the spec names an unknown model/preset or bad parameters."""
+    def check(self, spec: RunSpec) -> str | None:
+        """Validate ``spec`` before anything runs; return its effective parameters.
+
+        Raises ``ValueError`` for an unknown model, preset, dataset or split and
+        for impossible parameters. The return value is the JSON of the model's
+        parameters after defaults, preset, overrides and ``epochs`` (what the
+        ``params`` column of ``runs.csv`` records), or ``None`` when the model's
+        framework is not installed.
+        """
+        if self.loader is None:
+            from bench.data import DATASET_SPLITS
+
+            if spec.dataset not in DATASET_SPLITS:
+                raise ValueError(
+                    f"unknown dataset {spec.dataset!r}; known datasets: {', '.join(DATASET_SPLITS)}"
+                )
+            if spec.split not in DATASET_SPLITS[spec.dataset]:
+                raise ValueError(
+                    f"unknown split {spec.split!r} for {spec.dataset!r}; known splits: "
+                    f"{', '.join(DATASET_SPLITS[spec.dataset])}"
+                )
         self.registry.params(spec.model, spec.preset, **dict(spec.params))
-        if self.registry.get(spec.model).available:
-            model = self.registry.make(spec.model, spec.preset, **dict(spec.params))
-            if spec.epochs is not None:
-                if "epochs" not in model.get_params():
-                    raise ValueError(f"model {spec.label!r} has no epochs to override")
-                model.set_params(epochs=spec.epochs)
-            model.validate_params()
+        if not self.registry.get(spec.model).available:
+            return None
+        model = self.registry.make(spec.model, spec.preset, **dict(spec.params))
+        if spec.epochs is not None:
+            if "epochs" not in model.get_params():
+                raise ValueError(f"model {spec.label!r} has no epochs to override")
+            model.set_params(epochs=spec.epochs)
+        model.validate_params()
+        return json.dumps(model.get_params(), sort_keys=True, default=str)
 
     def run(self, spec: RunSpec) -> RunResult:
         """Execute one spec; any exception is caught and recorded as a failed run."""
@@ -288,7 +309,12 @@ class Runner:
             raise
         finally:
             receiver.close()
-        process.join()
+        # The result is in; a child stuck in interpreter shutdown must not hang the suite.
+        process.join(timeout=60)
+        if process.is_alive():
+            log.warning("run %s: worker did not exit after reporting; terminating it", spec.run_id)
+            process.terminate()
+            process.join()
         return result
 
     def _run_here(self, spec: RunSpec) -> RunResult:

@@ -364,3 +364,71 @@ def test_isolated_runs_match_in_process_and_survive_crashes():
     crashed = there.run(RunSpec(model="crash", dataset="synthetic"))
     assert not crashed.ok
     assert "exit code 3" in crashed.row["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('models = ["popularity"]\nseeds = 0\n', "expected a list of integers"),
+        ('models = ["popularity"]\nks = 10\n', "expected a list of integers"),
+        ('models = ["popularity"]\ndataset_options = 3\n', "must be a table"),
+        ('models = ["popularity"]\ndatasets = 3\n', "must be a list of tables"),
+        (
+            'models = ["popularity"]\ndatasets = [{ dataset = "synthetic", options = 3 }]\n',
+            "must be a table",
+        ),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_errors(patched, tmp_path, capsys, content, message):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(content)
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "ml100k"], "unknown dataset 'ml100k'"),
+        (["--dataset", "synthetic", "--split", "ua"], "unknown split 'ua' for 'synthetic'"),
+    ],
+)
+def test_unknown_dataset_or_split_is_bad_input_not_a_failed_run(
+    patched, tmp_path, capsys, argv, message
+):
+    out = tmp_path / "o"
+    assert main(["run", "--models", "popularity", "--seeds", "0,1", *argv, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "runs.csv").exists()
+
+
+def test_output_folder_under_a_file_is_a_clear_error(patched, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    code = main(
+        ["run", "--dataset", "synthetic", "--models", "popularity", "--out", str(blocker / "res")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rsbench: error:") and "Traceback" not in err
+
+
+def test_resume_redoes_runs_whose_preset_changed(patched, tmp_path, monkeypatch):
+    out = tmp_path / "res"
+    args = ["run", "--dataset", "synthetic", "--models", "counting:long", "--out", str(out)]
+    assert main(args) == 0
+    assert Counting.fits == [5]
+
+    def retuned() -> Registry:
+        reg = Registry()
+        reg.register("counting", "test_runner:Counting", presets={"long": {"epochs": 4}})
+        return reg
+
+    monkeypatch.setattr(bench.runner, "default_registry", retuned)
+    assert main(args) == 0
+    assert Counting.fits == [5, 4]  # the changed preset was measured again
+    runs = load_results(out)["runs"]
+    assert runs["epochs"].tolist() == [4]
+    assert main(args) == 0
+    assert Counting.fits == [5, 4]  # and is complete now
