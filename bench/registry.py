@@ -264,8 +264,8 @@ def default_registry() -> Registry:
             "fast": {
                 **NOTEBOOK_DEEP,
                 "learning_rate": 4e-3,
-                "batch_size": 384,
-                "epochs": 14,
+                "batch_size": 256,
+                "epochs": 11,
                 "negatives": "hard",
                 "hard_candidates": 10,
                 "trainer": "compiled",

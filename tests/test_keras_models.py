@@ -242,15 +242,28 @@ def test_deep_dropout_is_on_in_training_and_off_in_scoring(tiny):
 
 
 # -- training --------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [KerasBilinear, KerasDeep])
-def test_trainers_optimise_the_same_objective(cls, tiny):
+@pytest.mark.parametrize(
+    ("cls", "optimizer"), [(KerasBilinear, "adam"), (KerasBilinear, "sgd"), (KerasDeep, "sgd")]
+)
+def test_trainers_optimise_the_same_objective(cls, optimizer, tiny):
     # Keras's Model.fit (the notebook's loop) and the compiled epoch loop, with and
     # without XLA, take the same steps: identical scores after two epochs of batch 64
     # (tiny has a partial last batch). Dropout is off because the compiled trainer
     # draws its masks from numpy rather than Keras's seed generators.
     # Uniform negatives: with "hard" ones, XLA's last-bit differences flip sampling
     # decisions and the runs diverge (each is still deterministic).
-    params = {"batch_size": 64, "learning_rate": 1e-2, "epochs": 2, "negatives": "uniform"}
+    # Adam only where the L2 penalty makes every gradient dense: on sparse ones the
+    # compiled trainer's fused Adam and Keras 3's differ by design (see
+    # test_fused_adam_is_textbook_adam); and with the deep model's ReLU units, Adam
+    # turns last-bit differences in the tiny L2 gradients of unseen rows into
+    # diverging steps, so the deep model is compared under SGD.
+    params = {
+        "batch_size": 64,
+        "learning_rate": 1e-2 if optimizer == "adam" else 0.5,
+        "epochs": 2,
+        "negatives": "uniform",
+        "optimizer": optimizer,
+    }
     if cls is KerasDeep:
         params["dropout"] = 0.0
     assert len(tiny.train) % 64
@@ -264,6 +277,70 @@ def test_trainers_optimise_the_same_objective(cls, tiny):
     reference = scores.pop(("keras-fit", False))
     for other in scores.values():
         np.testing.assert_allclose(other, reference, rtol=1e-4, atol=1e-5)
+    # ... and those steps moved the model away from its initial weights.
+    untrained = _fit(cls(**params), tiny.train, sampler=_NoTriplets(tiny.num_items))
+    assert np.abs(untrained.score(users) - reference).max() > 0.05
+
+
+def _textbook_adam(weights, grads, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    """Kingma & Ba's Adam with Keras's epsilon placement, float64, step by step."""
+    w = np.asarray(weights, dtype=np.float64).copy()
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        m += (1 - beta_1) * (g - m)
+        v += (1 - beta_2) * (g * g - v)
+        w -= lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (np.sqrt(v) + epsilon)
+    return w
+
+
+def test_fused_adam_is_textbook_adam():
+    import keras
+    import tensorflow as tf
+
+    from models.keras_triplet import _FusedAdam
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(6, 3)).astype(np.float32)
+    dense = [rng.normal(size=(6, 3)).astype(np.float32) for _ in range(3)]
+
+    def run(optimizer_steps, grads):
+        variable = keras.Variable(start)
+        optimizer = keras.optimizers.Adam(learning_rate=0.05)
+        apply = optimizer_steps(optimizer, [variable])
+        for grad in grads:
+            apply([grad], [variable])
+        return variable.numpy()
+
+    def fused(optimizer, variables):
+        adam = _FusedAdam(optimizer, variables)
+        step = tf.function(lambda grads: adam.apply(grads, variables), autograph=False)
+        return lambda grads, _: step(grads)
+
+    def keras_adam(optimizer, variables):
+        optimizer.build(variables)
+        return optimizer.apply
+
+    expected = _textbook_adam(start, dense, lr=0.05)
+    np.testing.assert_allclose(run(fused, dense), expected, rtol=1e-5, atol=1e-6)
+    # On dense gradients Keras's own Adam takes the same steps.
+    np.testing.assert_allclose(run(keras_adam, dense), expected, rtol=1e-5, atol=1e-6)
+    # A sparse gradient with id 1 twice: the fused kernel sums the slices first.
+    slices = [
+        tf.IndexedSlices(
+            tf.constant(rng.normal(size=(3, 3)), tf.float32),
+            tf.constant([1, 4, 1]),
+            tf.constant([6, 3]),
+        )
+        for _ in range(3)
+    ]
+    summed = [tf.convert_to_tensor(s).numpy() for s in slices]
+    assert summed[0][1].any() and not summed[0][0].any()
+    expected = _textbook_adam(start, summed, lr=0.05)
+    np.testing.assert_allclose(run(fused, slices), expected, rtol=1e-5, atol=1e-6)
+    # Keras 3 squares each slice before summing them: a different v for id 1 only.
+    keras_sparse = run(keras_adam, slices)
+    assert not np.allclose(keras_sparse[1], expected[1], rtol=1e-4)
+    np.testing.assert_allclose(np.delete(keras_sparse, 1, 0), np.delete(expected, 1, 0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("cls", [KerasBilinear, KerasDeep])
@@ -358,3 +435,14 @@ def test_deep_notebook_preset_reaches_the_notebook_target(ml100k):
     with pytest.raises(Reached):
         _fit(model, ml100k.train, on_epoch=check)
     assert max(history) <= 20
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("name", "target"), [("keras-bilinear", 0.92), ("keras-deep", 0.91)])
+def test_fast_presets_reach_the_notebook_quality(name, target, ml100k):
+    # The fast presets' whole point: the notebook presets' AUC (bilinear 0.923,
+    # deep 0.915 over 3 seeds in the committed baseline) in a tenth of the time.
+    # The time half is measured by the notebook suite, not here.
+    model = REGISTRY.make(name, "fast")
+    _fit(model, ml100k.train)
+    assert _auc(ml100k, model)["auc"] >= target
