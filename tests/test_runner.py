@@ -151,6 +151,32 @@ def test_fit_time_excludes_the_per_epoch_evaluation(monkeypatch):
     assert row["eval_seconds"] >= 0.2
 
 
+def test_curve_evaluations_use_one_blas_thread_and_the_final_one_all(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    import metrics
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    before = blas_threads()
+    seen = []
+    evaluate = metrics.Evaluator.evaluate
+
+    def recording(self, model, *args, **kwargs):
+        seen.append(blas_threads())
+        return evaluate(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(metrics.Evaluator, "evaluate", recording)
+    runner = Runner(test_registry(), loader=fake_loader)
+    runner.run(RunSpec(model="counting", preset="long", dataset="synthetic"))
+    # Four curve points (epochs 1-4) under a limit of one, then the final evaluation.
+    assert seen == [[1] * len(before)] * 4 + [before]
+    assert blas_threads() == before
+
+
 def test_same_seed_same_numbers_and_seeds_differ():
     runner = Runner(test_registry(), loader=fake_loader)
     a = runner.run(RunSpec(model="random", seed=5, dataset="synthetic")).row
