@@ -265,7 +265,7 @@ def default_registry() -> Registry:
                 **NOTEBOOK_DEEP,
                 "learning_rate": 4e-3,
                 "batch_size": 256,
-                "epochs": 11,
+                "epochs": 10,
                 "negatives": "hard",
                 "hard_candidates": 10,
                 "trainer": "compiled",

@@ -836,7 +836,7 @@ negatives_alpha, hard_candidates, trainer, jit_compile, num_threads
     -----
     The defaults are the ``fast`` preset: the notebook's model trained with
     batches of 256 at learning rate 4e-3 on WARP-style ``hard`` negatives
-    (with uniform negatives this model needs about twice the epochs) for 11
+    (with uniform negatives this model needs about twice the epochs) for 10
     epochs, by the compiled trainer. The ``notebook`` preset is the notebook
     solution's 32/64-d embeddings, one hidden layer of 128, dropout 0.1, no
     L2, Adam (1e-3), batch 64, uniform negatives, 20 epochs,
@@ -862,7 +862,7 @@ negatives_alpha, hard_candidates, trainer, jit_compile, num_threads
         learning_rate: float = 0.004,
         batch_size: int = 256,
         optimizer: str = "adam",
-        epochs: int = 11,
+        epochs: int = 10,
         negatives: str = "hard",
         negatives_alpha: float = 0.75,
         hard_candidates: int = 10,
