@@ -15,6 +15,7 @@ from bench.cli import main
 from bench.registry import Registry
 from bench.report import (
     build_report,
+    cost_summary,
     curves_figure,
     pareto_front,
     scale_figure,
@@ -239,7 +240,8 @@ def test_cost_failures_and_notes(folder, markdown):
     row = table_row(markdown, "#### Cost", "ease")
     assert row[1] == "2" and row[2] == "1"
     assert "peak RSS MiB" in markdown
-    assert int(row[6].replace(",", "")) == round(ease["peak_rss_mb"].mean())
+    assert int(row[7].replace(",", "")) == round(ease["peak_rss_mb"].mean())
+    assert "median fit s" in markdown
     failed = markdown[markdown.index("## Failed runs") :]
     assert "| ease:tiny | 0 |" in failed and "exceeds max_items=10" in failed
     assert "| ease:tiny |" not in markdown[: markdown.index("## Failed runs")]
@@ -272,6 +274,31 @@ def test_figures_are_labelled(folder):
     if HAVE_IMPLICIT:
         als = loaded["curves"][loaded["curves"]["label"] == "implicit-als"]
         assert sorted(als["epoch"].unique()) == [1, 2, 3, 4]
+
+
+def test_cost_summary_mean_std_and_median_by_hand():
+    import pandas as pd
+
+    runs = pd.DataFrame(
+        {
+            "label": ["a", "a", "a", "b"],
+            "seed": [0, 1, 2, 0],
+            "epochs": [10, 10, 10, 1],
+            # One noisy seed: the mean moves, the median does not.
+            "fit_seconds": [2.0, 2.2, 3.6, 0.5],
+            "seconds_per_epoch": [0.2, 0.22, 0.36, 0.5],
+            "eval_seconds": [0.1, 0.1, 0.1, 0.2],
+            "peak_rss_mb": [900.0, 910.0, 920.0, 500.0],
+            "rss_growth_mb": [100.0, 110.0, 120.0, 10.0],
+        }
+    )
+    cost = cost_summary(runs)
+    assert cost.loc["a", "seeds"] == 3 and cost.loc["b", "seeds"] == 1
+    assert cost.loc["a", "fit_seconds"] == pytest.approx(7.8 / 3)
+    assert cost.loc["a", "fit_seconds_median"] == pytest.approx(2.2)
+    assert cost.loc["a", "fit_seconds_std"] == pytest.approx(np.std([2.0, 2.2, 3.6], ddof=1))
+    assert cost.loc["b", "fit_seconds_median"] == 0.5 and np.isnan(cost.loc["b", "fit_seconds_std"])
+    assert cost.loc["a", "peak_rss_mb"] == pytest.approx(910.0)
 
 
 def test_pareto_front_by_hand():
