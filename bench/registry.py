@@ -263,6 +263,10 @@ def default_registry() -> Registry:
             # The same model trained for speed (= the class defaults).
             "fast": {
                 **NOTEBOOK_DEEP,
+                # Dropout only acts in training: the scoring network is the same.
+                # On ML-100K it bought no AUC in 10 epochs and cost a quarter
+                # of every epoch (masks for 22 M units).
+                "dropout": 0.0,
                 "learning_rate": 4e-3,
                 "batch_size": 256,
                 "epochs": 10,

@@ -378,8 +378,37 @@ def test_scores_change_between_epochs_and_score_works_mid_fit(tiny):
     np.testing.assert_array_equal(seen[-1], model.score(np.arange(5)))
 
 
+def test_compiled_trainer_dropout_masks_have_the_rate_and_are_seeded():
+    import keras
+
+    from models.keras_triplet import _CompiledTrainer, _DeepNet
+
+    net = _DeepNet(
+        10, 12, user_dim=4, item_dim=6, n_hidden=2, hidden_size=8, dropout=0.1,
+        margin=1.0, l2_reg=0.0, seeds=np.arange(8),
+    )  # fmt: skip
+    net.build_all()
+
+    def trainer(seed):
+        rng = np.random.Generator(np.random.PCG64(seed))
+        return _CompiledTrainer(net, keras.optimizers.SGD(0.1), 32, False, rng)
+
+    masks = trainer(0).keep_masks(200)
+    # Per triplet: two pairs x (4 + 6 inputs + 2 hidden layers of 8) units.
+    assert masks.shape == (200, 32, 2, 26) and masks.dtype == np.uint8
+    assert set(np.unique(masks)) == {0, 1}
+    dropped = 1.0 - masks.mean()
+    # rate 0.1 rounded to 6554 / 65536; 332,800 units give a standard error of 5.2e-4.
+    assert abs(dropped - 6554 / 65536) < 4 * np.sqrt(0.1 * 0.9 / masks.size)
+    # Units and pairs are independent: the drop rate is the same in every column.
+    by_column = 1.0 - masks.reshape(-1, 2 * 26).mean(axis=0)
+    assert np.all(np.abs(by_column - 0.1) < 5 * np.sqrt(0.1 * 0.9 / (200 * 32)))
+    np.testing.assert_array_equal(trainer(0).keep_masks(3), masks[:3])
+    assert not np.array_equal(trainer(1).keep_masks(3), masks[:3])
+
+
 def test_refit_starts_from_fresh_weights(tiny):
-    model = KerasDeep(batch_size=64, epochs=1)
+    model = KerasDeep(batch_size=64, epochs=1, dropout=0.1)
     first = _fit(model, tiny.train, seed=4).score(np.arange(10))
     _fit(model, tiny.train, seed=5)
     again = _fit(model, tiny.train, seed=4).score(np.arange(10))
