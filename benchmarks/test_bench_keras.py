@@ -2,7 +2,7 @@
 
 Goals (issue "Keras adapters"): scoring all 943 users x 1,682 items well under
 a second (``keras-deep`` runs its MLP on all 1.6 million pairs); the ``fast``
-presets fit in a tenth of the ``notebook`` presets' time (about 10 s and 23 s
+presets fit in a tenth of the ``notebook`` presets' time (about 11 s and 27 s
 on 2 quiet cores; the side-by-side AUC comparison lives in the issue notes).
 Run: ``python -m pytest benchmarks/test_bench_keras.py --benchmark-only``.
 """
