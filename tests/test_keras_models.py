@@ -341,6 +341,18 @@ def test_fused_adam_is_textbook_adam():
     keras_sparse = run(keras_adam, slices)
     assert not np.allclose(keras_sparse[1], expected[1], rtol=1e-4)
     np.testing.assert_allclose(np.delete(keras_sparse, 1, 0), np.delete(expected, 1, 0), rtol=1e-5)
+    # Only a plain Adam is replaced; anything with extras keeps Keras's own update.
+    assert _FusedAdam.covers(keras.optimizers.Adam(1e-3))
+    for other in (
+        keras.optimizers.Adam(1e-3, amsgrad=True),
+        keras.optimizers.Adam(1e-3, clipnorm=1.0),
+        keras.optimizers.AdamW(1e-3),
+        keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, 10)),
+        keras.optimizers.SGD(0.1),
+    ):
+        assert not _FusedAdam.covers(other)
+    with pytest.raises(ValueError, match="plain Adam only"):
+        _FusedAdam(keras.optimizers.Adam(1e-3, amsgrad=True), [])
 
 
 @pytest.mark.parametrize("cls", [KerasBilinear, KerasDeep])
