@@ -342,13 +342,11 @@ class _DeepNet(_TripletNet):
 
     def build_all(self) -> None:
         """Create every weight now: the embeddings, then each dense layer in order."""
-        self.user_embedding.build()
-        self.item_embedding.build()
+        super().build_all()
         width = self.user_embedding.output_dim + self.item_embedding.output_dim
         for dense in self.dense:
             dense.build((None, width))
             width = dense.units
-        self.built = True
 
     def mlp(self, pairs: Any, training: bool = False, dropout_mask: Any = None) -> Any:
         """The MLP on concatenated (user, item) embeddings, ``(batch, 1)``."""
