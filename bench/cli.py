@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -20,6 +22,27 @@ SUMMARY_METRICS = ("auc", "precision@10", "map@10", "ndcg@10")
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: handled like Ctrl-C (the run in progress is abandoned), exit 143."""
+
+
+def _signal_name(exc: BaseException) -> str:
+    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # A second SIGTERM during the clean-up ends the process at once (default action).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
+def _handle_sigterm():
+    """Turn SIGTERM into :class:`Terminated` (main thread only); return the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _interactive() -> bool:
@@ -144,8 +167,20 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 # -- run --------------------------------------------------------------------
 def _experiment_from_args(args: argparse.Namespace):
-    from bench.config import build_experiment, load_experiment, parse_int_list
+    """Validate every option of ``rsbench run`` (through :mod:`bench.config`) into an Experiment."""
+    from bench.config import CLI_SOURCE, build_experiment, load_experiment
 
+    # Flags that may go with --config (they override the file); all values go
+    # to bench.config as given, so that the command line and TOML files are
+    # held to one set of rules.
+    overrides = {
+        "epochs": args.epochs,
+        "out": args.out,
+        "curves": False if args.no_curves else None,
+        "isolate": args.isolate,
+        "timeout_s": args.timeout_s,
+        "max_memory_mb": args.max_memory_mb,
+    }
     if args.config:
         given = [
             flag
@@ -163,36 +198,24 @@ def _experiment_from_args(args: argparse.Namespace):
         ]
         if given:
             raise UsageError(f"--config cannot be combined with {', '.join(given)}")
-        experiment = load_experiment(args.config)
-        if args.epochs is not None:
-            for i, spec in enumerate(experiment.specs):
-                experiment.specs[i] = _with_epochs(spec, args.epochs)
-        return experiment
+        return load_experiment(args.config, overrides=overrides)
     if not args.models:
         raise UsageError("give --models (e.g. --models popularity,ease) or --config FILE")
     options = {
         "models": args.models,
-        "seeds": parse_int_list(args.seeds or "0", "--seeds"),
         "dataset": args.dataset or "ml-100k",
         "ties": args.ties or "expected",
         "exclude": args.exclude or "train-positives",
-        "ks": parse_int_list(args.ks or "5,10,20", "--ks"),
     }
-    if args.split is not None:
-        options["split"] = args.split
-    if args.min_rating is not None:
-        if args.min_rating < 0:
-            raise UsageError(f"--min-rating must be >= 0, got {args.min_rating}")
-        options["min_rating"] = args.min_rating
-    if args.epochs is not None:
-        options["epochs"] = args.epochs
-    return build_experiment(options, source="command line")
-
-
-def _with_epochs(spec, epochs: int):
-    from dataclasses import replace
-
-    return replace(spec, epochs=epochs)
+    for key, value in (
+        ("seeds", args.seeds),
+        ("ks", args.ks),
+        ("split", args.split),
+        ("min_rating", args.min_rating),
+    ):
+        if value is not None:
+            options[key] = value
+    return build_experiment(options, source=CLI_SOURCE, overrides=overrides)
 
 
 def _summary_table(runs, per_user) -> str:
@@ -236,10 +259,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import Runner
 
     experiment = _experiment_from_args(args)
-    out = args.out or experiment.out or f"results/{experiment.name}"
+    out = experiment.out or f"results/{experiment.name}"
     runner = Runner(
-        curves=experiment.curves and not args.no_curves,
-        isolate=args.isolate if args.isolate is not None else experiment.isolate,
+        curves=experiment.curves,
+        isolate=experiment.isolate,
+        timeout_s=experiment.timeout_s,
+        max_memory_mb=experiment.max_memory_mb,
         epoch_progress=lambda total, desc: _progress(total, desc, position=1, leave=False),
     )
     try:
@@ -277,6 +302,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             "tolerance_se": experiment.tolerance_se,
             "started_at": started,
             "finished_at": None,
+            "status": "running",
+            "isolate": experiment.isolate,
+            "timeout_s": experiment.timeout_s,
+            "max_memory_mb": experiment.max_memory_mb,
             "environment": environment(),
             "num_specs": len(experiment.specs),
             "specs": [dict(s.to_dict(), run_id=s.run_id) for s in experiment.specs],
@@ -286,10 +315,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     datasets = dict(store.manifest.get("datasets", {}))
     bar = _progress(len(todo), "runs")
     t0 = time.perf_counter()
+    status = "error"
     try:
         for spec in todo:
             bar.set_postfix_str(f"{spec.label} seed {spec.seed}")
-            result = runner.run(spec)
+            try:
+                result = runner.run(spec)
+            except KeyboardInterrupt as exc:
+                status = f"interrupted by {_signal_name(exc)}"
+                log.warning(
+                    "%s seed %d abandoned (%s): not recorded, it runs again on the next invocation",
+                    spec.label,
+                    spec.seed,
+                    status,
+                )
+                raise
             store.add(result)
             if result.ok:
                 data = runner.dataset(spec)
@@ -305,10 +345,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 failed += 1
                 log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])
             bar.update(1)
+        status = "complete"
+    except KeyboardInterrupt as exc:
+        status = f"interrupted by {_signal_name(exc)}"
+        raise
     finally:
         bar.close()
         store.update_manifest(
-            finished_at=now_iso(), datasets=datasets, wall_seconds=time.perf_counter() - t0
+            finished_at=now_iso(),
+            status=status,
+            datasets=datasets,
+            wall_seconds=time.perf_counter() - t0,
         )
     print(_summary_table(store.runs, store.per_user))
     print(
@@ -369,9 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated name or name:preset")
     p.add_argument("--dataset")
     p.add_argument("--split")
-    p.add_argument("--min-rating", type=float)
-    p.add_argument("--seeds", help="comma-separated seeds (default 0)")
-    p.add_argument("--epochs", type=int, help="override every model's epochs")
+    # Numbers are parsed by bench.config (as a TOML file's are), not by argparse.
+    p.add_argument("--min-rating", help="positives are ratings >= this, in [0, 5]")
+    p.add_argument("--seeds", help="comma-separated distinct seeds in [0, 2**32-1] (default 0)")
+    p.add_argument("--epochs", help="override every model's epochs")
     p.add_argument("--ties", help="expected (default) or pessimistic")
     p.add_argument("--exclude", help="train-positives (default), train-all or none")
     p.add_argument("--ks", help="comma-separated cut-offs (default 5,10,20)")
@@ -381,8 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--isolate",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run each spec in its own process (per-run peak memory, crash "
-        "isolation; default: the experiment's setting, else off)",
+        help="run each spec in its own process (per-run peak memory; a native crash "
+        "is a failed run, the others go on); default: the experiment's setting, else on. "
+        "--no-isolate runs them in this process",
+    )
+    p.add_argument(
+        "--timeout-s",
+        help="wall-time limit per run in seconds (the run is killed and recorded as failed)",
+    )
+    p.add_argument(
+        "--max-memory-mb",
+        help="resident-memory limit per run in MiB (the run is killed and recorded as failed)",
     )
     p.set_defaults(func=cmd_run)
 
@@ -417,9 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.dataset import DataError
     from bench.registry import ModelUnavailableError, UnknownModelError
 
+    previous = _handle_sigterm()
     try:
-        if getattr(args, "epochs", None) is not None and args.epochs < 1:
-            raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
         return int(args.func(args))
     except (UsageError, ConfigError, UnknownModelError, ModelUnavailableError) as exc:
         print(f"rsbench: error: {exc}", file=sys.stderr)
@@ -436,9 +492,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"rsbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("rsbench: interrupted (completed runs are saved; re-run to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = _signal_name(exc)
+        print(
+            f"rsbench: interrupted by {name}: the run in progress was abandoned "
+            "(completed runs are saved; re-run to resume)",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover
