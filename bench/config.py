@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.runner import MAX_EPOCHS, MAX_SEED, RunSpec
+from bench.runner import EXCLUSIONS, MAX_EPOCHS, MAX_SEED, TIES, RunSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -356,22 +356,29 @@ def build_experiment(
         raise ValueError(f"overrides has unknown key(s) {sorted(bad)}")
 
     def where(key: str) -> str:
-        if key in given:
-            return OVERRIDE_FLAGS[key]
         if source == CLI_SOURCE:
             return "--" + key.replace("_", "-")
         return f"{source}: {key}"
 
-    def get(key: str, default: Any = None) -> Any:
-        return given.get(key, options.get(key, default))
+    def get(key: str, default: Any, parse: Any) -> Any:
+        # The file's value is checked even when a flag overrides it: a bad file
+        # stays a bad file. Then the flag's value, named by the flag.
+        value = default if key not in options else parse(options[key], where(key))
+        if key in given:
+            value = parse(given[key], OVERRIDE_FLAGS[key])
+        return value
+
+    def optional_string(value: Any, at: str) -> str | None:
+        return None if value is None else _string(value, at)
+
+    def positive(value: Any, at: str) -> float:
+        return parse_number(value, at, low=0, strict_low=True)
 
     if "models" not in options:
         raise ConfigError(f"{source}: 'models' is required")
     name = _string(options.get("name", "run"), where("name"))
     description = _string(options.get("description", ""), where("description"), empty=True)
-    out = get("out")
-    if out is not None:
-        out = _string(out, where("out"))
+    out = get("out", None, optional_string)
     models = parse_models(options["models"], where("models"))
     seeds = parse_seeds(options.get("seeds", [0]), where("seeds"))
     ks = parse_int_list(options.get("ks", [5, 10, 20]), where("ks"), low=1, high=MAX_K)
@@ -380,7 +387,7 @@ def build_experiment(
         epochs = parse_int(options["epochs"], where("epochs"), low=1, high=MAX_EPOCHS)
     forced_epochs = None
     if "epochs" in given:
-        forced_epochs = parse_int(given["epochs"], where("epochs"), low=1, high=MAX_EPOCHS)
+        forced_epochs = parse_int(given["epochs"], OVERRIDE_FLAGS["epochs"], low=1, high=MAX_EPOCHS)
     if "datasets" in options:
         if "dataset" in options or "dataset_options" in options:
             raise ConfigError(f"{source}: give either 'datasets' or 'dataset', not both")
@@ -427,6 +434,11 @@ def build_experiment(
             raise ConfigError(f"{source}: {exc}") from None
         resolved.append((dataset, split, min_rating, dataset_options))
 
+    ties = options.get("ties", "expected")
+    exclude = options.get("exclude", "train-positives")
+    for key, value, allowed in (("ties", ties, TIES), ("exclude", exclude, EXCLUSIONS)):
+        if value not in allowed:
+            raise ConfigError(f"{where(key)} must be one of {', '.join(allowed)}, got {value!r}")
     specs = []
     try:
         for dataset, split, min_rating, dataset_options in resolved:
@@ -444,8 +456,8 @@ def build_experiment(
                             split=split,
                             min_rating=min_rating,
                             dataset_options=dataset_options,
-                            ties=options.get("ties", "expected"),
-                            exclude=options.get("exclude", "train-positives"),
+                            ties=ties,
+                            exclude=exclude,
                             ks=tuple(ks),
                         )
                     )
@@ -455,12 +467,9 @@ def build_experiment(
     def number(key: str, default: float) -> float:
         return parse_number(options.get(key, default), f"{source}: {key}", low=0.0)
 
-    def limit(key: str) -> float | None:
-        value = get(key)
-        return None if value is None else parse_number(value, where(key), low=0, strict_low=True)
-
-    timeout_s, max_memory_mb = limit("timeout_s"), limit("max_memory_mb")
-    isolate = _boolean(get("isolate", True), where("isolate"))
+    timeout_s = get("timeout_s", None, positive)
+    max_memory_mb = get("max_memory_mb", None, positive)
+    isolate = get("isolate", True, _boolean)
     if not isolate and (timeout_s is not None or max_memory_mb is not None):
         raise ConfigError(
             f"{source}: timeout_s and max_memory_mb stop a run by killing its process, so "
@@ -474,7 +483,7 @@ def build_experiment(
         fit_time_factor=number("fit_time_factor", 3.0),
         tolerance_floor=number("tolerance_floor", 0.005),
         tolerance_se=number("tolerance_se", 3.0),
-        curves=_boolean(get("curves", True), where("curves")),
+        curves=get("curves", True, _boolean),
         isolate=isolate,
         timeout_s=timeout_s,
         max_memory_mb=max_memory_mb,
