@@ -384,13 +384,11 @@ class Runner:
                 try:
                     return receiver.recv()
                 except EOFError:  # the child died; its exit code says how
-                    process.join()
-                    return _failed_result(spec, started, _death_message(process.exitcode))
+                    return _ended_early(process, spec, started)
             if not process.is_alive():
                 if receiver.poll(0):  # it reported just before exiting
                     continue
-                process.join()
-                return _failed_result(spec, started, _death_message(process.exitcode))
+                return _ended_early(process, spec, started)
             elapsed = time.monotonic() - clock
             if self.timeout_s is not None and elapsed > self.timeout_s:
                 _kill_tree(process.pid)
@@ -568,6 +566,15 @@ def _kill_tree(pid: int | None, timeout: float = 10.0) -> None:
     psutil.wait_procs(members, timeout=timeout)
 
 
+def _ended_early(process, spec: RunSpec, started: float) -> RunResult:
+    """The failed result of a child that ended without reporting (or the interrupt it got)."""
+    process.join()
+    if process.exitcode == _INTERRUPTED_EXIT:
+        # Ctrl-C hit the child before (or instead of) this process: an interrupt, not a failure.
+        raise KeyboardInterrupt(f"run {spec.run_id} was interrupted in its process")
+    return _failed_result(spec, started, _death_message(process.exitcode))
+
+
 def _death_message(exitcode: int | None) -> str:
     """The error of a run whose process ended without reporting."""
     if exitcode is not None and exitcode < 0:
@@ -613,6 +620,8 @@ def _die_with_parent(parent_pid: int, interval: float = 0.5) -> None:
 
 #: Exit status of an isolated run's process that found itself orphaned.
 _ORPHAN_EXIT = 75
+#: Exit status of an isolated run's process interrupted by Ctrl-C (as a shell reports it).
+_INTERRUPTED_EXIT = 130
 
 
 def _watch_parent(parent_pid: int, interval: float) -> None:
@@ -630,10 +639,10 @@ def _child_main(conn, registry, loader, block_size, curves, spec, level, parent_
     runner = Runner(registry, loader=loader, block_size=block_size, curves=curves)
     try:
         conn.send(runner.run(spec))
-    except KeyboardInterrupt:  # the parent sees EOF and handles the interrupt
-        pass
-    finally:
+    except KeyboardInterrupt:  # Ctrl-C reached the whole process group: tell the parent
         conn.close()
+        sys.exit(_INTERRUPTED_EXIT)
+    conn.close()
 
 
 def _base_row(spec: RunSpec, started: float) -> dict[str, Any]:

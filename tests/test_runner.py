@@ -392,6 +392,9 @@ def test_isolated_runs_match_in_process_and_survive_crashes():
     crashed = there.run(RunSpec(model="crash", dataset="synthetic"))
     assert not crashed.ok
     assert "exit code 3" in crashed.row["error"]
+    # Ctrl-C that reached the child is an interrupt in the parent, not a failed run.
+    with pytest.raises(KeyboardInterrupt):
+        there.run(RunSpec(model="interrupt", dataset="synthetic"))
 
 
 @pytest.mark.parametrize(
