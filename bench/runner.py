@@ -134,6 +134,10 @@ class RunSpec:
             self, "dataset_options", _jsonable(dict(self.dataset_options), "dataset_options")
         )
         if self.min_rating is not None:
+            if isinstance(self.min_rating, bool) or not math.isfinite(self.min_rating):
+                raise ValueError(
+                    f"min_rating must be a finite number or None, got {self.min_rating!r}"
+                )
             object.__setattr__(self, "min_rating", float(self.min_rating))
 
     @property

@@ -95,6 +95,8 @@ def test_run_spec_identity_and_validation():
         ({"ties": "optimistic"}, "ties must be one of"),
         ({"exclude": "all"}, "exclude must be one of"),
         ({"params": {"f": object()}}, "JSON-serialisable"),
+        ({"min_rating": float("nan")}, "min_rating must be a finite number"),
+        ({"seed": 2**32}, "seed must be <= 4294967295"),
     ]:
         with pytest.raises(ValueError, match=message):
             RunSpec(model="ease", **bad)
