@@ -364,8 +364,7 @@ class Runner:
             # KeyboardInterrupt, SIGTERM turned into an exception, a bug: the
             # child must not outlive the parent's interest in it.
             log.warning("run %s: abandoning it, killing its process", spec.run_id)
-            _kill_tree(process.pid)
-            process.join()
+            _kill_tree(process)
             raise
         finally:
             receiver.close()
@@ -373,8 +372,7 @@ class Runner:
         process.join(timeout=60)
         if process.is_alive():
             log.warning("run %s: worker did not exit after reporting; terminating it", spec.run_id)
-            _kill_tree(process.pid)
-            process.join()
+            _kill_tree(process)
         return result
 
     def _wait_for(self, process, receiver, spec: RunSpec, started: float, clock: float):
@@ -395,8 +393,7 @@ class Runner:
                 return _ended_early(process, spec, started)
             elapsed = time.monotonic() - clock
             if self.timeout_s is not None and elapsed > self.timeout_s:
-                _kill_tree(process.pid)
-                process.join()
+                _kill_tree(process)
                 log.error("run %s timed out after %g s; killed it", spec.run_id, self.timeout_s)
                 return _failed_result(
                     spec, started, f"TimeoutError: timed out after {self.timeout_s:g} s (killed)"
@@ -404,8 +401,7 @@ class Runner:
             if self.max_memory_mb is not None and handle is not None:
                 rss_mb = _tree_rss_mb(handle)
                 if rss_mb > self.max_memory_mb:
-                    _kill_tree(process.pid)
-                    process.join()
+                    _kill_tree(process)
                     log.error(
                         "run %s exceeded %g MiB (%.0f MiB resident); killed it",
                         spec.run_id,
@@ -553,21 +549,26 @@ def _tree_rss_mb(handle: psutil.Process) -> float:
     return total / 2**20
 
 
-def _kill_tree(pid: int | None, timeout: float = 10.0) -> None:
-    """SIGKILL a process and every descendant of it, and wait for them to go."""
-    if pid is None:
-        return
+def _kill_tree(process, timeout: float = 10.0) -> None:
+    """SIGKILL an isolated run's process and every descendant of it, and wait for them.
+
+    The run's own process is reaped by ``multiprocessing`` (``process.join``),
+    never by psutil: a ``waitpid`` by psutil would leave ``multiprocessing``
+    unable to read its exit code.
+    """
     try:
-        root = psutil.Process(pid)
-        members = [root, *root.children(recursive=True)]
+        root = psutil.Process(process.pid)
+        descendants = root.children(recursive=True)
     except psutil.Error:
-        return
-    for member in members:
+        descendants = []
+    for member in descendants:
         try:
             member.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(members, timeout=timeout)
+    process.kill()
+    process.join(timeout)
+    psutil.wait_procs(descendants, timeout=timeout)
 
 
 def _ended_early(process, spec: RunSpec, started: float) -> RunResult:

@@ -104,7 +104,7 @@ def test_cli_isolates_by_default_so_a_segfault_is_a_failed_run(monkeypatch, tmp_
     assert "2 run(s) done, 0 skipped, 2 failed" in capsys.readouterr().out
 
 
-def test_time_and_memory_limits_stop_a_run_and_the_others_go_on():
+def test_time_and_memory_limits_stop_a_run_and_the_others_go_on(caplog):
     # Issue 12 item 11: a hanging run and a run that grows without bound.
     runner = Runner(isolation_registry(), isolate=True, timeout_s=6, max_memory_mb=600)
     common = {"dataset": "synthetic", "split": "random", "min_rating": None}
@@ -121,6 +121,8 @@ def test_time_and_memory_limits_stop_a_run_and_the_others_go_on():
     assert 600 < resident < 2900  # stopped after crossing the limit, before the hog's own cap
     fine = runner.run(RunSpec(model="popularity", **common))
     assert fine.ok, fine.row["error"]
+    # The killed processes were reaped, not left for a second kill.
+    assert "did not exit after reporting" not in caplog.text
 
 
 def test_limits_need_isolated_runs():
@@ -172,7 +174,7 @@ def _start_long_run(out: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
             if "resource_tracker" not in " ".join(p.cmdline())
         ]
         # Training has begun once the worker has burnt CPU beyond its imports.
-        if workers and sum(workers[0].cpu_times()[:2]) > 4.0:
+        if workers and sum(workers[0].cpu_times()[:2]) > 2.5:
             return proc, parent.children(recursive=True)
         if proc.poll() is not None:
             break
