@@ -15,8 +15,6 @@ __all__ = ["main"]
 
 log = logging.getLogger("rsbench")
 
-SUMMARY_METRICS = ("auc", "precision@10", "map@10", "ndcg@10")
-
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
@@ -196,44 +194,16 @@ def _with_epochs(spec, epochs: int):
 
 
 def _summary_table(runs, per_user) -> str:
-    import numpy as np
-    import pandas as pd
+    from bench.results.report import summary_text
 
-    from metrics.stats import mean_ci
-
-    ok = runs[runs["status"] == "ok"] if "status" in runs else runs.iloc[0:0]
-    if ok.empty or per_user.empty or "run_id" not in per_user:
-        return "no successful runs"
-    lines = []
-    header = f"{'model':<28}{'seeds':>6}" + "".join(f"{m:>24}" for m in SUMMARY_METRICS)
-    header += f"{'fit s':>10}"
-    lines.append(header)
-    for label, group in ok.groupby("label", sort=False):
-        ids = set(group["run_id"])
-        users = per_user[per_user["run_id"].isin(ids)]
-        cells = []
-        for metric in SUMMARY_METRICS:
-            if metric not in users:
-                cells.append(f"{'-':>24}")
-                continue
-            # Average seeds per user first, so the interval is over users.
-            per = users.groupby("user")[metric].mean().to_numpy()
-            per = per[np.isfinite(per)]  # AUC is undefined for a user with no negatives
-            if per.size == 0:
-                cells.append(f"{'-':>24}")
-                continue
-            ci = mean_ci(per, rng=np.random.default_rng(0))
-            cells.append(f"{ci.mean:>9.4f} [{ci.low:.3f},{ci.high:.3f}]")
-        fit = pd.to_numeric(group["fit_seconds"]).mean()
-        lines.append(f"{label:<28}{len(group):>6}" + "".join(cells) + f"{fit:>10.2f}")
-    return "\n".join(lines)
+    return summary_text(runs, per_user)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.environment import environment
     from bench.registry import UnknownModelError
     from bench.results import ResultStore, now_iso
-    from bench.runner import Runner
+    from bench.runner import Runner, once_if_deterministic
 
     experiment = _experiment_from_args(args)
     out = args.out or experiment.out or f"results/{experiment.name}"
@@ -242,6 +212,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         isolate=args.isolate if args.isolate is not None else experiment.isolate,
         epoch_progress=lambda total, desc: _progress(total, desc, position=1, leave=False),
     )
+    # A deterministic model gives the same result for every seed: run it once.
+    experiment.specs[:] = once_if_deterministic(experiment.specs, runner.registry)
     try:
         effective = {spec.run_id: runner.check(spec) for spec in experiment.specs}
     except UnknownModelError as exc:

@@ -4,11 +4,13 @@ Rules (``rsbench regress RESULTS --baseline BASELINE``):
 
 * **What is compared.** Every successful label (``model`` or
   ``model:preset``) of the baseline, on every dataset it ran on, and every
-  quality metric column of the baseline's ``runs.csv`` (``auc``, ``mrr`` and
-  ``precision|recall|map|ndcg|hit@k``; all are "higher is better"). A
-  dataset is identified by the run spec's ``dataset, split, min_rating,
-  dataset_options`` plus the evaluation's ``ties`` and ``exclude`` policies;
-  runs of the same label on another dataset or protocol do not count.
+  column of the baseline's ``runs.csv`` that the metric registry
+  (:data:`metrics.registry.METRICS`) knows as a gated metric, in the
+  direction the registry declares. A dataset is identified by
+  :class:`bench.results.tables.ProtocolKey` (the run spec's ``dataset,
+  split, min_rating, dataset_options, stage`` plus the ``ties`` and
+  ``exclude`` policies), the same identity the report groups by; runs of the
+  same label on another dataset or protocol do not count.
 * **Means.** The baseline and new values are the means over seeds of the
   per-run metric means in ``runs.csv`` (successful runs only).
 * **Standard error.** With two or more baseline seeds, ``se = std(run means,
@@ -16,6 +18,8 @@ Rules (``rsbench regress RESULTS --baseline BASELINE``):
   no spread, so the per-user standard error of the mean is used instead
   (``std(per-user values, ddof=1) / sqrt(n_users)`` from
   ``per_user.parquet``); without per-user rows ``se = 0`` (the floor rules).
+  A deterministic model (``deterministic`` column) has no seed-to-seed
+  spread: ``se = 0`` and the floor is its tolerance.
 * **Tolerance.** ``max(tolerance_se * se, tolerance_floor)``, both read from
   the baseline's ``manifest.json`` (defaults 3 and 0.005) and overridable by
   arguments. A metric **fails** when ``new < baseline - tolerance``; a
@@ -37,10 +41,8 @@ Rules (``rsbench regress RESULTS --baseline BASELINE``):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +52,8 @@ import numpy as np
 import pandas as pd
 
 from bench.results.store import ResultsError, load_results
+from bench.results.tables import run_identity
+from metrics.registry import METRICS, MetricRegistry
 
 __all__ = [
     "Comparison",
@@ -60,7 +64,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-QUALITY_METRIC = re.compile(r"^(auc|mrr|(precision|recall|map|ndcg|hit)@\d+)$")
 DEFAULT_TOLERANCE_SE = 3.0
 DEFAULT_TOLERANCE_FLOOR = 0.005
 DEFAULT_FIT_TIME_FACTOR = 3.0
@@ -69,9 +72,10 @@ DEFAULT_FIT_TIME_SLACK = 0.25
 OK, FAIL, WARN, NEW = "ok", "FAIL", "WARN", "new"
 
 
-def is_quality_metric(column: str) -> bool:
-    """Whether a ``runs.csv`` column is a gated quality metric (all are higher-is-better)."""
-    return bool(QUALITY_METRIC.match(column))
+def is_quality_metric(column: str, registry: MetricRegistry = METRICS) -> bool:
+    """Whether a ``runs.csv`` column is a gated metric of the registry (any cut-off)."""
+    found = registry.metric_of(str(column))
+    return found is not None and found[0].gated
 
 
 @dataclass(frozen=True)
@@ -222,32 +226,6 @@ def _num(x: float, *, signed: bool = False) -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
-def _identity(row: Mapping[str, Any]) -> str:
-    """A readable, canonical dataset/protocol identity of one ``runs.csv`` row."""
-    spec: dict[str, Any] = {}
-    raw = row.get("spec")
-    if isinstance(raw, str) and raw:
-        try:
-            spec = json.loads(raw)
-        except json.JSONDecodeError:
-            spec = {}
-
-    def pick(key: str, default: Any) -> Any:
-        value = spec.get(key, row.get(key, default))
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        return value
-
-    min_rating = pick("min_rating", None)
-    text = f"{pick('dataset', '?')} split={pick('split', '?')} min_rating="
-    text += "none" if min_rating is None else f"{float(min_rating):g}"
-    options = spec.get("dataset_options") or {}
-    if options:
-        text += " options=" + json.dumps(options, sort_keys=True, separators=(",", ":"))
-    text += f" ties={pick('ties', 'expected')} exclude={pick('exclude', 'train-positives')}"
-    return text
-
-
 def _prepare(runs: pd.DataFrame, where: Path) -> pd.DataFrame:
     missing = {"run_id", "label", "status"} - set(runs.columns)
     if missing:
@@ -255,7 +233,7 @@ def _prepare(runs: pd.DataFrame, where: Path) -> pd.DataFrame:
     runs = runs.copy()
     runs["run_id"] = runs["run_id"].astype(str)
     runs["label"] = runs["label"].astype(str)
-    runs["_dataset"] = [_identity(row) for row in runs.to_dict("records")]
+    runs["_dataset"] = [run_identity(row).text() for row in runs.to_dict("records")]
     return runs
 
 
@@ -495,8 +473,14 @@ def _quality_check(
         )
     baseline = float(base_values.mean())
     note = ""
+    deterministic = (
+        "deterministic" in base_label
+        and base_label["deterministic"].astype(str).str.lower().isin(["true", "1", "1.0"]).all()
+    )
     if base_values.size >= 2:
         se = float(base_values.std(ddof=1) / math.sqrt(base_values.size))
+    elif deterministic:
+        se, note = 0.0, "deterministic: tolerance floor"
     else:
         se = _per_user_se(base_per_user, str(base_label["run_id"].iloc[0]), metric)
         note = "one baseline seed: per-user SE"
@@ -530,9 +514,12 @@ def _quality_check(
         )
     value = float(new_values.mean())
     delta = value - baseline
-    verdict = FAIL if delta < -tolerance else OK
+    higher = METRICS.higher_is_better(metric) if METRICS.is_metric(metric) else True
+    worse = -delta if higher else delta
+    verdict = FAIL if worse > tolerance else OK
     if verdict == FAIL:
-        note = "; ".join(filter(None, [f"dropped by {-delta:.4f} > {tolerance:.4f}", note]))
+        moved = "dropped" if higher else "rose"
+        note = "; ".join(filter(None, [f"{moved} by {worse:.4f} > {tolerance:.4f}", note]))
     return Comparison(
         dataset, label, metric, baseline, value, delta, tolerance, verdict, note, n_base, n_new, se
     )
