@@ -142,7 +142,7 @@ def _check_01(data: np.ndarray, name: str) -> None:
     bad = (data != 0) & (data != 1)
     if bad.any():
         raise ValueError(
-            f"{name} must be boolean or 0/1; it stores the value {data[bad][0]!r} "
+            f"{name} must be boolean or 0/1; it stores the value {data[bad][0].item()!r} "
             f"({int(bad.sum())} entries are neither 0 nor 1)"
         )
 

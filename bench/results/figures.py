@@ -273,7 +273,7 @@ def pareto_figure(
         gap = 0.045 * (ax.get_ylim()[1] - ax.get_ylim()[0])
         placed = _place_labels(fy, gap)
         for label, x, y, ty in zip(np.asarray(labels)[front], cost[front], fy, placed):
-            ax.annotate(
+            note = ax.annotate(
                 label,
                 (x, y),
                 xytext=(x * 1.6, ty),
@@ -282,6 +282,7 @@ def pareto_figure(
                 va="center",
                 arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6},
             )
+            note.set_in_layout(False)  # labels never squeeze the axes
         ax.set(
             xlabel="mean fit time (s, log scale)",
             ylabel=f"test {_title(metric)} (mean over users)",

@@ -343,7 +343,7 @@ class ResultStore:
         tmp = shard_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         tmp.mkdir()
         try:
-            text = json.dumps(result.row, sort_keys=True, default=_json_value)
+            text = json.dumps(result.row, default=_json_value)  # column order kept
             with open(tmp / "run.json", "w", encoding="utf-8") as handle:
                 handle.write(text + "\n")
                 handle.flush()
