@@ -151,6 +151,14 @@ def _brute(scores, test, k, item_popularity):
     return float(np.mean(covered)), popularity
 
 
+class _Table:
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = scores
+
+    def score(self, user_ids: np.ndarray) -> np.ndarray:
+        return self.scores[user_ids]
+
+
 def test_coverage_and_popularity_match_brute_force(rng):
     for trial in range(6):
         scores = rng.integers(0, 3, size=(3, 5)).astype(float)
@@ -160,7 +168,7 @@ def test_coverage_and_popularity_match_brute_force(rng):
         popularity = rng.random(5)
         k = 1 + trial % 3
         evaluator = Evaluator(test, None, ks=(k,), item_popularity=popularity)
-        frame = evaluator.evaluate(type("S", (), {"score": lambda self, u: scores[u]})())
+        frame = evaluator.evaluate(_Table(scores))
         want_cov, want_pop = _brute(scores, test, k, popularity)
         assert frame.attrs["catalogue"][f"coverage@{k}"] == pytest.approx(want_cov)
         np.testing.assert_allclose(frame[f"popularity@{k}"], want_pop)

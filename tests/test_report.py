@@ -6,9 +6,11 @@ import base64
 import hashlib
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.cli import main
@@ -416,3 +418,40 @@ def test_cli_report_and_bad_folder(folder, tmp_path, capsys):
     with pytest.raises(ResultsError, match=r"no runs\.csv"):
         write_report(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+BASELINES = Path(__file__).resolve().parents[1] / "results" / "baseline"
+
+
+@pytest.mark.parametrize("name", ["notebook", "quick"])
+def test_committed_baselines_report_consistent_statistics(name, tmp_path):
+    """The committed folders, read as they are: every comparison of the report agrees."""
+    folder = tmp_path / name
+    shutil.copytree(BASELINES / name, folder)
+    report = build_report(folder, n_boot=200)
+    assert_consistent(report)
+    runs = load_results(folder)["runs"]
+    assert set(report.quality["label"]) == set(runs.loc[runs["status"] == "ok", "label"])
+
+
+def test_names_and_parameters_with_markdown_and_html_are_escaped(folder, tmp_path):
+    hostile = "<img src=x onerror=alert(1)>|**bold**_[link](http://x)"
+    copy = tmp_path / "hostile"
+    shutil.copytree(folder, copy)
+    runs = pd.read_csv(copy / "runs.csv", dtype={"run_id": str, "label": str})
+    runs.loc[runs["label"] == "random", "label"] = hostile
+    runs.loc[runs["model"] == "random", "notes"] = "<script>alert(2)</script>"
+    runs.to_csv(copy / "runs.csv", index=False)
+    write_report(copy, n_boot=100)
+    md = (copy / "report.md").read_text()
+    page = (copy / "report.html").read_text()
+    assert "<img" not in md and "<script>" not in md and "**bold**" not in md
+    assert "&lt;img src=x onerror=alert(1)>\\|\\*\\*bold\\*\\*\\_\\[link\\](http://x)" in md
+    assert "<img src=x" not in page and "<script>alert" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;|**bold**" in page
+    # The quality row of the renamed model has as many cells as its header (| is escaped).
+    section = md[md.index("#### Quality") :].splitlines()
+    header = next(line for line in section if line.startswith("| model |"))
+    row = next(line for line in section if line.startswith("| &lt;img"))
+    cells = re.split(r"(?<!\\)\|", row.strip().strip("|"))
+    assert len(cells) == header.strip().strip("|").count("|") + 1
