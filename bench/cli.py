@@ -204,6 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.registry import UnknownModelError
     from bench.results import ResultStore, now_iso
     from bench.runner import Runner, once_if_deterministic
+    from metrics.registry import METRICS
 
     experiment = _experiment_from_args(args)
     out = args.out or experiment.out or f"results/{experiment.name}"
@@ -266,11 +267,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             if result.ok:
                 data = runner.dataset(spec)
                 datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
+                first = METRICS.select(result.row, headline=True)[0]
                 log.info(
-                    "%-28s seed %d  auc %.4f  fit %.2fs",
+                    "%-28s seed %d  %s %.4f  fit %.2fs",
                     spec.label,
                     spec.seed,
-                    result.row["auc"],
+                    first,
+                    result.row[first],
                     result.row["fit_seconds"],
                 )
             else:
@@ -291,7 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- report / regress ------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.results.report import write_report
 
     paths = write_report(args.results)
     for path in paths:
@@ -300,7 +303,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from bench.regress import regress
+    from bench.results.regress import regress
 
     outcome = regress(args.results, args.baseline, fit_time_factor=args.fit_time_factor)
     print(outcome.table())
