@@ -165,6 +165,12 @@ def test_markdown_has_every_label_environment_and_protocol(folder, markdown):
     sha = load_results(folder)["runs"]["dataset_sha256"].dropna().iloc[0]
     assert sha in markdown
     assert "torch None" not in markdown  # uninstalled packages are not listed
+    assert "Unit of resampling: the user" in markdown
+    # Beyond accuracy and the breakdown by user activity, from the registry and per-user rows.
+    beyond = markdown[markdown.index("#### Beyond accuracy") :]
+    assert beyond.splitlines()[4].startswith("| model | popularity@10 | coverage@10 |")
+    activity = markdown[markdown.index("#### By user activity") :]
+    assert "auc by train positives" in activity and "users) |" in activity
 
 
 def test_quality_table_means_match_the_runs_and_mark_the_best(folder, markdown):

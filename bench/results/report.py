@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.io import atomic_write_bytes, atomic_write_text
+from bench.io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from bench.results import figures as figs
 from bench.results import tables
 from bench.results.render import (
@@ -667,6 +667,7 @@ def write_report(
     folder = Path(results_dir)
     report = build_report(folder, level=level, n_boot=n_boot, seed=seed)
     figure_dir = folder / FIGURES
+    remove_stale_temporaries(figure_dir)  # left by a report that was killed
     written = [atomic_write_bytes(figure_dir / name, data) for name, data in report.figures.items()]
     if figure_dir.is_dir():
         for stale in figure_dir.iterdir():
