@@ -192,3 +192,52 @@ def test_report_on_a_damaged_folder_is_one_line_exit_2(tmp_path, capsys, damage,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err and message in err
     assert main(["regress", str(folder), "--baseline", str(folder)]) == 2
+
+
+def test_three_rsbench_runs_into_one_folder_keep_every_run(tmp_path):
+    """Issue 12.1 as reported: concurrent ``rsbench run`` commands into one ``--out``."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "c"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    commands = [
+        ["--models", "random", "--seeds", "0,1,2,3"],
+        ["--models", "popularity,ease", "--seeds", "0,1"],
+        ["--models", "random", "--seeds", "4,5,6"],
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.cli",
+                "-q",
+                "run",
+                "--dataset",
+                "synthetic",
+                "--no-curves",
+                "--out",
+                str(out),
+                *args,
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for args in commands
+    ]
+    errors = [p.communicate(timeout=300)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    loaded = load_results(out)
+    runs = loaded["runs"]
+    # random x 7 seeds, popularity and ease once each (deterministic): every run exactly once.
+    assert sorted(zip(runs["label"], runs["seed"])) == sorted(
+        [("random", s) for s in range(7)] + [("popularity", 0), ("ease", 0)]
+    )
+    assert runs["run_id"].is_unique and set(runs["status"]) == {"ok"}
+    assert set(loaded["per_user"]["run_id"]) == set(runs["run_id"])
+    invocations = loaded["manifest"]["invocations"]
+    assert len(invocations) == 3 and all(i["finished_at"] for i in invocations)
