@@ -133,7 +133,7 @@ def curves_figure(
     for family, members in families.items():
         # Each family's own band: a slow starter elsewhere does not flatten this row.
         low, high = _band(np.concatenate([series[label][metric].to_numpy() for label in members]))
-        near = [v for v in references.values() if low - 0.5 * (high - low) <= v <= high]
+        near = [v for v in references.values() if low - 0.25 * (high - low) <= v <= high]
         low, high = min([low, *near]), max([high, *near])
         bands[family] = (low, high)
         hidden.update({k: v for k, v in references.items() if not low <= v <= high})
@@ -266,8 +266,26 @@ def pareto_figure(
             zorder=2,
         )
         ax.set_xscale("log")
-        low, high = _band(quality)
+        # A model far below all others (random) does not flatten them: drop the lowest
+        # values while their gap to the next is over half of what remains.
+        ordered = np.sort(quality[np.isfinite(quality)])
+        while ordered.size > 2 and ordered[1] - ordered[0] > 0.5 * (ordered[-1] - ordered[0]):
+            ordered = ordered[1:]
+        low, high = float(ordered[0]), float(ordered[-1])
+        pad = max(0.06 * (high - low), 1e-3)
+        low, high = low - pad, high + pad
         ax.set_ylim(low, high + 0.12 * (high - low))
+        below = [f"{name} {y:.3f}" for name, y in zip(labels, quality) if y < low]
+        if below:
+            ax.text(
+                0.01,
+                0.01,
+                "below the axis: " + ", ".join(below),
+                transform=ax.transAxes,
+                fontsize="x-small",
+                color="0.3",
+                va="bottom",
+            )
         # Front labels in a column right of their points, spread so that none overlap.
         fy = quality[front]
         gap = 0.045 * (ax.get_ylim()[1] - ax.get_ylim()[0])
