@@ -17,8 +17,6 @@ __all__ = ["main"]
 
 log = logging.getLogger("rsbench")
 
-SUMMARY_METRICS = ("auc", "precision@10", "map@10", "ndcg@10")
-
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
@@ -219,44 +217,17 @@ def _experiment_from_args(args: argparse.Namespace):
 
 
 def _summary_table(runs, per_user) -> str:
-    import numpy as np
-    import pandas as pd
+    from bench.results.report import summary_text
 
-    from metrics.stats import mean_ci
-
-    ok = runs[runs["status"] == "ok"] if "status" in runs else runs.iloc[0:0]
-    if ok.empty or per_user.empty or "run_id" not in per_user:
-        return "no successful runs"
-    lines = []
-    header = f"{'model':<28}{'seeds':>6}" + "".join(f"{m:>24}" for m in SUMMARY_METRICS)
-    header += f"{'fit s':>10}"
-    lines.append(header)
-    for label, group in ok.groupby("label", sort=False):
-        ids = set(group["run_id"])
-        users = per_user[per_user["run_id"].isin(ids)]
-        cells = []
-        for metric in SUMMARY_METRICS:
-            if metric not in users:
-                cells.append(f"{'-':>24}")
-                continue
-            # Average seeds per user first, so the interval is over users.
-            per = users.groupby("user")[metric].mean().to_numpy()
-            per = per[np.isfinite(per)]  # AUC is undefined for a user with no negatives
-            if per.size == 0:
-                cells.append(f"{'-':>24}")
-                continue
-            ci = mean_ci(per, rng=np.random.default_rng(0))
-            cells.append(f"{ci.mean:>9.4f} [{ci.low:.3f},{ci.high:.3f}]")
-        fit = pd.to_numeric(group["fit_seconds"]).mean()
-        lines.append(f"{label:<28}{len(group):>6}" + "".join(cells) + f"{fit:>10.2f}")
-    return "\n".join(lines)
+    return summary_text(runs, per_user)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.environment import environment
     from bench.registry import UnknownModelError
     from bench.results import ResultStore, now_iso
-    from bench.runner import Runner
+    from bench.runner import Runner, once_if_deterministic
+    from metrics.registry import METRICS
 
     experiment = _experiment_from_args(args)
     out = experiment.out or f"results/{experiment.name}"
@@ -267,6 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_memory_mb=experiment.max_memory_mb,
         epoch_progress=lambda total, desc: _progress(total, desc, position=1, leave=False),
     )
+    # A deterministic model gives the same result for every seed: run it once.
+    experiment.specs[:] = once_if_deterministic(experiment.specs, runner.registry)
     try:
         effective = {spec.run_id: runner.check(spec) for spec in experiment.specs}
     except UnknownModelError as exc:
@@ -334,11 +307,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             if result.ok:
                 data = runner.dataset(spec)
                 datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
+                first = METRICS.select(result.row, headline=True)[0]
                 log.info(
-                    "%-28s seed %d  auc %.4f  fit %.2fs",
+                    "%-28s seed %d  %s %.4f  fit %.2fs",
                     spec.label,
                     spec.seed,
-                    result.row["auc"],
+                    first,
+                    result.row[first],
                     result.row["fit_seconds"],
                 )
             else:
@@ -366,7 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- report / regress ------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.results.report import write_report
 
     paths = write_report(args.results)
     for path in paths:
@@ -375,7 +350,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from bench.regress import regress
+    from bench.results.regress import regress
 
     outcome = regress(args.results, args.baseline, fit_time_factor=args.fit_time_factor)
     print(outcome.table())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,15 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "process_alive",
+    "remove_stale_temporaries",
 ]
+
+# ``.<name>.<pid>-<random>.tmp``: the writer's process id tells whether it is still alive.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp$")
+
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -37,7 +47,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -82,3 +94,46 @@ def atomic_write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
 def atomic_write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
     """Write ``frame`` as Parquet (no index) atomically."""
     return _write_with(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` exists on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` that a killed writer left in ``folder``.
+
+    A temporary names its writer's process id; it is removed when that
+    process no longer exists (or when the name carries no id, as written by
+    older versions), so a concurrent writer's file in progress is kept.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if not match or not path.is_file():
+            continue
+        pid = match.group("pid")
+        if pid is not None and process_alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+            log.debug("removed stale temporary %s", path)
+    return removed

@@ -36,13 +36,13 @@ __all__ = [
     "RunSpec",
     "Runner",
     "expand_specs",
+    "once_if_deterministic",
 ]
 
 log = logging.getLogger(__name__)
 
 TIES = ("expected", "pessimistic")
 EXCLUSIONS = ("train-positives", "train-all", "none")
-CURVE_METRICS = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
 #: Largest seed: an unsigned 32-bit integer (every framework seed and the Parquet
 #: int64 ``seed`` column hold it).
 MAX_SEED = 2**32 - 1
@@ -450,12 +450,15 @@ class Runner:
         features = None
         if model.uses_features and (data.user_features or data.item_features):
             features = (data.user_features, data.item_features)
+        train_csr = data.train.to_bool_csr()
         evaluator = Evaluator(
             data.test.to_bool_csr(),
             data.exclusion(spec.exclude),
             ks=spec.ks,
             ties=spec.ties,
             block_size=self.block_size,
+            # Share of users with each item among their train positives (popularity@k).
+            item_popularity=np.asarray(train_csr.sum(axis=0)).ravel() / max(data.num_users, 1),
         )
 
         curve_rows: list[dict] = []
@@ -507,6 +510,8 @@ class Runner:
             raise ValueError("evaluation produced no users (no test positives left?)")
         means = summarize(per_user)
         metric_values = {name: float(value) for name, value in means.items()}
+        # User activity (train positives) lets the report break every metric down by it.
+        per_user.insert(1, "activity", np.diff(train_csr.indptr)[per_user["user"].to_numpy()])
         if not all(math.isfinite(v) for v in metric_values.values()):
             raise FloatingPointError(f"non-finite metric means: {metric_values}")
         curve_rows.append(
@@ -529,6 +534,8 @@ class Runner:
             "dataset_sha256": data.sha256,
             **metric_values,
             "params": json.dumps(params, sort_keys=True, default=str),
+            "uses_sampler": bool(model.uses_sampler),
+            "deterministic": bool(model.deterministic),
             "notes": model.notes,
         }
         return row, per_user.reset_index(drop=True), pd.DataFrame(curve_rows)
@@ -679,10 +686,11 @@ def _failed_result(spec: RunSpec, started: float, error: str) -> RunResult:
 
 
 def _curve_row(epoch: int, fit_cum: float, epoch_s: float, means: pd.Series) -> dict:
+    from metrics.registry import METRICS
+
     row = {"epoch": epoch, "fit_seconds": fit_cum, "epoch_seconds": epoch_s}
-    for name in CURVE_METRICS:
-        if name in means:
-            row[name] = float(means[name])
+    for name in METRICS.select(means.index, curve=True):
+        row[name] = float(means[name])
     return row
 
 
@@ -690,12 +698,36 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
 
 
+def once_if_deterministic(specs: Sequence[RunSpec], registry: Registry) -> list[RunSpec]:
+    """Drop the repeats of deterministic models that differ only in their seed.
+
+    A model whose class says ``deterministic = True`` gives the same result
+    for every seed, so it runs once (with the first seed asked for). Models
+    whose framework is missing are kept as they are (they fail to run later
+    with a clear message).
+    """
+    kept, seen = [], set()
+    for spec in specs:
+        entry = registry.get(spec.model) if spec.model in registry else None
+        if entry is not None and entry.available and getattr(entry.load(), "deterministic", False):
+            key = json.dumps({**spec.to_dict(), "seed": None}, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(spec)
+    return kept
+
+
 def expand_specs(
     models: Sequence[tuple[str, str | None, Mapping[str, Any]]],
     seeds: Sequence[int],
     **common: Any,
 ) -> list[RunSpec]:
-    """The cross product of models x seeds, as specs sharing ``common`` fields."""
+    """The cross product of models x seeds, as specs sharing ``common`` fields.
+
+    Pass the result through :func:`once_if_deterministic` to run deterministic
+    models once.
+    """
     return [
         RunSpec(model=name, preset=preset, params=dict(params), seed=seed, **common)
         for name, preset, params in models

@@ -1,5 +1,6 @@
 """Ranking metrics over the full catalogue, a streaming evaluator and statistics (numpy/scipy)."""
 
+from metrics import beyond as _beyond  # noqa: F401  (registers coverage and popularity)
 from metrics.evaluator import Evaluator, summarize
 from metrics.ranking import (
     TIE_POLICIES,
@@ -14,14 +15,20 @@ from metrics.ranking import (
     reciprocal_rank,
     roc_auc,
 )
+from metrics.registry import METRICS, Metric, MetricInputs, MetricRegistry, default_metrics
 from metrics.stats import CI, PairedComparison, holm, mean_ci, paired_comparison
 
 __all__ = [
     "CI",
+    "METRICS",
     "TIE_POLICIES",
     "Evaluator",
+    "Metric",
+    "MetricInputs",
+    "MetricRegistry",
     "PairedComparison",
     "average_precision_at_k",
+    "default_metrics",
     "evaluate",
     "evaluated_rows",
     "hit_rate_at_k",

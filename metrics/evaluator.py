@@ -15,12 +15,13 @@ from metrics.ranking import (
     _bool_csr,
     _check_ks,
     _check_ties,
+    _combine,
     _frame,
     _metric_values,
     _rank,
     evaluated_rows,
-    metric_columns,
 )
+from metrics.registry import METRICS
 
 __all__ = ["Evaluator", "Scorer", "summarize"]
 
@@ -63,6 +64,9 @@ class Evaluator:
         Tie policy applied to every metric.
     block_size : int
         Users scored per call of ``model.score``.
+    item_popularity : array of float, shape (num_items,), optional
+        Share of users with each item among their train positives; enables
+        the metrics that need it (``popularity@k``).
 
     Attributes
     ----------
@@ -78,6 +82,7 @@ class Evaluator:
         ks: Sequence[int] = (5, 10, 20),
         ties: str = "expected",
         block_size: int = 1024,
+        item_popularity: Any = None,
     ) -> None:
         self.test = test
         self.exclude = exclude
@@ -101,6 +106,14 @@ class Evaluator:
             raise ValueError(f"exclude has shape {exclude.shape} but test has shape {shape}")
         self._test = _canonical_csr(test, "test", shape)
         self._exclude = None if exclude is None else _canonical_csr(exclude, "exclude", shape)
+        if item_popularity is not None:
+            item_popularity = np.asarray(item_popularity, dtype=np.float64)
+            if item_popularity.shape != (shape[1],) or not np.isfinite(item_popularity).all():
+                raise ValueError(
+                    f"item_popularity must be {shape[1]} finite values, got shape "
+                    f"{item_popularity.shape}"
+                )
+        self._item_popularity = item_popularity
         evaluated = evaluated_rows(self._test, self._exclude)
         evaluated.flags.writeable = False
         self._evaluated = evaluated
@@ -123,7 +136,11 @@ class Evaluator:
     @property
     def columns(self) -> list[str]:
         """Columns of the per-user table: ``user`` then :func:`metric_columns`."""
-        return ["user", *metric_columns(self._ks)]
+        return ["user", *METRICS.columns(self._ks, available=self._available)]
+
+    @property
+    def _available(self) -> tuple[str, ...]:
+        return () if self._item_popularity is None else ("item_popularity",)
 
     def _select_users(self, user_ids: Any) -> np.ndarray:
         if user_ids is None:
@@ -181,6 +198,7 @@ class Evaluator:
         users = self._select_users(user_ids)
         n_total = int(users.size)
         parts: list[dict[str, np.ndarray]] = []
+        partials: dict[str, list] = {}
         started = time.perf_counter()
         for lo in range(0, n_total, self.block_size):
             block = np.array(users[lo : lo + self.block_size])  # writable, owned by this call
@@ -194,7 +212,18 @@ class Evaluator:
             test = self._test[block]
             exclude = None if self._exclude is None else self._exclude[block]
             ranked = _rank(scores, test, exclude, self.ties, user_ids=block)
-            parts.append(_metric_values(ranked, self._ks))
+            parts.append(
+                _metric_values(
+                    ranked,
+                    self._ks,
+                    scores=scores,
+                    test=test,
+                    exclude=exclude,
+                    ties=self.ties,
+                    item_popularity=self._item_popularity,
+                    partials=partials,
+                )
+            )
             del scores, ranked
             done = lo + block.size
             logger.debug("evaluated %d/%d users", done, n_total)
@@ -202,7 +231,7 @@ class Evaluator:
                 progress(done, n_total)
         columns = {
             name: (np.concatenate([part[name] for part in parts]) if parts else np.zeros(0))
-            for name in metric_columns(self._ks)
+            for name in self.columns[1:]
         }
         logger.info(
             "evaluated %d users in %.2f s (ties=%s, block_size=%d)",
@@ -211,7 +240,8 @@ class Evaluator:
             self.ties,
             self.block_size,
         )
-        return _frame(users.copy(), columns, self._ks, self.ties)
+        catalogue = _combine(partials, self.num_items)
+        return _frame(users.copy(), columns, self._ks, self.ties, catalogue)
 
     def __repr__(self) -> str:
         return (
@@ -235,11 +265,16 @@ def summarize(per_user: pd.DataFrame) -> pd.Series:
     pandas.Series of float64
         Indexed by metric name, in column order. NaN values (AUC of a user
         whose candidates are all positive) are skipped; an empty table gives
-        NaN. ``attrs`` are copied from the table (tie policy, ks).
+        NaN. ``attrs`` are copied from the table (tie policy, ks). Catalogue
+        metrics (``coverage@k``, one value per evaluation, in
+        ``per_user.attrs["catalogue"]``) follow the per-user means.
     """
     if not isinstance(per_user, pd.DataFrame):
         raise TypeError(f"per_user must be a pandas DataFrame, got {type(per_user).__name__}")
     metrics = per_user.drop(columns=["user"], errors="ignore")
     summary = metrics.mean(axis=0, skipna=True).astype(np.float64)
+    catalogue = per_user.attrs.get("catalogue") or {}
+    if catalogue:
+        summary = pd.concat([summary, pd.Series(catalogue, dtype=np.float64)])
     summary.attrs = dict(per_user.attrs)
     return summary

@@ -57,6 +57,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import gammaln
 
+from metrics.registry import METRICS, Metric, MetricInputs
+
 __all__ = [
     "TIE_POLICIES",
     "average_precision_at_k",
@@ -113,17 +115,16 @@ def _bool_csr(matrix: Any, name: str, shape: tuple[int, int]) -> sp.csr_matrix:
         )
     if tuple(matrix.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {matrix.shape} but scores have shape {shape}")
+    if matrix.format == "coo":
+        # COO may repeat an entry and tocsr() would sum the repeats (1 + 1 = 2): check
+        # the stored values first, then merge repeats as booleans (one positive).
+        _check_01(np.asarray(matrix.data), name)
+        matrix = sp.coo_matrix(
+            (np.asarray(matrix.data) != 0, (matrix.row, matrix.col)), shape=matrix.shape
+        )
     csr = matrix.tocsr()
     data = np.asarray(csr.data)
-    if data.dtype != np.bool_:
-        if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
-            raise TypeError(f"{name} must hold booleans or 0/1 numbers, got dtype {data.dtype}")
-        bad = (data != 0) & (data != 1)
-        if bad.any():
-            raise ValueError(
-                f"{name} must be boolean or 0/1; it stores the value {data[bad][0]!r} "
-                f"({int(bad.sum())} entries are neither 0 nor 1)"
-            )
+    _check_01(data, name)
     nonzero = data.astype(np.bool_, copy=False)
     if nonzero is data and nonzero.all() and csr.has_canonical_format:
         return csr if isinstance(csr, sp.csr_matrix) else sp.csr_matrix(csr)
@@ -131,6 +132,19 @@ def _bool_csr(matrix: Any, name: str, shape: tuple[int, int]) -> sp.csr_matrix:
     csr.eliminate_zeros()
     csr.sum_duplicates()
     return csr
+
+
+def _check_01(data: np.ndarray, name: str) -> None:
+    if data.dtype == np.bool_:
+        return
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise TypeError(f"{name} must hold booleans or 0/1 numbers, got dtype {data.dtype}")
+    bad = (data != 0) & (data != 1)
+    if bad.any():
+        raise ValueError(
+            f"{name} must be boolean or 0/1; it stores the value {data[bad][0].item()!r} "
+            f"({int(bad.sum())} entries are neither 0 nor 1)"
+        )
 
 
 def _csr_parts(matrix: Any, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -846,8 +860,10 @@ def reciprocal_rank(
 def metric_columns(ks: Sequence[int] = (5, 10, 20)) -> list[str]:
     """Metric column names of :func:`evaluate`, in order (the ``user`` column comes first).
 
-    ``auc``, then for each k in the given order ``precision@k``, ``recall@k``,
-    ``map@k``, ``ndcg@k``, ``hit@k``, then ``mrr``.
+    The per-user metrics of :data:`metrics.registry.METRICS` that need no
+    optional input, in registration order: ``auc``, then for each k in the
+    given order ``precision@k``, ``recall@k``, ``map@k``, ``ndcg@k``,
+    ``hit@k``, then ``mrr``, then any metric registered later.
 
     Parameters
     ----------
@@ -858,30 +874,63 @@ def metric_columns(ks: Sequence[int] = (5, 10, 20)) -> list[str]:
     -------
     list of str
     """
-    columns = ["auc"]
-    for k in _check_ks(ks):
-        columns += [f"precision@{k}", f"recall@{k}", f"map@{k}", f"ndcg@{k}", f"hit@{k}"]
-    columns.append("mrr")
-    return columns
+    return METRICS.columns(_check_ks(ks))
 
 
-def _metric_values(ranked: _Ranked, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Every metric column (in :func:`metric_columns` order) from one ranking pass."""
-    data: dict[str, np.ndarray] = {"auc": _auc_values(ranked)}
-    for k in ks:
-        values = _topk_values(ranked, k)
-        for name in ("precision", "recall", "map", "ndcg", "hit"):
-            data[f"{name}@{k}"] = values[name]
-    data["mrr"] = _rr_values(ranked)
-    return data
+def _metric_values(
+    ranked: _Ranked,
+    ks: tuple[int, ...],
+    *,
+    scores: np.ndarray | None = None,
+    test: Any = None,
+    exclude: Any = None,
+    ties: str = "expected",
+    item_popularity: np.ndarray | None = None,
+    partials: dict[str, list] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every registered per-user metric column from one ranking pass.
+
+    Catalogue metrics append their block partial to ``partials[column]``
+    when ``partials`` is given.
+    """
+    inputs = MetricInputs(ranked, scores, test, exclude, ties, item_popularity)
+    available = () if item_popularity is None else ("item_popularity",)
+    data: dict[str, np.ndarray] = {}
+    for metric in METRICS:
+        if not set(metric.needs) <= set(available):
+            continue
+        if metric.scope == "catalogue" and partials is None:
+            continue
+        for k in ks if metric.at_k else (None,):
+            column = metric.name if k is None else f"{metric.name}@{k}"
+            value = metric.compute(inputs, k)
+            if metric.scope == "user":
+                data[column] = np.asarray(value, dtype=np.float64)
+            else:
+                partials.setdefault(column, []).append(value)
+    return {column: data[column] for column in METRICS.columns(ks, available=available)}
+
+
+def _combine(partials: dict[str, list], num_items: int) -> dict[str, float]:
+    """Values of the catalogue metrics from their block partials."""
+    out = {}
+    for column, parts in partials.items():
+        metric, _ = METRICS.metric_of(column)
+        out[column] = float(metric.combine(parts, num_items))
+    return out
 
 
 def _frame(
-    labels: np.ndarray, columns: dict[str, np.ndarray], ks: tuple[int, ...], ties: str
+    labels: np.ndarray,
+    columns: dict[str, np.ndarray],
+    ks: tuple[int, ...],
+    ties: str,
+    catalogue: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     frame = pd.DataFrame({"user": labels, **columns})
     frame.attrs["ties"] = ties
     frame.attrs["ks"] = list(ks)
+    frame.attrs["catalogue"] = dict(catalogue or {})
     return frame
 
 
@@ -925,4 +974,64 @@ def evaluate(
     ties = _check_ties(ties)
     ranked = _rank(scores, test, exclude, ties, user_ids)
     labels = ranked.rows if user_ids is None else np.asarray(user_ids)[ranked.rows]
-    return _frame(labels, _metric_values(ranked, ks), ks, ties)
+    array = _as_scores(scores)
+    shape = array.shape
+    partials: dict[str, list] = {}
+    values = _metric_values(
+        ranked,
+        ks,
+        scores=array,
+        test=_bool_csr(test, "test", shape),
+        exclude=None if exclude is None else _bool_csr(exclude, "exclude", shape),
+        ties=ties,
+        partials=partials,
+    )
+    return _frame(labels, values, ks, ties, _combine(partials, int(shape[1])))
+
+
+# ---------------------------------------------------------------------------
+# Registration: the metrics of this module, in column order
+# ---------------------------------------------------------------------------
+def _topk_metric(name: str) -> Any:
+    def compute(inputs: MetricInputs, k: int | None) -> np.ndarray:
+        return inputs.memo(("topk", k), lambda: _topk_values(inputs.ranked, k))[name]
+
+    compute.__name__ = f"{name}_at_k_values"
+    return compute
+
+
+METRICS.register(
+    Metric(
+        "auc",
+        lambda inputs, k: _auc_values(inputs.ranked),
+        headline=True,
+        curve=True,
+        description="ROC AUC over the candidates (positives against every other candidate)",
+    )
+)
+for _name, _text in (
+    ("precision", "hits in the top k / k"),
+    ("recall", "hits in the top k / positives"),
+    ("map", "average precision at k, normaliser min(k, positives)"),
+    ("ndcg", "binary gain, log2 discount, ideal DCG over min(k, positives)"),
+    ("hit", "at least one positive in the top k"),
+):
+    METRICS.register(
+        Metric(
+            _name,
+            _topk_metric(_name),
+            at_k=True,
+            headline=_name != "hit",
+            curve=_name != "hit",
+            description=_text,
+        )
+    )
+METRICS.register(
+    Metric(
+        "mrr",
+        lambda inputs, k: _rr_values(inputs.ranked),
+        headline=True,
+        curve=True,
+        description="reciprocal rank of the first positive",
+    )
+)

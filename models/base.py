@@ -85,6 +85,10 @@ class Recommender(ABC):
     ----------------
     uses_sampler : bool
         True for models trained on the common sampler's triplets.
+    deterministic : bool
+        True when ``fit`` uses no randomness at all (closed form or counting):
+        every seed gives the same scores, so the runner runs such a model
+        once and the contract suite checks that two seeds agree exactly.
     uses_features : bool
         True when the model can use side features passed to ``fit``.
     iterative : bool
@@ -95,6 +99,7 @@ class Recommender(ABC):
     """
 
     uses_sampler: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
     uses_features: ClassVar[bool] = False
     iterative: ClassVar[bool] = False
     notes: ClassVar[str] = ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import scipy.linalg
 
@@ -28,6 +30,9 @@ class RandomModel(_FitState):
     at score time from a per-user seed, so memory stays bounded and the same
     seed gives the same scores. Expected AUC 0.5.
     """
+
+    uses_sampler: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, *, epochs: int = 1) -> None:
         self.epochs = epochs
@@ -58,6 +63,9 @@ class Popularity(_FitState):
     Ties (items with equal counts, e.g. never-seen items) are left as ties, so
     the metrics' tie policy decides how they rank.
     """
+
+    uses_sampler: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, *, epochs: int = 1) -> None:
         self.epochs = epochs
@@ -111,6 +119,8 @@ class EASE(_FitState):
 
     #: Largest admissible condition number of ``X^T X + l2 I`` (see the class docstring).
     MAX_CONDITION: float = 1e10
+    uses_sampler: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, *, l2: float = 500.0, max_items: int = 20_000, epochs: int = 1) -> None:
         self.l2 = l2

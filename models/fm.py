@@ -185,6 +185,8 @@ class FactorizationMachine(TripletRecommender):
     and the triplets and their order from the sampler and ``rng``.
     """
 
+    uses_sampler: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = False
     uses_features: ClassVar[bool] = True
     notes: ClassVar[str] = (
         "factorization machine over user/item one-hots plus side features, pairwise loss on "

@@ -159,6 +159,8 @@ class ImplicitALS(_ImplicitModel):
     see the project notes.
     """
 
+    uses_sampler: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
     notes: ClassVar[str] = (
         "implicit iALS: weighted least squares over all user-item pairs (no negative "
         "sampling; confidence alpha on positives, 1 elsewhere); the common sampler is not used."
@@ -230,6 +232,8 @@ class ImplicitBPR(_ImplicitModel):
         longer reproduces the same factors: keep 1 for reproducible runs.
     """
 
+    uses_sampler: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
     notes: ClassVar[str] = (
         "implicit BPR samples its own negatives (popularity-proportional: drawn from the list "
         "of train interactions); the common sampler is not used. num_threads > 1 is Hogwild "

@@ -750,6 +750,8 @@ class KerasBilinear(_KerasTriplet):
     slower; the graph's independent branches still run in parallel.
     """
 
+    uses_sampler: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = False
     notes: ClassVar[str] = "Keras 3 (TensorFlow backend) port of the notebook's bilinear model"
 
     def __init__(
@@ -880,6 +882,8 @@ negatives_alpha, hard_candidates, trainer, jit_compile, num_threads
     same distribution, different random streams.
     """
 
+    uses_sampler: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = False
     notes: ClassVar[str] = "Keras 3 (TensorFlow backend) port of the notebook's deep MLP model"
 
     def __init__(

@@ -85,6 +85,7 @@ class LightFMModel(Recommender):
     """
 
     uses_sampler: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
     uses_features: ClassVar[bool] = True
     iterative: ClassVar[bool] = True
     notes: ClassVar[str] = (

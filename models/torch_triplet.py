@@ -323,6 +323,8 @@ class TorchBilinear(_TorchTriplet):
     10 epochs.
     """
 
+    uses_sampler: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = False
     notes: ClassVar[str] = "PyTorch port of the notebook's bilinear model (closed-form gradients)"
 
     def __init__(
@@ -531,6 +533,8 @@ negatives_alpha, hard_candidates, num_threads, device
     batch 64, uniform negatives, 20 epochs.
     """
 
+    uses_sampler: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = False
     notes: ClassVar[str] = "PyTorch port of the notebook's deep MLP model"
 
     def __init__(

@@ -12,9 +12,6 @@ from models.base import NotFittedError, Recommender
 
 REGISTRY = default_registry()
 
-# Models whose fit uses no randomness at all (closed form or counting).
-DETERMINISTIC = {"popularity", "ease"}
-
 # Keep the suite fast: few epochs, small batches where a model has them.
 FAST = {"epochs": 2}
 
@@ -79,9 +76,15 @@ def test_contract(name, preset, tiny, tiny_features):
     again = _fit(model.clone(), tiny, tiny_features).score(users)
     np.testing.assert_allclose(again, scores, rtol=1e-4, atol=1e-5)
     # Another seed, other scores, for every model whose fit draws random numbers.
-    if name not in DETERMINISTIC:
+    if not type(model).deterministic:
         other = _fit(model.clone(), tiny, tiny_features, seed=1).score(users)
         assert not np.allclose(other, scores), "the seed does not reach the model"
+    else:  # declared deterministic: another seed changes nothing
+        np.testing.assert_array_equal(
+            _fit(model.clone(), tiny, tiny_features, seed=1).score(users), scores
+        )
+    for fact in ("deterministic", "uses_sampler"):
+        assert isinstance(getattr(type(model), fact), bool), fact
 
     with pytest.raises(ValueError):
         model.score(np.array([tiny.num_users]))

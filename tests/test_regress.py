@@ -190,15 +190,25 @@ def test_tolerance_uses_the_seed_to_seed_spread(baseline, tmp_path):
 
 
 def test_one_seed_uses_the_per_user_standard_error(tmp_path):
-    base = run_folder(tmp_path / "base", ["popularity"], [0])
+    base = run_folder(tmp_path / "base", ["random"], [0])
     loaded = load_results(base)
     per_user = loaded["per_user"]["auc"].to_numpy()
     expected = per_user.std(ddof=1) / math.sqrt(per_user.size)
     outcome = regress(copy(base, tmp_path), base)
-    row = outcome.to_frame().set_index(["label", "check"]).loc[("popularity", "auc")]
+    row = outcome.to_frame().set_index(["label", "check"]).loc[("random", "auc")]
     assert row["se"] == pytest.approx(expected)
     assert row["tolerance"] == pytest.approx(max(3 * expected, 0.005))
     assert "per-user SE" in row["note"]
+
+
+def test_one_seed_of_a_deterministic_model_gets_the_floor(tmp_path):
+    """A deterministic model has no seed-to-seed spread: the per-user SE is not its noise."""
+    base = run_folder(tmp_path / "base", ["popularity"], [0])
+    assert load_results(base)["runs"]["deterministic"].tolist() == [True]
+    outcome = regress(copy(base, tmp_path), base)
+    row = outcome.to_frame().set_index(["label", "check"]).loc[("popularity", "auc")]
+    assert row["se"] == 0.0 and row["tolerance"] == pytest.approx(0.005)
+    assert "deterministic" in row["note"]
 
 
 def test_missing_model_or_metric_fails(baseline, tmp_path):

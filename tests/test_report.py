@@ -6,9 +6,11 @@ import base64
 import hashlib
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.cli import main
@@ -163,6 +165,12 @@ def test_markdown_has_every_label_environment_and_protocol(folder, markdown):
     sha = load_results(folder)["runs"]["dataset_sha256"].dropna().iloc[0]
     assert sha in markdown
     assert "torch None" not in markdown  # uninstalled packages are not listed
+    assert "Unit of resampling: the user" in markdown
+    # Beyond accuracy and the breakdown by user activity, from the registry and per-user rows.
+    beyond = markdown[markdown.index("#### Beyond accuracy") :]
+    assert beyond.splitlines()[4].startswith("| model | popularity@10 | coverage@10 |")
+    activity = markdown[markdown.index("#### By user activity") :]
+    assert "auc by train positives" in activity and "users) |" in activity
 
 
 def test_quality_table_means_match_the_runs_and_mark_the_best(folder, markdown):
@@ -189,9 +197,11 @@ def test_quality_table_means_match_the_runs_and_mark_the_best(folder, markdown):
     assert best_auc[3].startswith("**")
 
 
-def test_paired_comparisons_are_holm_corrected(folder, written):
+def test_paired_comparisons_are_holm_corrected_t_tests(folder, written):
+    import scipy.stats
+
     from bench.report import user_means
-    from metrics.stats import holm, paired_comparison
+    from metrics.stats import holm
 
     report = build_report(folder, n_boot=500)
     paired = report.paired
@@ -207,31 +217,60 @@ def test_paired_comparisons_are_holm_corrected(folder, written):
     }
     raw = []
     for label in others:
-        result = paired_comparison(
-            means[label]["auc"].to_numpy(),
-            means["popularity"]["auc"].to_numpy(),
-            n_boot=500,
-            rng=np.random.default_rng(0),
-        )
-        raw.append(result.wilcoxon_pvalue)
+        a, b = means[label]["auc"].to_numpy(), means["popularity"]["auc"].to_numpy()
+        reference = scipy.stats.ttest_rel(a, b)
+        interval = reference.confidence_interval(0.95)
+        raw.append(reference.pvalue)
         row = vs_pop[vs_pop["label"] == label].iloc[0]
-        assert row["mean_diff"] == pytest.approx(
-            means[label]["auc"].mean() - means["popularity"]["auc"].mean()
-        )
-    np.testing.assert_allclose(vs_pop["wilcoxon_holm"], holm(np.array(raw)))
-    assert (vs_pop["wilcoxon_holm"] >= vs_pop["wilcoxon_pvalue"] - 1e-15).all()
+        assert row["mean_diff"] == pytest.approx(a.mean() - b.mean())
+        assert row["t_pvalue"] == pytest.approx(reference.pvalue, rel=1e-9, abs=1e-300)
+        assert (row["low"], row["high"]) == pytest.approx((interval.low, interval.high))
+    np.testing.assert_allclose(vs_pop["t_holm"], holm(np.array(raw)))
+    assert (vs_pop["t_holm"] >= vs_pop["t_pvalue"] - 1e-15).all()
     # Random is far below popularity on AUC: significant after correction, marked *.
     random_row = vs_pop[vs_pop["label"] == "random"].iloc[0]
-    assert random_row["mean_diff"] < -0.05 and random_row["wilcoxon_holm"] < 0.05
+    assert random_row["mean_diff"] < -0.05 and random_row["significant"]
     md = report.markdown
-    assert "Holm" in md
-    cell = table_row(md, "Against the popularity baseline", "random")[1]
-    assert cell.startswith(f"{random_row['mean_diff']:+.4f} (p ") and cell.endswith("*")
     section = md[md.index("Against the popularity baseline") :]
-    section = section[: section.index("####")]
-    assert "| popularity |" not in section  # the reference is not compared with itself
+    section = section[: section.index("Against the best")]
+    cells = next(
+        [c.strip() for c in line.strip("|").split(" | ")]
+        for line in section.splitlines()
+        if line.startswith("| auc | random |")
+    )
+    assert cells[3] == f"{random_row['mean_diff']:+.4f}" and cells[7] == "\\*"
+    assert "| auc | popularity |" not in section  # the reference is not compared with itself
     vs_best = paired[(paired["against"] == "best") & (paired["metric"] == "auc")]
     assert len(vs_best) == len(labels_of(folder)) - 1
+    assert_consistent(report)
+
+
+def assert_consistent(report) -> None:
+    """Every comparison: star iff Holm p < 0.05, and then the interval excludes 0."""
+    paired = report.paired
+    assert not paired.empty
+    for r in paired.to_dict("records"):
+        assert r["low"] <= r["mean_diff"] <= r["high"], r
+        assert r["significant"] == (r["t_holm"] < 0.05), r
+        if r["significant"]:
+            assert r["low"] > 0 or r["high"] < 0, r
+        # The test is of the same mean: p < 0.05 exactly when the 95% interval excludes 0.
+        if abs(r["t_pvalue"] - 0.05) > 1e-9:
+            assert (r["t_pvalue"] < 0.05) == (r["low"] > 0 or r["high"] < 0), r
+    # And the rendered tables say the same as the numbers.
+    rows = 0
+    for line in report.markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        if len(cells) != 10 or not re.fullmatch(r"[+-]\d\.\d{4}", cells[3]):
+            continue
+        rows += 1
+        low, high = (float(x) for x in cells[4].strip("\\[]").replace("\\]", "").split(", "))
+        star = cells[7] == "\\*"
+        holm_p = 0.0 if cells[6] == "<0.0001" else float(cells[6])
+        assert star == (holm_p < 0.05 or cells[6] == "<0.0001"), line
+        if star:
+            assert low > 0 or high < 0 or (low, high) != (0.0, 0.0), line
+    assert rows == len(paired)
 
 
 def test_cost_failures_and_notes(folder, markdown):
@@ -240,14 +279,22 @@ def test_cost_failures_and_notes(folder, markdown):
     row = table_row(markdown, "#### Cost", "ease")
     assert row[1] == "2" and row[2] == "1"
     assert "peak RSS MiB" in markdown
-    assert int(row[7].replace(",", "")) == round(ease["peak_rss_mb"].mean())
-    assert "median fit s" in markdown
+    assert int(row[8].replace(",", "")) == round(ease["peak_rss_mb"].mean())
+    assert "median fit s" in markdown and "fit s std" in markdown
+    # One number format per column: every fit-time cell has two decimals (or "<0.01").
+    section = markdown[markdown.index("#### Cost") :]
+    section = section[: section.index("####", 5)]
+    fits = [line.split(" | ")[3] for line in section.splitlines() if line.startswith("| ")][2:]
+    assert fits and all(re.fullmatch(r"<0\.01|[\d,]+\.\d\d", f) for f in fits), fits
     failed = markdown[markdown.index("## Failed runs") :]
-    assert "| ease:tiny | 0 |" in failed and "exceeds max_items=10" in failed
+    assert "| ease:tiny | 0 |" in failed and "exceeds max\\_items=10" in failed
     assert "| ease:tiny |" not in markdown[: markdown.index("## Failed runs")]
+    models = markdown[markdown.index("## Models") : markdown.index("## Results by dataset")]
+    for label in labels_of(folder):  # every model gets a row with its declared facts
+        assert f"| {label} |" in models
+    assert "| popularity | no | yes |" in models and "| random | no | no |" in models
     if HAVE_IMPLICIT:
-        notes = markdown[markdown.index("## Model notes") :]
-        assert "sample their own negatives" in notes and "implicit-als" in notes
+        assert "| implicit-als | no | no | implicit iALS" in models
 
 
 def test_report_is_reproducible_and_leaves_the_results_alone(folder, written):
@@ -262,18 +309,41 @@ def test_report_is_reproducible_and_leaves_the_results_alone(folder, written):
 
 def test_figures_are_labelled(folder):
     loaded = load_results(folder)
-    fig = curves_figure(loaded["curves"])
+    fig = curves_figure(loaded["curves"], "auc")
+    if not HAVE_IMPLICIT:  # no model with epochs: nothing to draw
+        assert fig is None
+        return
     axes = fig.axes
-    assert len(axes) == 4
+    assert len(axes) == 2  # one family (implicit), by epoch and by fit time
     for ax in axes:
-        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
-    assert [ax.get_xscale() for ax in axes] == ["linear", "linear", "log", "log"]
-    assert "(s, log scale" in axes[2].get_xlabel()
-    legend_labels = {t.get_text() for t in fig.legends[0].get_texts()}
-    assert set(labels_of(folder)) <= legend_labels
-    if HAVE_IMPLICIT:
-        als = loaded["curves"][loaded["curves"]["label"] == "implicit-als"]
-        assert sorted(als["epoch"].unique()) == [1, 2, 3, 4]
+        assert ax.get_title() and ax.get_xlabel()
+    assert [ax.get_xscale() for ax in axes] == ["linear", "log"]
+    assert "(s, log scale" in axes[1].get_xlabel()
+    # Models without epochs are labelled horizontal reference lines, not series.
+    series = {
+        line.get_label() for line in axes[0].get_lines() if not line.get_label().startswith("_")
+    }
+    assert series == {"implicit-als"}
+    texts = {t.get_text() for t in axes[0].texts}
+    low, high = axes[0].get_ylim()
+    runs = loaded["runs"][loaded["runs"]["status"] == "ok"]
+    for label in ("popularity", "ease", "random"):
+        value = runs.loc[runs["label"] == label, "auc"].mean()
+        assert (label in texts) == (low <= value <= high), label
+    als = loaded["curves"][loaded["curves"]["label"] == "implicit-als"]
+    assert sorted(als["epoch"].unique()) == [1, 2, 3, 4]
+
+
+def test_styles_differ_in_colour_marker_and_line_style():
+    from bench.results.figures import styles
+
+    labels = [f"m{i}" for i in range(24)]
+    st = styles(labels)
+    keys = {(str(s["color"]), s["marker"], s["linestyle"]) for s in st.values()}
+    assert len(keys) == len(labels)
+    for i in range(14):  # labels one colour cycle apart differ in marker and line style
+        assert st[f"m{i}"]["marker"] != st[f"m{i + 10}"]["marker"]
+        assert st[f"m{i}"]["linestyle"] != st[f"m{i + 10}"]["linestyle"]
 
 
 def test_cost_summary_mean_std_and_median_by_hand():
@@ -336,7 +406,9 @@ def test_scale_suite_gets_log_axis_size_plots(tmp_path):
     table = runs.groupby(["label", "train_positives"], as_index=False)[
         ["fit_seconds", "seconds_per_epoch", "eval_seconds", "peak_rss_mb"]
     ].mean()
-    fig = scale_figure(table, title="synthetic")
+    from bench.results.report import SCALE_COLUMNS
+
+    fig = scale_figure(table, SCALE_COLUMNS, title="synthetic")
     assert len(fig.axes) == 4
     for ax in fig.axes:
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
@@ -352,3 +424,40 @@ def test_cli_report_and_bad_folder(folder, tmp_path, capsys):
     with pytest.raises(ResultsError, match=r"no runs\.csv"):
         write_report(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+BASELINES = Path(__file__).resolve().parents[1] / "results" / "baseline"
+
+
+@pytest.mark.parametrize("name", ["notebook", "quick"])
+def test_committed_baselines_report_consistent_statistics(name, tmp_path):
+    """The committed folders, read as they are: every comparison of the report agrees."""
+    folder = tmp_path / name
+    shutil.copytree(BASELINES / name, folder)
+    report = build_report(folder, n_boot=200)
+    assert_consistent(report)
+    runs = load_results(folder)["runs"]
+    assert set(report.quality["label"]) == set(runs.loc[runs["status"] == "ok", "label"])
+
+
+def test_names_and_parameters_with_markdown_and_html_are_escaped(folder, tmp_path):
+    hostile = "<img src=x onerror=alert(1)>|**bold**_[link](http://x)"
+    copy = tmp_path / "hostile"
+    shutil.copytree(folder, copy)
+    runs = pd.read_csv(copy / "runs.csv", dtype={"run_id": str, "label": str})
+    runs.loc[runs["label"] == "random", "label"] = hostile
+    runs.loc[runs["model"] == "random", "notes"] = "<script>alert(2)</script>"
+    runs.to_csv(copy / "runs.csv", index=False)
+    write_report(copy, n_boot=100)
+    md = (copy / "report.md").read_text()
+    page = (copy / "report.html").read_text()
+    assert "<img" not in md and "<script>" not in md and "**bold**" not in md
+    assert "&lt;img src=x onerror=alert(1)>\\|\\*\\*bold\\*\\*\\_\\[link\\](http://x)" in md
+    assert "<img src=x" not in page and "<script>alert" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;|**bold**" in page
+    # The quality row of the renamed model has as many cells as its header (| is escaped).
+    section = md[md.index("#### Quality") :].splitlines()
+    header = next(line for line in section if line.startswith("| model |"))
+    row = next(line for line in section if line.startswith("| &lt;img"))
+    cells = re.split(r"(?<!\\)\|", row.strip().strip("|"))
+    assert len(cells) == header.strip().strip("|").count("|") + 1

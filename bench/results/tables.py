@@ -1,0 +1,725 @@
+"""Every statistic of the results wing: run identity, dataset groups, per-user means, quality,
+paired, cost, activity and beyond-accuracy summaries, preset differences and the Pareto front.
+
+The report only formats these tables, the regression gate compares them and
+the CLI summary prints them; none of them recomputes anything here.
+
+Statistical conventions (stated once, in the report's protocol section)
+-----------------------------------------------------------------------
+* **Unit of resampling: the user.** A label's per-user values are first
+  averaged over its seeds (so every user counts once), then summarised.
+* **Quality intervals**: percentile bootstrap over users (``n_boot``
+  resamples drawn as one count matrix and applied with one matrix product),
+  or, above :data:`NORMAL_ABOVE` users, the normal approximation
+  ``mean +- z * sd / sqrt(n)`` (the bootstrap's limit; at that size the two
+  agree to a small fraction of the interval width, checked in the tests).
+* **Paired comparisons**: the mean per-user difference, its paired ``t``
+  interval and the two-sided paired t-test of that same mean, Holm-corrected
+  over the models compared with the same reference on the same metric. A
+  comparison is *significant* exactly when the corrected p-value is below
+  :data:`ALPHA`; since Holm never lowers a p-value, the interval then excludes
+  zero. The Wilcoxon signed-rank test (a median shift) is a labelled
+  secondary column with its own Holm correction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from metrics.registry import METRICS, MetricRegistry
+
+__all__ = [
+    "ALPHA",
+    "NORMAL_ABOVE",
+    "DatasetGroup",
+    "ProtocolKey",
+    "activity_breakdown",
+    "best_labels",
+    "beyond_summary",
+    "cost_summary",
+    "dataset_groups",
+    "headline_metrics",
+    "means_by_label",
+    "model_facts",
+    "paired_summary",
+    "paired_tables",
+    "pareto_front",
+    "pareto_points",
+    "popularity_label",
+    "preset_differences",
+    "quality_summary",
+    "run_identity",
+    "user_means",
+]
+
+ALPHA = 0.05
+#: Above this many users a quality interval uses the normal approximation.
+NORMAL_ABOVE = 20_000
+_BOOT_CELLS = 1 << 23  # resample-count cells per chunk (bounds memory)
+
+
+# -- run identity -------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class ProtocolKey:
+    """What makes runs comparable: the dataset, its variant and the evaluation protocol.
+
+    Attributes
+    ----------
+    dataset, split : str
+    min_rating : str
+        ``"4"``, ``"none"``...
+    dataset_options : str
+        Canonical JSON of the dataset options.
+    ties, exclude : str
+        Tie and exclusion policies.
+    stage : str
+        ``"test"`` or ``"validation"``.
+    sha256 : str
+        Content hash of the dataset ("" when not part of the key).
+    """
+
+    dataset: str
+    split: str
+    min_rating: str
+    dataset_options: str
+    ties: str
+    exclude: str
+    stage: str = "test"
+    sha256: str = ""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The dataset options as a dict."""
+        return json.loads(self.dataset_options or "{}")
+
+    def without_hash(self) -> ProtocolKey:
+        """The same key with an empty ``sha256`` (what the gate matches runs on)."""
+        return ProtocolKey(**{**self.__dict__, "sha256": ""})
+
+    @property
+    def family(self) -> tuple[str, ...]:
+        """The key without options and hash: the groups of one family differ only in size."""
+        return (self.dataset, self.split, self.min_rating, self.ties, self.exclude, self.stage)
+
+    def title(self) -> str:
+        """``dataset / split / ratings >= m (options)`` for headings."""
+        text = f"{self.dataset} / {self.split}"
+        if self.min_rating not in ("none", "nan", ""):
+            text += f" / ratings >= {self.min_rating}"
+        if self.stage != "test":
+            text += f" / {self.stage}"
+        if self.options:
+            text += " (" + ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())) + ")"
+        return text
+
+    def text(self) -> str:
+        """One canonical line naming every field but the hash (the gate's dataset column)."""
+        text = f"{self.dataset} split={self.split} min_rating={self.min_rating}"
+        if self.options:
+            text += " options=" + json.dumps(self.options, sort_keys=True, separators=(",", ":"))
+        if self.stage != "test":
+            text += f" stage={self.stage}"
+        return text + f" ties={self.ties} exclude={self.exclude}"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def run_identity(row: Mapping[str, Any]) -> ProtocolKey:
+    """The :class:`ProtocolKey` of one ``runs.csv`` row (its ``spec`` first, columns second)."""
+    spec: dict[str, Any] = {}
+    raw = row.get("spec")
+    if isinstance(raw, str) and raw:
+        try:
+            spec = json.loads(raw)
+        except json.JSONDecodeError:
+            spec = {}
+        if not isinstance(spec, dict):
+            spec = {}
+
+    def pick(key: str, default: Any) -> Any:
+        value = spec.get(key, row.get(key, default))
+        return default if _missing(value) else value
+
+    min_rating = pick("min_rating", None)
+    sha = row.get("dataset_sha256")
+    return ProtocolKey(
+        dataset=str(pick("dataset", "?")),
+        split=str(pick("split", "?")),
+        min_rating="none" if min_rating is None else f"{float(min_rating):g}",
+        dataset_options=json.dumps(spec.get("dataset_options") or {}, sort_keys=True),
+        ties=str(pick("ties", "expected")),
+        exclude=str(pick("exclude", "train-positives")),
+        stage=str(pick("stage", "test")),
+        sha256="" if _missing(sha) else str(sha),
+    )
+
+
+@dataclass(frozen=True)
+class DatasetGroup:
+    """Successful runs that share one :class:`ProtocolKey` (dataset hash included).
+
+    Attributes
+    ----------
+    key : ProtocolKey
+    runs : pandas.DataFrame
+        Their ``runs.csv`` rows.
+    """
+
+    key: ProtocolKey
+    runs: pd.DataFrame
+
+    def size(self, column: str) -> int | None:
+        """A size column (``num_users``, ``train_positives``...) of the group's runs."""
+        if column not in self.runs:
+            return None
+        values = pd.to_numeric(self.runs[column], errors="coerce").dropna()
+        return int(values.iloc[0]) if len(values) else None
+
+    def title(self) -> str:
+        """See :meth:`ProtocolKey.title`."""
+        return self.key.title()
+
+    @property
+    def labels(self) -> list[str]:
+        """Labels in order of first appearance."""
+        return list(dict.fromkeys(self.runs["label"].astype(str)))
+
+
+def dataset_groups(runs: pd.DataFrame) -> list[DatasetGroup]:
+    """Split the successful runs into :class:`DatasetGroup` objects, in order of appearance."""
+    if runs.empty or "status" not in runs:
+        return []
+    ok = runs[runs["status"] == "ok"].copy()
+    if ok.empty:
+        return []
+    ok["run_id"] = ok["run_id"].astype(str)
+    ok["label"] = ok["label"].astype(str)
+    keys = [run_identity(row) for row in ok.to_dict("records")]
+    order: dict[ProtocolKey, list[int]] = {}
+    for position, key in enumerate(keys):
+        order.setdefault(key, []).append(position)
+    return [DatasetGroup(key, ok.iloc[rows].reset_index(drop=True)) for key, rows in order.items()]
+
+
+def headline_metrics(
+    columns: Sequence[str], *, registry: MetricRegistry = METRICS, k: int = 10
+) -> list[str]:
+    """The headline accuracy metrics among ``columns`` (at cut-off ``k`` when present)."""
+    chosen = [
+        c
+        for c in registry.select(columns, headline=True, k=k, scope="user")
+        if registry.metric_of(c)[0].kind == "accuracy"
+    ]
+    if chosen or k is None:
+        return chosen
+    return [
+        c
+        for c in registry.select(columns, headline=True, scope="user")
+        if registry.metric_of(c)[0].kind == "accuracy"
+    ]
+
+
+def popularity_label(runs: pd.DataFrame) -> str | None:
+    """The label of the popularity baseline among ``runs`` (its bare name first), if any."""
+    if "model" not in runs:
+        return None
+    labels = runs.loc[runs["model"].astype(str) == "popularity", "label"].astype(str)
+    labels = labels.drop_duplicates().tolist()
+    if not labels:
+        return None
+    return "popularity" if "popularity" in labels else labels[0]
+
+
+# -- per-user means -----------------------------------------------------------------
+def user_means(
+    per_user: pd.DataFrame, run_ids: Sequence[str], metrics: Sequence[str]
+) -> pd.DataFrame:
+    """Per-user values of some runs (one label's seeds), averaged over the runs per user.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``user`` (sorted): float64 ``metrics`` (those present) and
+        ``activity`` when the per-user table records it.
+    """
+    if per_user.empty:
+        return pd.DataFrame()
+    rows = per_user[per_user["run_id"].astype(str).isin({str(r) for r in run_ids})]
+    present = [m for m in metrics if m in rows]
+    if "activity" in rows:
+        present.append("activity")
+    return rows.groupby("user")[present].mean().astype(np.float64).sort_index()
+
+
+def means_by_label(
+    runs: pd.DataFrame, per_user: pd.DataFrame, metrics: Sequence[str]
+) -> dict[str, pd.DataFrame]:
+    """:func:`user_means` of every label of ``runs`` at once, in order of first appearance."""
+    if per_user.empty or runs.empty:
+        return {}
+    ids = runs[["run_id", "label"]].astype(str)
+    labels = list(dict.fromkeys(ids["label"]))
+    rows = per_user[per_user["run_id"].astype(str).isin(set(ids["run_id"]))]
+    rows = rows.assign(label=rows["run_id"].astype(str).map(dict(zip(ids["run_id"], ids["label"]))))
+    present = [m for m in metrics if m in rows]
+    if "activity" in rows:
+        present.append("activity")
+    means = rows.groupby(["label", "user"], sort=False)[present].mean().astype(np.float64)
+    return {
+        label: means.xs(label, level="label").sort_index()
+        for label in labels
+        if label in means.index.get_level_values("label")
+    }
+
+
+# -- quality --------------------------------------------------------------------------
+def _bootstrap_intervals(
+    values: np.ndarray, level: float, n_boot: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap bounds of the column means of ``values`` (NaN = missing)."""
+    n, m = values.shape
+    finite = np.isfinite(values)
+    filled = np.where(finite, values, 0.0)
+    per_chunk = max(1, _BOOT_CELLS // max(n, 1))
+    means = np.empty((n_boot, m))
+    for lo in range(0, n_boot, per_chunk):
+        hi = min(lo + per_chunk, n_boot)
+        idx = rng.integers(0, n, size=(hi - lo, n))
+        offsets = (np.arange(hi - lo) * n)[:, None]
+        counts = np.bincount((idx + offsets).ravel(), minlength=(hi - lo) * n)
+        counts = counts.reshape(hi - lo, n).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[lo:hi] = (counts @ filled) / (counts @ finite)
+    alpha = 1.0 - level
+    low, high = np.nanquantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
+    return low, high
+
+
+def _normal_intervals(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.nanmean(values, axis=0)
+    n = np.isfinite(values).sum(axis=0)
+    sd = np.nanstd(values, axis=0, ddof=1)
+    half = scipy.stats.norm.ppf(0.5 + level / 2) * sd / np.sqrt(n)
+    return mean - half, mean + half
+
+
+def quality_summary(
+    runs: pd.DataFrame,
+    per_user: pd.DataFrame,
+    *,
+    metrics: Sequence[str] | None = None,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    normal_above: int = NORMAL_ABOVE,
+) -> pd.DataFrame:
+    """Mean and confidence interval per label and metric, over users (seeds averaged first).
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        Successful runs of one dataset group.
+    per_user : pandas.DataFrame
+        The per-user table of the folder.
+    metrics : sequence of str, optional
+        Metric columns (default: the headline metrics of ``runs``).
+    level : float
+        Confidence level.
+    n_boot : int
+        Bootstrap resamples (below ``normal_above`` users).
+    seed : int
+        Seed of every bootstrap (each label restarts from it).
+    normal_above : int
+        From this many users on, the normal approximation is used.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``label, metric, mean, low, high, seeds, users, method``.
+    """
+    columns = ["label", "metric", "mean", "low", "high", "seeds", "users", "method"]
+    metrics = list(metrics) if metrics is not None else headline_metrics(runs.columns)
+    rows = []
+    for label, means in means_by_label(runs, per_user, metrics).items():
+        present = [m for m in metrics if m in means]
+        if not present:
+            continue
+        values = means[present].to_numpy(dtype=np.float64)
+        n_finite = np.isfinite(values).sum(axis=0)
+        if values.shape[0] >= normal_above:
+            low, high = _normal_intervals(values, level)
+            method = "normal"
+        else:
+            low, high = _bootstrap_intervals(values, level, n_boot, np.random.default_rng(seed))
+            method = "bootstrap"
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column
+            mean = np.nanmean(values, axis=0)
+        seeds = int(runs.loc[runs["label"].astype(str) == label, "seed"].nunique())
+        for j, metric in enumerate(present):
+            if n_finite[j] == 0:
+                continue
+            rows.append(
+                {
+                    "label": label,
+                    "metric": metric,
+                    "mean": float(mean[j]),
+                    # The percentile interval may miss the mean on tiny skewed samples.
+                    "low": float(min(low[j], mean[j])),
+                    "high": float(max(high[j], mean[j])),
+                    "seeds": seeds,
+                    "users": int(n_finite[j]),
+                    "method": method,
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
+
+
+# -- paired comparisons -----------------------------------------------------------------
+def _holm_finite(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-adjust the finite p-values; NaN stays NaN."""
+    from metrics.stats import holm
+
+    pvalues = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(pvalues.shape, np.nan)
+    finite = np.isfinite(pvalues)
+    if finite.any():
+        out[finite] = np.asarray(holm(pvalues[finite]), dtype=np.float64)
+    return out
+
+
+def _paired_t(diff: np.ndarray, level: float) -> tuple[float, float, float, float]:
+    """Mean difference, its t interval and the paired t-test p-value of that mean."""
+    n = diff.size
+    mean = float(diff.mean())
+    sd = float(diff.std(ddof=1))
+    if sd == 0.0:
+        return mean, mean, mean, (1.0 if mean == 0.0 else 0.0)
+    se = sd / math.sqrt(n)
+    half = float(scipy.stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    p = float(2 * scipy.stats.t.sf(abs(mean) / se, n - 1))
+    return mean, mean - half, mean + half, p
+
+
+def _wilcoxon(diff: np.ndarray) -> float:
+    if np.all(diff == 0):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(scipy.stats.wilcoxon(diff).pvalue)
+
+
+PAIRED_COLUMNS = [
+    "label",
+    "reference",
+    "metric",
+    "mean_diff",
+    "low",
+    "high",
+    "t_pvalue",
+    "t_holm",
+    "significant",
+    "wilcoxon_pvalue",
+    "wilcoxon_holm",
+    "n",
+]
+
+
+def paired_summary(
+    means_by_label: Mapping[str, pd.DataFrame],
+    references: Mapping[str, str],
+    *,
+    level: float = 0.95,
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
+    """Paired comparison of every label with a reference label, per metric.
+
+    Parameters
+    ----------
+    means_by_label : mapping of str to pandas.DataFrame
+        :func:`user_means` of each label.
+    references : mapping of str to str
+        Metric -> reference label (e.g. the best model of that metric).
+    level : float
+        Level of the paired t interval.
+    alpha : float
+        Significance level of the Holm-corrected t-test.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`PAIRED_COLUMNS`: ``mean_diff`` (label minus reference
+        over the users both evaluated), ``low, high`` (paired t interval of
+        that mean), ``t_pvalue`` and ``t_holm`` (its test, raw and Holm over
+        the labels compared with the same reference on the same metric),
+        ``significant`` (``t_holm < alpha``), Wilcoxon p-values (secondary)
+        and ``n``.
+    """
+    rows = []
+    for metric, reference in references.items():
+        ref = means_by_label.get(reference)
+        if ref is None or metric not in ref:
+            continue
+        family = []
+        for label, means in means_by_label.items():
+            if label == reference or metric not in means:
+                continue
+            joined = pd.concat({"a": means[metric], "b": ref[metric]}, axis=1, join="inner")
+            joined = joined.dropna()
+            if len(joined) < 2:
+                continue
+            diff = joined["a"].to_numpy() - joined["b"].to_numpy()
+            mean, low, high, p = _paired_t(diff, level)
+            family.append(
+                {
+                    "label": label,
+                    "reference": reference,
+                    "metric": metric,
+                    "mean_diff": mean,
+                    "low": low,
+                    "high": high,
+                    "t_pvalue": p,
+                    "wilcoxon_pvalue": _wilcoxon(diff),
+                    "n": int(diff.size),
+                }
+            )
+        if family:
+            t_holm = _holm_finite([r["t_pvalue"] for r in family])
+            w_holm = _holm_finite([r["wilcoxon_pvalue"] for r in family])
+            for row, t, w in zip(family, t_holm, w_holm):
+                row["t_holm"], row["wilcoxon_holm"] = float(t), float(w)
+                row["significant"] = bool(np.isfinite(t) and t < alpha)
+            rows.extend(family)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def best_labels(quality: pd.DataFrame, registry: MetricRegistry = METRICS) -> dict[str, str]:
+    """Metric -> label with the best mean (highest, or lowest for lower-is-better metrics)."""
+    best = {}
+    for metric, rows in quality.groupby("metric", sort=False):
+        higher = registry.higher_is_better(metric) if registry.is_metric(metric) else True
+        pick = rows["mean"].idxmax() if higher else rows["mean"].idxmin()
+        best[str(metric)] = str(rows.loc[pick, "label"])
+    return best
+
+
+def paired_tables(
+    group: DatasetGroup,
+    per_user: pd.DataFrame,
+    quality: pd.DataFrame,
+    metrics: Sequence[str],
+    *,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Every label against the best label of each metric and against popularity.
+
+    Returns :func:`paired_summary` rows with an ``against`` column
+    (``"best"`` or ``"popularity"``).
+    """
+    means = means_by_label(group.runs, per_user, metrics)
+    if len(means) < 2:
+        return pd.DataFrame(columns=[*PAIRED_COLUMNS, "against"])
+    frames = [paired_summary(means, best_labels(quality), level=level).assign(against="best")]
+    popularity = popularity_label(group.runs)
+    if popularity is not None:
+        refs = {m: popularity for m in metrics}
+        frames.append(paired_summary(means, refs, level=level).assign(against="popularity"))
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- breakdowns ---------------------------------------------------------------------------
+def activity_breakdown(
+    group: DatasetGroup, per_user: pd.DataFrame, metrics: Sequence[str], *, bins: int = 4
+) -> pd.DataFrame:
+    """Mean of each metric per label within quartiles of user activity (train positives).
+
+    The bin edges are the quantiles of the activity of the group's evaluated
+    users (the same users for every label). Empty when the per-user table
+    does not record ``activity`` (folders written before it existed).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``label, bin, low, high, users`` and one column per metric.
+    """
+    means = means_by_label(group.runs, per_user, metrics)
+    if not means or any("activity" not in m for m in means.values()):
+        return pd.DataFrame()
+    activity = pd.concat([m["activity"] for m in means.values()]).groupby(level=0).first()
+    edges = np.unique(np.quantile(activity.to_numpy(), np.linspace(0, 1, bins + 1)))
+    codes = pd.Series(
+        np.clip(np.searchsorted(edges, activity.to_numpy(), side="right") - 1, 0, len(edges) - 2),
+        index=activity.index,
+    )
+    rows = []
+    for label, frame in means.items():
+        present = [m for m in metrics if m in frame]
+        per_bin = frame[present].groupby(codes.reindex(frame.index).to_numpy()).agg(["mean"])
+        user_codes = codes.reindex(frame.index)
+        sizes = user_codes.value_counts()
+        for code in sorted(sizes.index):
+            members = activity.reindex(frame.index)[user_codes == code]
+            lo, hi = int(members.min()), int(members.max())
+            row = {"label": label, "bin": int(code), "low": lo, "high": hi}
+            row["users"] = int(sizes[code])
+            for metric in present:
+                row[metric] = float(per_bin.loc[code, (metric, "mean")])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def beyond_summary(runs: pd.DataFrame, registry: MetricRegistry = METRICS, k: int = 10):
+    """Beyond-accuracy metrics (coverage, popularity) per label: means over seeds of runs.csv.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by label, one column per beyond metric present (at ``k``).
+    """
+    columns = [
+        c for c in registry.select(runs.columns, k=k) if registry.metric_of(c)[0].kind == "beyond"
+    ]
+    if not columns:
+        return pd.DataFrame()
+    frame = runs.assign(**{c: pd.to_numeric(runs[c], errors="coerce") for c in columns})
+    return frame.groupby("label", sort=False)[columns].mean()
+
+
+# -- cost -------------------------------------------------------------------------------------
+def cost_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and seed-to-seed std, median) of the cost columns per label.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by label: ``seeds, epochs, fit_seconds, fit_seconds_std,
+        fit_seconds_median, seconds_per_epoch, eval_seconds, peak_rss_mb,
+        rss_growth_mb`` (std is NaN with one seed).
+    """
+    columns = [
+        "epochs",
+        "fit_seconds",
+        "seconds_per_epoch",
+        "eval_seconds",
+        "peak_rss_mb",
+        "rss_growth_mb",
+    ]
+    frame = runs.copy()
+    for column in columns:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
+    grouped = frame.groupby("label", sort=False)
+    out = grouped[columns].mean()
+    out.insert(0, "seeds", grouped["seed"].nunique())
+    out.insert(3, "fit_seconds_std", grouped["fit_seconds"].std(ddof=1))
+    out.insert(4, "fit_seconds_median", grouped["fit_seconds"].median())
+    return out
+
+
+def pareto_front(cost: Sequence[float], quality: Sequence[float]) -> np.ndarray:
+    """Which points no other point beats on both cost (lower) and quality (higher).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n,)
+        ``True`` for Pareto-optimal points; exact duplicates are both kept.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    quality = np.asarray(quality, dtype=np.float64)
+    if cost.shape != quality.shape or cost.ndim != 1:
+        raise ValueError(
+            f"cost and quality must be 1-d of one length, got shapes "
+            f"{cost.shape} and {quality.shape}"
+        )
+    no_worse = (cost[None, :] <= cost[:, None]) & (quality[None, :] >= quality[:, None])
+    better = (cost[None, :] < cost[:, None]) | (quality[None, :] > quality[:, None])
+    return ~(no_worse & better).any(axis=1)
+
+
+def pareto_points(group: DatasetGroup, metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean fit seconds and ``metrics`` per label, with a ``front_<metric>`` flag per metric."""
+    columns = ["fit_seconds", *metrics]
+    runs = group.runs.assign(**{c: pd.to_numeric(group.runs[c], errors="coerce") for c in columns})
+    points = runs.groupby("label", sort=False)[columns].mean()
+    for metric in metrics:
+        points[f"front_{metric}"] = pareto_front(
+            points["fit_seconds"].to_numpy(), points[metric].to_numpy()
+        )
+    return points
+
+
+# -- model facts ---------------------------------------------------------------------------
+def _flag(values: pd.Series) -> str:
+    values = values.dropna().astype(str).str.lower()
+    if values.empty:
+        return "unknown"
+    return "yes" if values.iloc[0] in ("true", "1", "1.0") else "no"
+
+
+def model_facts(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per label: ``model, uses_sampler, deterministic, notes`` (from the run rows).
+
+    Folders written before the facts were recorded say ``unknown``.
+    """
+    rows = []
+    for label, part in runs.groupby(runs["label"].astype(str), sort=False):
+        notes = part["notes"].dropna().astype(str) if "notes" in part else pd.Series([], dtype=str)
+        rows.append(
+            {
+                "label": label,
+                "model": str(part["model"].iloc[0]) if "model" in part else label,
+                "uses_sampler": _flag(part["uses_sampler"])
+                if "uses_sampler" in part
+                else "unknown",
+                "deterministic": _flag(part["deterministic"])
+                if "deterministic" in part
+                else "unknown",
+                "notes": notes.iloc[0] if len(notes) else "",
+            }
+        )
+    return pd.DataFrame(rows, columns=["label", "model", "uses_sampler", "deterministic", "notes"])
+
+
+def preset_differences(runs: pd.DataFrame) -> pd.DataFrame:
+    """For models run with several presets: the parameters whose values differ between them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model, parameter`` and one column per label of that model (values as JSON text).
+    """
+    if "params" not in runs or "model" not in runs:
+        return pd.DataFrame()
+    rows = []
+    firsts = runs.drop_duplicates("label")
+    for model, part in firsts.groupby(firsts["model"].astype(str), sort=False):
+        if len(part) < 2:
+            continue
+        params = {}
+        for label, text in zip(part["label"].astype(str), part["params"]):
+            try:
+                params[label] = json.loads(text) if isinstance(text, str) else {}
+            except json.JSONDecodeError:
+                params[label] = {}
+        keys = sorted(set().union(*params.values()))
+        for key in keys:
+            values = [json.dumps(params[label].get(key)) for label in params]
+            if len(set(values)) > 1:
+                rows.append(
+                    {
+                        "model": model,
+                        "parameter": key,
+                        "values": dict(zip(params, values)),
+                    }
+                )
+    return pd.DataFrame(rows, columns=["model", "parameter", "values"])
