@@ -25,8 +25,10 @@ STRATEGIES: dict[str, str] = {
 #: ``score_pairs(user_ids, item_ids) -> similarities`` (float array, same length).
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-# The seen-pair index is a bitmap (1 bit per user x item cell) up to this many cells
-# (1 GiB of bits); above it, each user's sorted train items (4 bytes per positive).
+# The seen-pair index: one byte per user x item cell up to this many cells (64 MiB, the
+# fastest lookup), one bit per cell up to _BITMAP_MAX_CELLS (1 GiB), and above that each
+# user's sorted train items (4 bytes per distinct positive plus 8 per user).
+_BYTEMAP_MAX_CELLS = 64 << 20
 _BITMAP_MAX_CELLS = 8 << 30
 # ``hard`` scores at most this many (user, item) pairs per ``score_pairs`` call, so the
 # sampler's own temporaries stay near 40 bytes x this (20 MiB) whatever the epoch size;
@@ -103,6 +105,15 @@ class NegativeSampler:
     ``uniform-unseen`` is exact: a negative is never one of that user's train
     positives. Rejected draws are redrawn, vectorised, until none remain; a
     user who is positive on every item raises ``ValueError``.
+
+    Memory: ``uniform-unseen`` and ``hard`` build a seen-pair index once, in
+    O(positives) time on sorted interactions, of at most
+    ``max(1 GiB, 4 B x positives + 8 B x users)`` (see :attr:`seen_index_bytes`:
+    a byte per cell up to 64 MiB, a bit per cell up to 1 GiB, sorted item rows
+    above). ``hard`` scores candidates in chunks of ``_HARD_CHUNK_PAIRS``
+    (512 Ki) pairs, so its temporaries are about 20 MiB plus what the scorer
+    needs for one chunk, whatever the epoch size. The index and the chunking
+    change no draw: the same seed gives the same triplets as before.
     """
 
     def __init__(
@@ -157,8 +168,13 @@ class NegativeSampler:
             raise ValueError(
                 f"user {int(full[0])} is positive on all {num_items} items: no negative exists"
             )
-        if num_users * num_items <= _BITMAP_MAX_CELLS:
-            bits = np.zeros(-(-(num_users * num_items) // 8), dtype=np.uint8)
+        cells = num_users * num_items
+        if cells <= min(_BYTEMAP_MAX_CELLS, _BITMAP_MAX_CELLS):
+            seen = np.zeros(cells, dtype=bool)
+            seen[keys] = True
+            self._seen = ("bytemap", seen)
+        elif cells <= _BITMAP_MAX_CELLS:
+            bits = np.zeros(-(-cells // 8), dtype=np.uint8)
             byte = keys >> 3
             runs = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
             masks = np.left_shift(1, keys & 7).astype(np.uint8)
@@ -174,15 +190,17 @@ class NegativeSampler:
     def seen_index_bytes(self) -> int:
         """Memory of the seen-pair index (0 when the strategy needs none).
 
-        ``ceil(num_users * num_items / 8)`` bytes (a bitmap) when the catalogue
-        has at most ``_BITMAP_MAX_CELLS`` (8 Gi) cells, i.e. at most 1 GiB;
-        otherwise 4 bytes per distinct train positive plus 8 per user (each
-        user's sorted items, binary-searched).
+        ``num_users * num_items`` bytes (one per cell) up to ``_BYTEMAP_MAX_CELLS``
+        (64 Mi cells, 64 MiB); ``ceil(num_users * num_items / 8)`` bytes (a
+        bitmap) up to ``_BITMAP_MAX_CELLS`` (8 Gi cells, 1 GiB); above that, 4
+        bytes per distinct train positive plus 8 per user (each user's sorted
+        items, binary-searched). So the index never exceeds
+        ``max(1 GiB, 4 * positives + 8 * users)`` bytes.
         """
         if self._seen is None:
             return 0
         kind, table = self._seen
-        if kind == "bitmap":
+        if kind in ("bytemap", "bitmap"):
             return int(table.nbytes)
         return int(table[0].nbytes + table[1].nbytes)
 
@@ -191,6 +209,8 @@ class NegativeSampler:
         if self._seen is None:
             self._prepare_seen()
         kind, table = self._seen
+        if kind == "bytemap":
+            return table[np.asarray(user_ids, dtype=np.int64) * self.num_items + item_ids]
         if kind == "bitmap":
             keys = np.asarray(user_ids, dtype=np.int64) * self.num_items
             keys += item_ids

@@ -196,10 +196,12 @@ def _reference_epoch(train, strategy, rng, score_pairs=None, candidates=10, marg
     return users, pos, neg
 
 
-@pytest.fixture(params=["bitmap", "rows"])
+@pytest.fixture(params=["bytemap", "bitmap", "rows"])
 def index_kind(request, monkeypatch):
     import bench.sampler as sampler_module
 
+    if request.param != "bytemap":
+        monkeypatch.setattr(sampler_module, "_BYTEMAP_MAX_CELLS", 0)
     if request.param == "rows":
         monkeypatch.setattr(sampler_module, "_BITMAP_MAX_CELLS", 0)
     return request.param
@@ -217,7 +219,11 @@ def test_is_seen_matches_brute_force_with_unsorted_duplicates_and_empty_users(rn
     q_items = np.tile(np.arange(23), 40)
     want = np.array([(u, i) in seen_set for u, i in zip(q_users.tolist(), q_items.tolist())])
     np.testing.assert_array_equal(sampler.is_seen(q_users, q_items), want)
-    bound = -(-40 * 23 // 8) if index_kind == "bitmap" else 4 * len(seen_set) + 8 * 41
+    bound = {
+        "bytemap": 40 * 23,
+        "bitmap": -(-40 * 23 // 8),
+        "rows": 4 * len(seen_set) + 8 * 41,
+    }[index_kind]
     assert sampler.seen_index_bytes == bound
 
 
