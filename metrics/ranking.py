@@ -327,7 +327,10 @@ def _gather_rows(
     """Copy ``scores[rows]`` into ``out[:, :num_items]`` and sink excluded items to -inf."""
     num_items = scores.shape[1]
     body = out[:, :num_items]
-    body[...] = scores[rows]
+    if out.shape[1] == num_items and out.dtype == scores.dtype and out.flags.c_contiguous:
+        np.take(scores, rows, axis=0, out=out, mode="clip")  # one pass, no temporary
+    else:
+        body[...] = scores[rows]
     if np.issubdtype(scores.dtype, np.floating) and not np.isfinite(body).all():
         _check_finite_scores(scores, user_ids)
     lengths = e_indptr[rows + 1] - e_indptr[rows]
@@ -503,9 +506,10 @@ def _count_tile(
     bucket_count = np.zeros(n_rows * stride, dtype=np.int64)
     bucket_first[g_buckets[run_start]] = run_start
     bucket_count[g_buckets[run_start]] = run_length
-    shared = np.flatnonzero(bucket_count.astype(bool)[flat_buckets])
-    cand = tile.reshape(-1)[shared]
-    cand_bucket = flat_buckets[shared].astype(np.int64)
+    # ``take`` is about twice as fast as fancy indexing for these gathers.
+    shared = np.flatnonzero(bucket_count.astype(bool).take(flat_buckets, mode="clip"))
+    cand = tile.reshape(-1).take(shared)
+    cand_bucket = flat_buckets.take(shared).astype(np.int64)
     start = bucket_first[cand_bucket]
     width = bucket_count[cand_bucket]
     # Group scores are distinct within a row: one search for the groups above the
