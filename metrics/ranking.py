@@ -647,9 +647,10 @@ def _rank(
 ) -> _Ranked:
     """Validate the inputs and find, for every positive tie group, its place in the ranking.
 
-    Cost per evaluated row: either two vectorised comparison passes over the
-    row per positive tie group (few groups), or one sort (many groups); see
-    :func:`_above_and_tied`. Nothing depends on ``k``.
+    Cost per evaluated row: two vectorised comparison passes over the row per
+    positive tie group when it has few groups, otherwise one bucketing pass
+    whatever the number of groups (see :func:`_above_and_tied`), plus sorting
+    the row's positives. Nothing depends on ``k``.
     """
     ties = _check_ties(ties)
     scores = _as_scores(scores)
