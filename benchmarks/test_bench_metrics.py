@@ -191,7 +191,8 @@ def _ml20m_problem(num_users: int, seed: int = 0):
 
     138,493 x 26,744 like ML-20M; per user about 144 test positives (20 M in total)
     and 72 train positives (10 M) excluded from the candidates, items drawn with
-    Zipf(0.8) popularity and users with log-normal activity. ``num_users`` below
+    Zipf(0.8) popularity and users with log-normal activity; train and test share no
+    pair. ``num_users`` below
     138,493 keeps the same per-user shape (a subsample; scale factor
     138,493 / num_users).
     """
@@ -202,20 +203,24 @@ def _ml20m_problem(num_users: int, seed: int = 0):
     activity = gen.lognormal(0.0, 1.0, num_users)
     activity /= activity.mean()
 
-    def draw(per_user: float) -> sp.csr_matrix:
+    def draw(per_user: float, disjoint_from: np.ndarray | None = None):
         counts = np.minimum(np.maximum(np.round(activity * per_user), 1), num_items // 2)
         users = np.repeat(np.arange(num_users, dtype=np.int64), counts.astype(np.int64))
         items = np.searchsorted(cdf, gen.random(users.size) * cdf[-1])
         keys = np.unique(users * num_items + np.minimum(items, num_items - 1))
         del users, items
+        if disjoint_from is not None:  # train and test share no pair (LightFM checks)
+            at = np.minimum(np.searchsorted(disjoint_from, keys), disjoint_from.size - 1)
+            keys = keys[disjoint_from[at] != keys]
         rows = keys // num_items
         indptr = np.searchsorted(rows, np.arange(num_users + 1))
         cols = (keys - rows * num_items).astype(np.int32)
         ones = np.ones(keys.size, dtype=bool)
-        return sp.csr_matrix((ones, cols, indptr), shape=(num_users, num_items))
+        return keys, sp.csr_matrix((ones, cols, indptr), shape=(num_users, num_items))
 
-    test = draw(ML20M_TEST_POSITIVES / ML20M_USERS)
-    exclude = draw(ML20M_TRAIN_POSITIVES / ML20M_USERS)
+    test_keys, test = draw(ML20M_TEST_POSITIVES / ML20M_USERS)
+    _, exclude = draw(ML20M_TRAIN_POSITIVES / ML20M_USERS, disjoint_from=test_keys)
+    del test_keys
     users, items, _, _ = _factors(num_users, num_items, seed=seed + 1)
     return test, exclude, users, items
 
