@@ -25,8 +25,37 @@ STRATEGIES: dict[str, str] = {
 #: ``score_pairs(user_ids, item_ids) -> similarities`` (float array, same length).
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-# Above this many cells the seen-pair bitmap would cost more than sorted-key lookups.
-_BITMAP_MAX_CELLS = 64_000_000
+# The seen-pair index: one byte per user x item cell up to this many cells (64 MiB, the
+# fastest lookup), one bit per cell up to _BITMAP_MAX_CELLS (1 GiB), and above that each
+# user's sorted train items (4 bytes per distinct positive plus 8 per user).
+_BYTEMAP_MAX_CELLS = 64 << 20
+_BITMAP_MAX_CELLS = 8 << 30
+# ``hard`` scores at most this many (user, item) pairs per ``score_pairs`` call, so the
+# sampler's own temporaries stay near 40 bytes x this (20 MiB) whatever the epoch size;
+# a scorer gathering two 64-d float32 rows per pair adds 512 bytes x this (256 MiB).
+_HARD_CHUNK_PAIRS = 1 << 19
+
+
+def _search_rows(
+    indptr: np.ndarray, items: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray
+) -> np.ndarray:
+    """Is ``item_ids[i]`` in row ``user_ids[i]`` of a CSR with sorted rows? (vectorised)."""
+    lo = indptr[user_ids]
+    hi = indptr[user_ids + 1]
+    width = hi - lo
+    start = np.zeros_like(lo)
+    end = width.copy()
+    last = np.maximum(width - 1, 0)
+    top = max(items.shape[0] - 1, 0)  # users without positives point past the end
+    for _ in range(int(width.max(initial=0)).bit_length()):
+        active = start < end
+        mid = (start + end) >> 1
+        go_right = (items[np.minimum(lo + np.minimum(mid, last), top)] < item_ids) & active
+        start = np.where(go_right, mid + 1, start)
+        end = np.where(active & ~go_right, mid, end)
+    found = start < width
+    found &= items[np.minimum(lo + np.minimum(start, last), top)] == item_ids
+    return found
 
 
 @dataclass(frozen=True)
@@ -76,6 +105,15 @@ class NegativeSampler:
     ``uniform-unseen`` is exact: a negative is never one of that user's train
     positives. Rejected draws are redrawn, vectorised, until none remain; a
     user who is positive on every item raises ``ValueError``.
+
+    Memory: ``uniform-unseen`` and ``hard`` build a seen-pair index once, in
+    O(positives) time on sorted interactions, of at most
+    ``max(1 GiB, 4 B x positives + 8 B x users)`` (see :attr:`seen_index_bytes`:
+    a byte per cell up to 64 MiB, a bit per cell up to 1 GiB, sorted item rows
+    above). ``hard`` scores candidates in chunks of ``_HARD_CHUNK_PAIRS``
+    (512 Ki) pairs, so its temporaries are about 20 MiB plus what the scorer
+    needs for one chunk, whatever the epoch size. The index and the chunking
+    change no draw: the same seed gives the same triplets as before.
     """
 
     def __init__(
@@ -119,30 +157,69 @@ class NegativeSampler:
     # -- set-up -----------------------------------------------------------
     def _prepare_seen(self) -> None:
         num_users, num_items = self.train.shape
-        full = np.flatnonzero(self.train.user_counts() >= num_items)
+        keys = self._users.astype(np.int64) * num_items + self._items
+        # Interactions are normally sorted by (user, item) without repeats: check in O(n)
+        # and sort only when they are not (np.unique on sorted keys costs a full sort).
+        if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+            keys = np.unique(keys)
+        # Distinct items per user (repeated pairs do not make a user "full").
+        full = np.flatnonzero(np.bincount(keys // num_items, minlength=num_users) >= num_items)
         if full.size:
             raise ValueError(
                 f"user {int(full[0])} is positive on all {num_items} items: no negative exists"
             )
-        if num_users * num_items <= _BITMAP_MAX_CELLS:
-            seen = np.zeros(num_users * num_items, dtype=bool)
-            seen[self._users.astype(np.int64) * num_items + self._items] = True
-            self._seen = ("bitmap", seen)
+        cells = num_users * num_items
+        if cells <= min(_BYTEMAP_MAX_CELLS, _BITMAP_MAX_CELLS):
+            seen = np.zeros(cells, dtype=bool)
+            seen[keys] = True
+            self._seen = ("bytemap", seen)
+        elif cells <= _BITMAP_MAX_CELLS:
+            bits = np.zeros(-(-cells // 8), dtype=np.uint8)
+            byte = keys >> 3
+            runs = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+            masks = np.left_shift(1, keys & 7).astype(np.uint8)
+            bits[byte[runs]] = np.bitwise_or.reduceat(masks, runs)
+            self._seen = ("bitmap", bits)
         else:
-            keys = np.unique(self._users.astype(np.int64) * num_items + self._items)
-            self._seen = ("keys", keys)
+            rows = keys // num_items
+            indptr = np.searchsorted(rows, np.arange(num_users + 1, dtype=np.int64))
+            items = (keys - rows * num_items).astype(np.int32)
+            self._seen = ("rows", (indptr, items))
+
+    @property
+    def seen_index_bytes(self) -> int:
+        """Memory of the seen-pair index (0 when the strategy needs none).
+
+        ``num_users * num_items`` bytes (one per cell) up to ``_BYTEMAP_MAX_CELLS``
+        (64 Mi cells, 64 MiB); ``ceil(num_users * num_items / 8)`` bytes (a
+        bitmap) up to ``_BITMAP_MAX_CELLS`` (8 Gi cells, 1 GiB); above that, 4
+        bytes per distinct train positive plus 8 per user (each user's sorted
+        items, binary-searched). So the index never exceeds
+        ``max(1 GiB, 4 * positives + 8 * users)`` bytes.
+        """
+        if self._seen is None:
+            return 0
+        kind, table = self._seen
+        if kind in ("bytemap", "bitmap"):
+            return int(table.nbytes)
+        return int(table[0].nbytes + table[1].nbytes)
 
     def is_seen(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """Boolean mask: is ``(user_ids[i], item_ids[i])`` a training positive?"""
         if self._seen is None:
             self._prepare_seen()
-        keys = np.asarray(user_ids, dtype=np.int64) * self.num_items + item_ids
         kind, table = self._seen
+        if kind == "bytemap":
+            return table[np.asarray(user_ids, dtype=np.int64) * self.num_items + item_ids]
         if kind == "bitmap":
-            return table[keys]
-        pos = np.searchsorted(table, keys)
-        pos = np.minimum(pos, table.shape[0] - 1)
-        return table[pos] == keys
+            keys = np.asarray(user_ids, dtype=np.int64) * self.num_items
+            keys += item_ids
+            byte = table[keys >> 3]
+            return (np.right_shift(byte, (keys & 7).astype(np.uint8)) & 1).astype(bool)
+        indptr, items = table
+        return _search_rows(
+            indptr, items, np.asarray(user_ids, dtype=np.int64), np.asarray(item_ids)
+        )
 
     # -- sampling ---------------------------------------------------------
     def _uniform(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -169,21 +246,35 @@ class NegativeSampler:
         score_pairs: PairScorer,
     ) -> np.ndarray:
         n, c = user_ids.shape[0], self.candidates
-        cand = self._uniform(n * c, rng).reshape(n, c)
-        rep_users = np.repeat(user_ids, c)
-        seen = self.is_seen(rep_users, cand.ravel()).reshape(n, c)
-        cand_scores = np.asarray(score_pairs(rep_users, cand.ravel()), dtype=np.float64)
-        if cand_scores.shape != (n * c,):
-            raise ValueError(f"score_pairs returned shape {cand_scores.shape}, expected ({n * c},)")
-        cand_scores = cand_scores.reshape(n, c)
-        pos_scores = np.asarray(score_pairs(user_ids, pos_item_ids), dtype=np.float64)
-        violates = (cand_scores > pos_scores[:, None] - self.margin) & ~seen
-        # First violator if any; otherwise the highest-scoring unseen candidate.
-        fallback = np.where(seen, -np.inf, cand_scores).argmax(axis=1)
-        first = np.where(violates.any(axis=1), violates.argmax(axis=1), fallback)
-        neg = cand[np.arange(n), first]
+        neg = np.empty(n, dtype=np.int32)
+        all_seen = np.zeros(n, dtype=bool)
+        # Chunks of rows bound the temporaries; drawing the candidates chunk after chunk
+        # consumes the generator exactly as one draw of n * c would (same stream).
+        rows_per_chunk = max(1, _HARD_CHUNK_PAIRS // c)
+        for lo in range(0, n, rows_per_chunk):
+            hi = min(lo + rows_per_chunk, n)
+            m = hi - lo
+            cand = self._uniform(m * c, rng)
+            rep_users = np.repeat(user_ids[lo:hi], c)
+            seen = self.is_seen(rep_users, cand).reshape(m, c)
+            cand_scores = np.asarray(score_pairs(rep_users, cand), dtype=np.float64)
+            if cand_scores.shape != (m * c,):
+                raise ValueError(
+                    f"score_pairs returned shape {cand_scores.shape}, expected ({m * c},)"
+                )
+            del rep_users
+            cand_scores = cand_scores.reshape(m, c)
+            pos_scores = np.asarray(
+                score_pairs(user_ids[lo:hi], pos_item_ids[lo:hi]), dtype=np.float64
+            )
+            cand = cand.reshape(m, c)
+            violates = (cand_scores > pos_scores[:, None] - self.margin) & ~seen
+            # First violator if any; otherwise the highest-scoring unseen candidate.
+            fallback = np.where(seen, -np.inf, cand_scores).argmax(axis=1)
+            first = np.where(violates.any(axis=1), violates.argmax(axis=1), fallback)
+            neg[lo:hi] = cand[np.arange(m), first]
+            all_seen[lo:hi] = seen.all(axis=1)
         # Rows where every candidate was a positive: replace by an exact unseen draw.
-        all_seen = seen.all(axis=1)
         if all_seen.any():
             neg[all_seen] = self._unseen(user_ids[all_seen], rng)
         return neg

@@ -48,7 +48,9 @@ Notation used in the formulas
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,28 +270,64 @@ def _count_true(mask: np.ndarray, chunks: int, words: int) -> np.ndarray:
 
 
 def _count_below(
-    flat: np.ndarray, base: np.ndarray, query: np.ndarray, width: int, *, strict: bool
+    flat: np.ndarray,
+    base: np.ndarray,
+    query: np.ndarray,
+    width: np.ndarray | int,
+    *,
+    strict: bool,
+    descending: bool = False,
 ) -> np.ndarray:
-    """Vectorised binary search: per query, how many of its sorted row are < (or <=) it."""
+    """Vectorised binary search in sorted runs of ``flat``, one run per query.
+
+    Query ``i`` searches ``flat[base[i] : base[i] + width[i]]`` (``width`` may be
+    one int for all). Ascending runs: how many values are ``<`` (``strict``) or
+    ``<=`` the query. Descending runs (``descending=True``): how many are ``>``
+    (``strict``) or ``>=`` it.
+    """
+    width = np.broadcast_to(np.asarray(width, dtype=np.int64), query.shape)
     lo = np.zeros(query.shape[0], dtype=np.int64)
-    hi = np.full(query.shape[0], width, dtype=np.int64)
-    for _ in range(int(width).bit_length()):
+    hi = width.copy()
+    steps = int(width.max()).bit_length() if width.size else 0
+    for _ in range(steps):
         active = lo < hi
         mid = (lo + hi) >> 1
-        values = flat[base + np.minimum(mid, width - 1)]
-        go_right = (values < query) if strict else (values <= query)
+        values = flat[base + np.minimum(mid, np.maximum(width - 1, 0))]
+        if descending:
+            go_right = (values > query) if strict else (values >= query)
+        else:
+            go_right = (values < query) if strict else (values <= query)
         go_right &= active
         lo = np.where(go_right, mid + 1, lo)
         hi = np.where(active & ~go_right, mid, hi)
     return lo
 
 
-# Rows with at least this many positive tie groups are sorted (O(n log n)) instead of
-# compared once per group (O(n) each, but several times cheaper per element than a
-# sort). None: measured break-even, about max(16, num_items / 280) on 2 cores (AVX-512).
+# Rows with at least this many positive tie groups go to the counting kernel (one
+# bucketing pass over the row, whatever the number of groups) instead of the comparison
+# kernel (two vectorised passes over the row per group). None: measured break-even on
+# 2 cores (AVX-512), see _COUNT_MIN_GROUPS_DEFAULT.
 _SORT_MIN_GROUPS: int | None = None
+_COUNT_MIN_GROUPS_DEFAULT = 6
 # Target size of a tile of score rows in the comparison kernel (stays in cache).
 _TILE_BYTES = 2 << 20
+# Scores per tile of the counting kernel (a few MiB of temporaries per thread).
+_COUNT_TILE = 1 << 18
+# Buckets per row of the counting kernel, per positive tie group of the row (bounded by
+# the catalogue); more buckets leave fewer candidates to resolve one by one.
+_BUCKETS_PER_GROUP = 64
+# Threads of the ranking pass (None: every core this process may use). numpy releases
+# the GIL inside its array loops, so tiles of rows are ranked in parallel.
+_THREADS: int | None = None
+
+
+def _num_threads() -> int:
+    if _THREADS is not None:
+        return max(1, int(_THREADS))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _gather_rows(
@@ -303,7 +341,10 @@ def _gather_rows(
     """Copy ``scores[rows]`` into ``out[:, :num_items]`` and sink excluded items to -inf."""
     num_items = scores.shape[1]
     body = out[:, :num_items]
-    body[...] = scores[rows]
+    if out.shape[1] == num_items and out.dtype == scores.dtype and out.flags.c_contiguous:
+        np.take(scores, rows, axis=0, out=out, mode="clip")  # one pass, no temporary
+    else:
+        body[...] = scores[rows]
     if np.issubdtype(scores.dtype, np.floating) and not np.isfinite(body).all():
         _check_finite_scores(scores, user_ids)
     lengths = e_indptr[rows + 1] - e_indptr[rows]
@@ -312,6 +353,194 @@ def _gather_rows(
         offsets = np.cumsum(lengths) - lengths
         index = np.arange(total) - np.repeat(offsets - e_indptr[rows], lengths)
         out[np.repeat(np.arange(rows.size), lengths), e_cols[index]] = -np.inf
+
+
+def _compare_tile(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    n_slots: int,
+    local: np.ndarray,
+    slot: np.ndarray,
+    group_score: np.ndarray,
+    e_indptr: np.ndarray,
+    e_cols: np.ndarray,
+    work_dtype: np.dtype,
+    user_ids: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Comparison kernel on one tile of rows: two vectorised passes per group slot."""
+    num_items = scores.shape[1]
+    chunks, words = _lane_layout(num_items)
+    width = chunks * words * 8
+    tile = np.full((rows.size, width), -np.inf, dtype=work_dtype)
+    mask = np.empty((rows.size, width), dtype=bool)
+    _gather_rows(scores, rows, tile, e_indptr, e_cols, user_ids)
+    thresholds = np.full((rows.size, n_slots), np.inf, dtype=work_dtype)
+    thresholds[local, slot] = group_score
+    n_above = np.empty((rows.size, n_slots), dtype=np.int64)
+    n_tied = np.empty((rows.size, n_slots), dtype=np.int64)
+    for j in range(n_slots):
+        column = thresholds[:, j : j + 1]
+        np.greater(tile, column, out=mask)
+        n_above[:, j] = _count_true(mask, chunks, words)
+        np.equal(tile, column, out=mask)
+        n_tied[:, j] = _count_true(mask, chunks, words)
+    return n_above[local, slot], n_tied[local, slot]
+
+
+def _sort_tile(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    local: np.ndarray,
+    group_score: np.ndarray,
+    e_indptr: np.ndarray,
+    e_cols: np.ndarray,
+    work_dtype: np.dtype,
+    user_ids: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sort the rows and binary-search each group score (rows the bucket map cannot take)."""
+    num_items = scores.shape[1]
+    block = np.empty((rows.size, num_items), dtype=work_dtype)
+    _gather_rows(scores, rows, block, e_indptr, e_cols, user_ids)
+    block.sort(axis=1)
+    flat = block.reshape(-1)
+    base = local * num_items
+    below = _count_below(flat, base, group_score, num_items, strict=True)
+    below_or_equal = _count_below(flat, base, group_score, num_items, strict=False)
+    return num_items - below_or_equal, below_or_equal - below
+
+
+def _count_tile(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    first: np.ndarray,
+    count: np.ndarray,
+    local: np.ndarray,
+    group_score: np.ndarray,
+    e_indptr: np.ndarray,
+    e_cols: np.ndarray,
+    work_dtype: np.dtype,
+    user_ids: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counting kernel on one tile of rows: one bucketing pass, cost independent of groups.
+
+    Each row's group scores (``group_score[first : first + count]``, decreasing)
+    span ``[t_min, t_max]``; every score ``s`` of the row goes to bucket
+    ``trunc(clip((s - t_min) * scale, -1, nb))`` with ``scale = (nb - 1) /
+    (t_max - t_min)``, the group scores by the very same float operations. The
+    map is non-decreasing, so a candidate in a higher bucket than a group's is
+    strictly above it, one in a lower bucket strictly below, and only
+    candidates sharing a bucket with a group score can tie with it or need a
+    comparison: a histogram of buckets gives the rest exactly. Excluded items
+    (-inf) fall in bucket -1, which holds no group. Rows whose map would be
+    degenerate (a score range that overflows) are sorted instead.
+    """
+    n_rows = rows.size
+    n_groups = group_score.shape[0]
+    above = np.empty(n_groups, dtype=np.int64)
+    tied = np.empty(n_groups, dtype=np.int64)
+    t_max = group_score[first]
+    t_min = group_score[first + count - 1]
+    nb = int(min(max(_BUCKETS_PER_GROUP * int(count.max()), 64), 4 * scores.shape[1] + 64))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        span = (t_max - t_min).astype(work_dtype)
+        scale = np.where(span > 0, work_dtype.type(nb - 1) / span, work_dtype.type(1.0))
+        scale = scale.astype(work_dtype, copy=False)
+    bad = ~(np.isfinite(span) & np.isfinite(scale) & (scale > 0))
+    if bad.any():
+        bad_rows = np.flatnonzero(bad)
+        good_rows = np.flatnonzero(~bad)
+        for part, sort in ((bad_rows, True), (good_rows, False)):
+            if part.size == 0:
+                continue
+            in_part = np.isin(local, part)
+            renumber = np.full(n_rows, -1, dtype=np.int64)
+            renumber[part] = np.arange(part.size)
+            if sort:
+                a, t = _sort_tile(
+                    scores,
+                    rows[part],
+                    renumber[local[in_part]],
+                    group_score[in_part],
+                    e_indptr,
+                    e_cols,
+                    work_dtype,
+                    user_ids,
+                )
+            else:
+                sub_first = np.searchsorted(np.flatnonzero(in_part), first[part])
+                a, t = _count_tile(
+                    scores,
+                    rows[part],
+                    sub_first,
+                    count[part],
+                    renumber[local[in_part]],
+                    group_score[in_part],
+                    e_indptr,
+                    e_cols,
+                    work_dtype,
+                    user_ids,
+                )
+            above[in_part], tied[in_part] = a, t
+        return above, tied
+
+    num_items = scores.shape[1]
+    tile = np.empty((n_rows, num_items), dtype=work_dtype)
+    _gather_rows(scores, rows, tile, e_indptr, e_cols, user_ids)
+    stride = nb + 2
+    base = (np.arange(n_rows, dtype=np.int64) * stride + 1).astype(np.int32)
+
+    def bucket_of(
+        values: np.ndarray, lo: np.ndarray, factor: np.ndarray, work: np.ndarray
+    ) -> np.ndarray:
+        # The candidates and the group scores must go through exactly these operations.
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.subtract(values, lo, out=work)
+            np.multiply(work, factor, out=work)
+        np.clip(work, -1, nb, out=work)
+        return work.astype(np.int32)
+
+    buckets = bucket_of(tile, t_min[:, None], scale[:, None], np.empty_like(tile))
+    buckets += base[:, None]
+    flat_buckets = buckets.reshape(-1)
+    hist = np.bincount(flat_buckets, minlength=n_rows * stride)
+    cum = np.cumsum(hist)
+
+    g_buckets = bucket_of(
+        group_score, t_min[local], scale[local], np.empty_like(group_score)
+    ).astype(np.int64)
+    g_buckets += base[local]
+    row_last = (np.arange(n_rows, dtype=np.int64) + 1) * stride - 1
+    # Candidates in the buckets after a group's bucket, up to the row's end.
+    above[:] = cum[row_last[local]] - cum[g_buckets]
+
+    # The groups of one bucket are consecutive (decreasing scores, non-increasing buckets).
+    run_start = np.flatnonzero(np.r_[True, g_buckets[1:] != g_buckets[:-1]])
+    run_length = np.diff(np.r_[run_start, n_groups])
+    bucket_first = np.zeros(n_rows * stride, dtype=np.int64)
+    bucket_count = np.zeros(n_rows * stride, dtype=np.int64)
+    bucket_first[g_buckets[run_start]] = run_start
+    bucket_count[g_buckets[run_start]] = run_length
+    # ``take`` is about twice as fast as fancy indexing for these gathers.
+    shared = np.flatnonzero(bucket_count.astype(bool).take(flat_buckets, mode="clip"))
+    cand = tile.reshape(-1).take(shared)
+    cand_bucket = flat_buckets.take(shared).astype(np.int64)
+    start = bucket_first[cand_bucket]
+    width = bucket_count[cand_bucket]
+    # Group scores are distinct within a row: one search for the groups above the
+    # candidate, then one comparison says whether it ties the next one.
+    if int(width.max()) == 1:
+        greater = (group_score[start] > cand).astype(np.int64)
+    else:
+        greater = _count_below(group_score, start, cand, width, strict=True, descending=True)
+    next_group = start + np.minimum(greater, width - 1)
+    at_least = greater + ((greater < width) & (group_score[next_group] == cand))
+    # The candidate is above the groups of its bucket from `at_least` on (range adds).
+    marks = np.bincount(start + at_least, minlength=n_groups + 1)
+    marks -= np.bincount(start + width, minlength=n_groups + 1)
+    above += np.cumsum(marks)[:n_groups]
+    is_tied = at_least > greater
+    tied[:] = np.bincount((start + greater)[is_tied], minlength=n_groups)
+    return above, tied
 
 
 def _above_and_tied(
@@ -331,64 +560,96 @@ def _above_and_tied(
     ``rows`` are the score rows to rank, ordered by ``row_groups`` (their
     number of positive tie groups, non-decreasing); groups are given by
     position in ``rows`` (``group_row``, non-decreasing), slot within the row
-    and score. Rows are copied tile by tile into a cache-sized buffer where
-    excluded items (and the padding) are -inf, so they are never above and
-    never tied. Light rows compare the tile once per group score (two
-    vectorised passes per group, counted with :func:`_count_true`); rows with
-    at least ``_SORT_MIN_GROUPS`` groups (default ``max(16, num_items // 280)``)
-    are sorted once and binary-searched.
+    (0 for the highest score) and score. Excluded items are -inf in the
+    working copies, so they are never above and never tied. Rows with fewer
+    than ``_SORT_MIN_GROUPS`` groups (default ``_COUNT_MIN_GROUPS_DEFAULT``)
+    go to the comparison kernel (two passes per group over a cache-sized
+    tile); the others to the counting kernel (:func:`_count_tile`, one
+    bucketing pass whatever the number of groups). Tiles are independent and
+    run on ``_THREADS`` threads; the counts are exact integers, so the result
+    does not depend on the kernel, the tiling or the threads.
     """
     num_items = scores.shape[1]
     n_work = rows.size
+    work_dtype = np.dtype(work_dtype)
     above = np.zeros(group_row.shape[0], dtype=np.int64)
     tied = np.zeros(group_row.shape[0], dtype=np.int64)
-    threshold = max(16, num_items // 280) if _SORT_MIN_GROUPS is None else _SORT_MIN_GROUPS
+    threshold = _COUNT_MIN_GROUPS_DEFAULT if _SORT_MIN_GROUPS is None else _SORT_MIN_GROUPS
     heavy_from = int(np.searchsorted(row_groups, threshold, side="left"))
     # Groups are ordered by (row, slot), so a slice of rows is a slice of groups.
     row_start = np.searchsorted(group_row, np.arange(n_work + 1), side="left")
 
-    tile_rows = 1
+    tiles: list[tuple[str, int, int]] = []
     if heavy_from:
         chunks, words = _lane_layout(num_items)
         width = chunks * words * 8
-        tile_rows = min(heavy_from, max(1, _TILE_BYTES // (width * np.dtype(work_dtype).itemsize)))
-        tile_buffer = np.full((tile_rows, width), -np.inf, dtype=work_dtype)
-        mask_buffer = np.empty((tile_rows, width), dtype=bool)
-    for lo in range(0, heavy_from, tile_rows):
-        hi = min(lo + tile_rows, heavy_from)
-        tile = tile_buffer[: hi - lo]
-        mask = mask_buffer[: hi - lo]
-        _gather_rows(scores, rows[lo:hi], tile, e_indptr, e_cols, user_ids)
-        g_lo, g_hi = row_start[lo], row_start[hi]
-        n_slots = int(row_groups[hi - 1])
-        thresholds = np.full((hi - lo, n_slots), np.inf, dtype=work_dtype)
-        local = group_row[g_lo:g_hi] - lo
-        slot = group_slot[g_lo:g_hi]
-        thresholds[local, slot] = group_score[g_lo:g_hi]
-        n_above = np.empty((hi - lo, n_slots), dtype=np.int64)
-        n_tied = np.empty((hi - lo, n_slots), dtype=np.int64)
-        for j in range(n_slots):
-            column = thresholds[:, j : j + 1]
-            np.greater(tile, column, out=mask)
-            n_above[:, j] = _count_true(mask, chunks, words)
-            np.equal(tile, column, out=mask)
-            n_tied[:, j] = _count_true(mask, chunks, words)
-        above[g_lo:g_hi] = n_above[local, slot]
-        tied[g_lo:g_hi] = n_tied[local, slot]
+        compare_rows = max(1, _TILE_BYTES // (width * work_dtype.itemsize))
+        tiles += [
+            ("compare", lo, min(lo + compare_rows, heavy_from))
+            for lo in range(0, heavy_from, compare_rows)
+        ]
+    count_rows = max(1, _COUNT_TILE // max(num_items, 1))
+    tiles += [
+        ("count", lo, min(lo + count_rows, n_work)) for lo in range(heavy_from, n_work, count_rows)
+    ]
 
-    if heavy_from < n_work:
-        heavy = np.empty((n_work - heavy_from, num_items), dtype=work_dtype)
-        _gather_rows(scores, rows[heavy_from:], heavy, e_indptr, e_cols, user_ids)
-        heavy.sort(axis=1)
-        g_lo = row_start[heavy_from]
-        base = (group_row[g_lo:] - heavy_from) * num_items
-        query = group_score[g_lo:]
-        flat = heavy.reshape(-1)
-        below = _count_below(flat, base, query, num_items, strict=True)
-        below_or_equal = _count_below(flat, base, query, num_items, strict=False)
-        above[g_lo:] = num_items - below_or_equal
-        tied[g_lo:] = below_or_equal - below
+    def run(tile: tuple[str, int, int]) -> None:
+        kind, lo, hi = tile
+        g_lo, g_hi = int(row_start[lo]), int(row_start[hi])
+        local = group_row[g_lo:g_hi] - lo
+        if kind == "compare":
+            a, t = _compare_tile(
+                scores,
+                rows[lo:hi],
+                int(row_groups[hi - 1]),
+                local,
+                group_slot[g_lo:g_hi],
+                group_score[g_lo:g_hi],
+                e_indptr,
+                e_cols,
+                work_dtype,
+                user_ids,
+            )
+        else:
+            a, t = _count_tile(
+                scores,
+                rows[lo:hi],
+                row_start[lo:hi] - g_lo,
+                row_groups[lo:hi],
+                local,
+                group_score[g_lo:g_hi],
+                e_indptr,
+                e_cols,
+                work_dtype,
+                user_ids,
+            )
+        above[g_lo:g_hi] = a
+        tied[g_lo:g_hi] = t
+
+    threads = min(_num_threads(), len(tiles))
+    if threads <= 1:
+        for tile in tiles:
+            run(tile)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for _ in pool.map(run, tiles):
+                pass
     return above, tied
+
+
+def _by_row_then_decreasing(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Stable order of entries by row (ascending), then value (descending); -0.0 ties +0.0.
+
+    float32 values become one int64 key (row in the high 32 bits, an order-preserving
+    image of the value in the low 32), sorted by one stable argsort: about ten times
+    faster than :func:`numpy.lexsort` on two keys. Other dtypes use lexsort.
+    """
+    if values.dtype != np.float32 or rows.size == 0 or int(rows[-1]) >= 1 << 31:
+        return np.lexsort((-values, rows))
+    bits = (values + np.float32(0.0)).view(np.int32)  # + 0.0 turns -0.0 into +0.0
+    ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)  # increasing with value
+    key = (rows.astype(np.int64) << 32) | (np.int64(0x7FFFFFFF) - ordered)
+    return np.argsort(key, kind="stable")
 
 
 def _rank(
@@ -400,9 +661,10 @@ def _rank(
 ) -> _Ranked:
     """Validate the inputs and find, for every positive tie group, its place in the ranking.
 
-    Cost per evaluated row: either two vectorised comparison passes over the
-    row per positive tie group (few groups), or one sort (many groups); see
-    :func:`_above_and_tied`. Nothing depends on ``k``.
+    Cost per evaluated row: two vectorised comparison passes over the row per
+    positive tie group when it has few groups, otherwise one bucketing pass
+    whatever the number of groups (see :func:`_above_and_tied`), plus sorting
+    the row's positives. Nothing depends on ``k``.
     """
     ties = _check_ties(ties)
     scores = _as_scores(scores)
@@ -427,8 +689,12 @@ def _rank(
 
     # Positive tie groups: positives ordered by row, then by decreasing score.
     work_dtype = np.result_type(scores.dtype, np.float32)
-    q = scores[p_rows, p_cols].astype(work_dtype, copy=False)
-    order = np.lexsort((-q, p_rows))
+    if scores.flags.c_contiguous:
+        q = scores.reshape(-1).take(p_rows * num_items + p_cols)
+    else:
+        q = scores[p_rows, p_cols]
+    q = q.astype(work_dtype, copy=False)
+    order = _by_row_then_decreasing(p_rows, q)
     q, p_rows = q[order], p_rows[order]
     n_positives = q.shape[0]
     starts = np.ones(n_positives, dtype=bool)

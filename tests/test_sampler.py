@@ -86,7 +86,7 @@ def test_uniform_unseen_sorted_key_path_matches_bitmap(monkeypatch, train):
 
     monkeypatch.setattr(sampler_module, "_BITMAP_MAX_CELLS", 0)
     sampler = NegativeSampler(train, strategy="uniform-unseen")
-    assert sampler._seen[0] == "keys"
+    assert sampler._seen[0] == "rows"
     t = sampler.sample(np.random.default_rng(5))
     assert not sampler.is_seen(t.user_ids, t.neg_item_ids).any()
     assert sampler.is_seen(train.user_ids, train.item_ids).all()
@@ -154,3 +154,111 @@ def test_bad_input():
     with pytest.raises(ValueError, match="user 0 is positive on all 3 items"):
         NegativeSampler(full, strategy="uniform-unseen")
     assert set(STRATEGIES) == {"uniform", "uniform-unseen", "popularity", "hard"}
+
+
+# ---------------------------------------------------------------------------
+# Scale (issue 18): the seen-pair index, its memory bound, chunked hard negatives,
+# and the same stream of triplets as the pre-issue-18 sampler for the same seed.
+# ---------------------------------------------------------------------------
+def _reference_epoch(train, strategy, rng, score_pairs=None, candidates=10, margin=1.0):
+    """The pre-issue-18 sampler, with a Python set as the seen-pair lookup."""
+    seen_set = set(zip(train.user_ids.tolist(), train.item_ids.tolist()))
+
+    def is_seen(users, items):
+        return np.array([(u, i) in seen_set for u, i in zip(users.tolist(), items.tolist())])
+
+    def unseen(users):
+        neg = rng.integers(0, train.num_items, size=users.shape[0], dtype=np.int32)
+        todo = np.flatnonzero(is_seen(users, neg))
+        while todo.size:
+            redraw = rng.integers(0, train.num_items, size=todo.size, dtype=np.int32)
+            neg[todo] = redraw
+            todo = todo[is_seen(users[todo], redraw)]
+        return neg
+
+    order = rng.permutation(len(train))
+    users, pos = train.user_ids[order], train.item_ids[order]
+    if strategy == "uniform-unseen":
+        return users, pos, unseen(users)
+    n, c = users.shape[0], candidates
+    cand = rng.integers(0, train.num_items, size=n * c, dtype=np.int32).reshape(n, c)
+    rep = np.repeat(users, c)
+    seen = is_seen(rep, cand.ravel()).reshape(n, c)
+    cs = np.asarray(score_pairs(rep, cand.ravel()), dtype=np.float64).reshape(n, c)
+    ps = np.asarray(score_pairs(users, pos), dtype=np.float64)
+    violates = (cs > ps[:, None] - margin) & ~seen
+    fallback = np.where(seen, -np.inf, cs).argmax(axis=1)
+    first = np.where(violates.any(axis=1), violates.argmax(axis=1), fallback)
+    neg = cand[np.arange(n), first]
+    all_seen = seen.all(axis=1)
+    if all_seen.any():
+        neg[all_seen] = unseen(users[all_seen])
+    return users, pos, neg
+
+
+@pytest.fixture(params=["bytemap", "bitmap", "rows"])
+def index_kind(request, monkeypatch):
+    import bench.sampler as sampler_module
+
+    if request.param != "bytemap":
+        monkeypatch.setattr(sampler_module, "_BYTEMAP_MAX_CELLS", 0)
+    if request.param == "rows":
+        monkeypatch.setattr(sampler_module, "_BITMAP_MAX_CELLS", 0)
+    return request.param
+
+
+def test_is_seen_matches_brute_force_with_unsorted_duplicates_and_empty_users(rng, index_kind):
+    # Unsorted pairs with repeats; users 0 and the last two have no positive at all.
+    users = rng.integers(1, 37, size=600)
+    items = rng.integers(0, 23, size=600)
+    train = Interactions(users, items, num_users=40, num_items=23)
+    sampler = NegativeSampler(train, strategy="uniform-unseen")
+    assert sampler._seen[0] == index_kind
+    seen_set = set(zip(users.tolist(), items.tolist()))
+    q_users = np.repeat(np.arange(40), 23)
+    q_items = np.tile(np.arange(23), 40)
+    want = np.array([(u, i) in seen_set for u, i in zip(q_users.tolist(), q_items.tolist())])
+    np.testing.assert_array_equal(sampler.is_seen(q_users, q_items), want)
+    bound = {
+        "bytemap": 40 * 23,
+        "bitmap": -(-40 * 23 // 8),
+        "rows": 4 * len(seen_set) + 8 * 41,
+    }[index_kind]
+    assert sampler.seen_index_bytes == bound
+
+
+@pytest.mark.parametrize("strategy", ["uniform-unseen", "hard"])
+def test_same_stream_as_the_pre_scale_sampler(train, index_kind, strategy, monkeypatch):
+    import bench.sampler as sampler_module
+
+    # Tiny chunks: the chunked hard sampler must consume the generator identically.
+    monkeypatch.setattr(sampler_module, "_HARD_CHUNK_PAIRS", 97)
+    item_scores = np.linspace(-1, 1, train.num_items)
+    calls = []
+
+    def score_pairs(users, items):
+        calls.append(len(items))
+        return item_scores[items] + 0.001 * users
+
+    sampler = NegativeSampler(train, strategy=strategy, candidates=10, margin=0.2)
+    got = sampler.sample(np.random.default_rng(11), score_pairs=score_pairs)
+    if strategy == "hard":
+        assert max(calls) <= 97  # score_pairs never sees more than one chunk
+    want = _reference_epoch(
+        train, strategy, np.random.default_rng(11), score_pairs, candidates=10, margin=0.2
+    )
+    for a, b in zip((got.user_ids, got.pos_item_ids, got.neg_item_ids), want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_hard_all_seen_rows_fall_back_to_exact_unseen_draws(monkeypatch):
+    import bench.sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "_HARD_CHUNK_PAIRS", 8)
+    # User 0 is positive on 5 of 6 items: with 1 candidate, most draws are all-seen.
+    train = Interactions([0] * 5 + [1], [0, 1, 2, 3, 4, 0], num_users=2, num_items=6)
+    sampler = NegativeSampler(train, strategy="hard", candidates=1)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        t = sampler.sample(rng, score_pairs=lambda u, i: np.zeros(len(i)))
+        assert not sampler.is_seen(t.user_ids, t.neg_item_ids).any()
