@@ -604,12 +604,14 @@ def cost_summary(runs: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by label: ``seeds, epochs, fit_seconds, fit_seconds_std,
-        fit_seconds_median, seconds_per_epoch, eval_seconds, peak_rss_mb,
-        rss_growth_mb`` (std is NaN with one seed).
+        fit_seconds_median, sampler_setup_seconds, seconds_per_epoch, eval_seconds,
+        peak_rss_mb, rss_growth_mb`` (std is NaN with one seed; the sampler set-up is
+        part of ``fit_seconds`` and NaN for folders written before it was recorded).
     """
     columns = [
         "epochs",
         "fit_seconds",
+        "sampler_setup_seconds",
         "seconds_per_epoch",
         "eval_seconds",
         "peak_rss_mb",
