@@ -1374,6 +1374,24 @@ def build_report(
             doc.figure(fig)
 
     _scale_sections(doc, groups, styles, figures)
+    # -- tuning section (issue 14; the integrator moves this hook into bench/results/) --
+    from bench.tuning_report import tuning_section
+
+    tuning_section(
+        doc,
+        folder,
+        runs,
+        per_user,
+        manifest,
+        lambda name, fig, caption: (
+            figures.append(_Figure(name, _png(fig), caption)),
+            doc.figure(figures[-1]),
+        ),
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    # -- end of the tuning hook --
     _notes_section(doc, runs)
     _failed_section(doc, runs)
     paired_all = pd.concat(paired_frames, ignore_index=True) if paired_frames else pd.DataFrame()

@@ -22,12 +22,24 @@ from threadpoolctl import threadpool_limits
 from bench.dataset import Dataset
 from bench.registry import Registry, default_registry
 
-__all__ = ["EXCLUSIONS", "TIES", "PeakMemory", "RunResult", "RunSpec", "Runner", "expand_specs"]
+__all__ = [
+    "EXCLUSIONS",
+    "STAGES",
+    "TIES",
+    "PeakMemory",
+    "RunResult",
+    "RunSpec",
+    "Runner",
+    "StopRun",
+    "expand_specs",
+]
 
 log = logging.getLogger(__name__)
 
 TIES = ("expected", "pessimistic")
 EXCLUSIONS = ("train-positives", "train-all", "none")
+#: What a run is evaluated on: the test rows, or validation rows carved from train (tuning).
+STAGES = ("test", "validation")
 CURVE_METRICS = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
 
 
@@ -62,6 +74,11 @@ class RunSpec:
         Items removed from each user's candidates.
     ks : tuple of int
         Cut-offs for the @k metrics.
+    stage : {"test", "validation"}
+        ``"validation"`` trains on train minus a validation hold-out and
+        evaluates on that hold-out (tuning trials; the test rows are never
+        loaded). Omitted from :meth:`to_dict` when ``"test"``, so run ids of
+        ordinary runs do not change.
     """
 
     model: str
@@ -76,6 +93,7 @@ class RunSpec:
     ties: str = "expected"
     exclude: str = "train-positives"
     ks: tuple[int, ...] = (5, 10, 20)
+    stage: str = "test"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -96,6 +114,8 @@ class RunSpec:
             raise ValueError(
                 f"exclude must be one of {', '.join(EXCLUSIONS)}, got {self.exclude!r}"
             )
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         ks = tuple(self.ks)
         if not ks or any(
             isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks
@@ -119,6 +139,8 @@ class RunSpec:
         """The spec as plain JSON types."""
         out = asdict(self)
         out["ks"] = list(self.ks)
+        if self.stage == "test":
+            del out["stage"]
         return out
 
     @property
@@ -129,9 +151,10 @@ class RunSpec:
 
     def dataset_key(self) -> str:
         """Identity of the dataset this spec runs on (runs sharing it share the load)."""
-        return json.dumps(
-            [self.dataset, self.split, self.min_rating, dict(self.dataset_options)], sort_keys=True
-        )
+        key = [self.dataset, self.split, self.min_rating, dict(self.dataset_options)]
+        if self.stage != "test":
+            key.append(self.stage)
+        return json.dumps(key, sort_keys=True)
 
 
 class PeakMemory:
@@ -182,6 +205,16 @@ class RunResult:
 
 
 ProgressFactory = Callable[[int, str], Any]
+#: ``epoch_hook(epoch, fit_seconds, evaluate)``: called after each epoch but the last,
+#: outside the fit time; ``evaluate()`` returns the metric means on the run's test side.
+EpochHook = Callable[[int, float, Callable[[], pd.Series]], None]
+
+
+class StopRun(Exception):
+    """Raised by an epoch hook to end a run early on purpose (e.g. a pruned tuning trial).
+
+    The run is recorded with status ``"stopped"`` and the message as its error.
+    """
 
 
 class Runner:
@@ -209,6 +242,9 @@ class Runner:
         from earlier runs), and a crash of native code (segfault, OOM kill)
         is recorded as a failed run instead of ending the benchmark. Costs
         the child's start-up and imports (seconds), which are not timed.
+    epoch_hook : callable, optional
+        See :data:`EpochHook` (tuning reports per-epoch validation values and
+        prunes through it; it may raise :class:`StopRun`). In-process runs only.
     """
 
     def __init__(
@@ -220,7 +256,11 @@ class Runner:
         curves: bool = True,
         epoch_progress: ProgressFactory | None = None,
         isolate: bool = False,
+        epoch_hook: EpochHook | None = None,
     ) -> None:
+        if epoch_hook is not None and isolate:
+            raise ValueError("epoch_hook needs in-process runs (isolate=False)")
+        self.epoch_hook = epoch_hook
         self.registry = registry if registry is not None else default_registry()
         self.loader = loader
         self.block_size = block_size
@@ -236,9 +276,10 @@ class Runner:
             loader = self.loader
             if loader is None:
                 from bench.data import load_dataset as loader
-            self._datasets[key] = loader(
-                spec.dataset, spec.split, spec.min_rating, **dict(spec.dataset_options)
-            )
+            options = dict(spec.dataset_options)
+            if spec.stage != "test":  # CONTRACTS.md item 4: stage= only when not "test"
+                options["stage"] = spec.stage
+            self._datasets[key] = loader(spec.dataset, spec.split, spec.min_rating, **options)
         return self._datasets[key]
 
     def check(self, spec: RunSpec) -> str | None:
@@ -323,6 +364,10 @@ class Runner:
         base = _base_row(spec, time.time())
         try:
             row, per_user, curve = self._execute(spec)
+        except StopRun as exc:  # ended on purpose by the epoch hook, not a failure
+            log.info("run %s (%s seed %d) stopped: %s", spec.run_id, spec.label, spec.seed, exc)
+            row = {"status": "stopped", "error": str(exc)}
+            per_user, curve = pd.DataFrame(), pd.DataFrame()
         except Exception as exc:  # a failed model must not stop the others
             log.error("run %s (%s seed %d) failed: %s", spec.run_id, spec.label, spec.seed, exc)
             log.debug("%s", traceback.format_exc())
@@ -383,7 +428,13 @@ class Runner:
                 with threadpool_limits(limits=1, user_api="blas"):
                     means = summarize(evaluator.evaluate(model))
                 curve_rows.append(_curve_row(epoch, state["fit"], elapsed, means))
+            if self.epoch_hook is not None and epoch < epochs:
+                self.epoch_hook(epoch, state["fit"], evaluate_now)
             state["resume"] = time.perf_counter()
+
+        def evaluate_now() -> pd.Series:
+            with threadpool_limits(limits=1, user_api="blas"):
+                return summarize(evaluator.evaluate(model))
 
         with PeakMemory() as memory:
             sampler = model.make_sampler(data.train)
