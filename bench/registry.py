@@ -407,9 +407,13 @@ def default_registry() -> Registry:
             },
         },
         description="bilinear triplet model in PyTorch",
-        space=_bilinear_space(),
-        # The fast preset's plain SGD on closed-form cosine gradients wants rates ~50.
-        preset_spaces={"fast": {"learning_rate": _log_float(1.0, 200.0)}},
+        # The class defaults (= the fast preset) run plain SGD on closed-form cosine
+        # gradients, which wants rates ~50; the notebook preset's Adam wants ~1e-3.
+        space={**_bilinear_space(), "learning_rate": _log_float(1.0, 200.0)},
+        preset_spaces={
+            "fast": {"learning_rate": _log_float(1.0, 200.0)},
+            "notebook": {"learning_rate": _log_float(1e-4, 0.1)},
+        },
         **torch,
     )
     reg.register(
