@@ -349,8 +349,6 @@ def _tune_config_from_args(args: argparse.Namespace):
         ]
         if given:
             raise UsageError(f"--config cannot be combined with {', '.join(given)}")
-        from bench.config import ConfigError
-
         config = load_tune_config(args.config)
         raw = dict(config.raw)
         tune = dict(raw.get("tune", {}))
@@ -358,12 +356,7 @@ def _tune_config_from_args(args: argparse.Namespace):
             tune.pop("budget_trials", None)
             tune.pop("budget_seconds", None)
         raw["tune"] = {**tune, **tune_flags}
-        if not tune_flags:
-            return config
-        try:
-            return build_tune_config(raw, source=args.config)
-        except ConfigError:
-            raise
+        return build_tune_config(raw, source=args.config) if tune_flags else config
     if not args.models:
         raise UsageError("give --models (e.g. --models popularity,ease) or --config FILE")
     options = {
@@ -385,8 +378,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from bench.tune import redact, tune
 
     config = _tune_config_from_args(args)
-    if args.storage is None and config.storage is None and args.phase != "all":
-        log.info("using the study file in the results folder")
     out = args.out or config.experiment.out or f"results/{config.experiment.name}"
     if not args.verbose:
         import optuna
@@ -410,8 +401,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     }
     studies, (done, failed) = tune(config, out, phase=args.phase, manifest=manifest)
     import pandas as pd
-
-    from bench.tuning_tables import summary_table  # noqa: F401  (the summary is on disk)
 
     summary = pd.read_csv(f"{out}/tuning_summary.csv", keep_default_na=False)
     cols = [

@@ -732,7 +732,7 @@ def run_study(
             target.label,
             last.number,
             trial_state(last),
-            "" if last.value is None else f"{config.objective} {last.value:.4f}",
+            f"{config.objective} {last.value:.4f}" if trial_state(last) == "complete" else "",
             _seconds(last),
         )
     return study
