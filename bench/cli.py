@@ -59,6 +59,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                             "missing": e.missing(),
                             "defaults": e.defaults,
                             "presets": e.presets,
+                            "space": e.space,
+                            "preset_spaces": e.preset_spaces,
                             "description": e.description,
                         }
                         for e in entries
