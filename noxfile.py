@@ -77,7 +77,7 @@ def bench_scale(session: nox.Session) -> None:
 
 @nox.session(name="bench-tuned")
 def bench_tuned(session: nox.Session) -> None:
-    """Tune every model with one equal budget, then test the best parameters (experiments/tuned.toml)."""
+    """Tune every model on one equal budget, then test the best parameters (tuned.toml)."""
     install(session)
     fetch_data(session)
     args = session.posargs or ["--out", "results/tuned"]
