@@ -413,3 +413,52 @@ def test_cli_tune_bad_input_is_exit_2(tmp_path, capsys):
         ]
     )
     assert code == 2 and "tune.objective" in capsys.readouterr().err
+
+
+def test_failed_trials_count_and_a_finite_space_is_enumerated_once(tmp_path):
+    from bench.registry import Registry
+
+    reg = Registry()
+    # max_items=1 makes EASE refuse the catalogue: a failing configuration.
+    reg.register(
+        "ease",
+        "models.baselines:EASE",
+        space={"max_items": {"type": "categorical", "choices": [20_000, 1]}},
+    )
+    config = make_config(["ease"], budget_trials=4)
+    run_studies(config, tmp_path, registry=reg)
+    trials = pd.read_csv(tmp_path / "trials.csv", keep_default_na=False, na_values=[""])
+    assert trials["state"].tolist() == ["complete", "failed"]
+    failed = trials.iloc[1]
+    assert json.loads(failed["params"]) == {"max_items": 1}
+    assert "exceeds max_items=1" in failed["error"] and failed["seconds"] > 0
+    summary = pd.read_csv(tmp_path / "tuning_summary.csv", keep_default_na=False).iloc[0]
+    assert summary["trials"] == 2 and summary["failed"] == 1
+    assert "2 configuration(s): the budget cannot be used" in summary["note"]
+
+
+def test_cli_config_with_a_budget_flag_overrides_the_file(tmp_path):
+    from bench.cli import main
+
+    path = tmp_path / "t.toml"
+    path.write_text(
+        'name = "t"\ndataset = "synthetic"\nmodels = ["ease"]\n[tune]\nbudget_seconds = 100\n'
+    )
+    out = tmp_path / "out"
+    code = main(
+        [
+            "-q",
+            "tune",
+            "--config",
+            str(path),
+            "--budget-trials",
+            "2",
+            "--phase",
+            "tune",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert len(counted_trials(out)) == 2
+    assert main(["-q", "tune", "--config", str(path), "--models", "ease"]) == 2
