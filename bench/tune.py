@@ -516,6 +516,11 @@ def usage(study: Any, *, reap: bool = True) -> Usage:
     """Count a study's trials from its storage; running trials of dead local workers are
     marked failed first (``interrupted``: they do not count)."""
     optuna = _optuna()
+    if reap:
+        # Trials of workers elsewhere whose heartbeat stopped (Optuna's own check).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     if reap:
         for t in trials:
