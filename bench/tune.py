@@ -45,7 +45,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -1033,9 +1033,3 @@ def tune(
         manifest={**dict(manifest or {}), "tuning": tuning},
     )
     return studies, final
-
-
-def iter_studies(studies: Sequence[tuple[Target, Any]]) -> Iterator[tuple[str, Any]]:
-    """``(label, study)`` pairs (for scripts and tests)."""
-    for target, study in studies:
-        yield target.label, study
