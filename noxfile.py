@@ -75,6 +75,19 @@ def bench_scale(session: nox.Session) -> None:
     _bench(session, "scale", "results/scale")
 
 
+@nox.session(name="bench-tuned")
+def bench_tuned(session: nox.Session) -> None:
+    """Tune every model on one equal budget, then test the best parameters (tuned.toml)."""
+    install(session)
+    fetch_data(session)
+    args = session.posargs or ["--out", "results/tuned"]
+    try:
+        session.run("rsbench", "tune", "--config", "experiments/tuned.toml", *args)
+    finally:
+        out_dir = args[args.index("--out") + 1] if "--out" in args else "results/tuned"
+        session.run("rsbench", "report", out_dir)
+
+
 @nox.session
 def report(session: nox.Session) -> None:
     """Rebuild report.md/report.html from an existing results folder (default results/notebook)."""

@@ -80,6 +80,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                             "missing": e.missing(),
                             "defaults": e.defaults,
                             "presets": e.presets,
+                            "space": e.space,
+                            "preset_spaces": e.preset_spaces,
                             "description": e.description,
                         }
                         for e in entries
@@ -339,6 +341,112 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# -- tune (issue 14) -------------------------------------------------------------------
+def _tune_config_from_args(args: argparse.Namespace):
+    from bench.config import parse_int_list
+    from bench.tune import build_tune_config, load_tune_config
+
+    tune_flags = {
+        "budget_trials": args.budget_trials,
+        "budget_seconds": args.budget_seconds,
+        "objective": args.objective,
+        "seed": args.seed,
+        "pruner": args.pruner,
+        "validation_seed": args.validation_seed,
+        "storage": args.storage,
+        "startup_trials": args.startup_trials,
+    }
+    tune_flags = {k: v for k, v in tune_flags.items() if v is not None}
+    if args.budget_trials is not None and args.budget_seconds is not None:
+        raise UsageError("give one of --budget-trials and --budget-seconds, not both")
+    if args.config:
+        given = [
+            flag
+            for flag, value in (
+                ("--models", args.models),
+                ("--dataset", args.dataset),
+                ("--split", args.split),
+                ("--seeds", args.seeds),
+                ("--min-rating", args.min_rating),
+            )
+            if value is not None
+        ]
+        if given:
+            raise UsageError(f"--config cannot be combined with {', '.join(given)}")
+        config = load_tune_config(args.config)
+        raw = dict(config.raw)
+        tune = dict(raw.get("tune", {}))
+        if "budget_trials" in tune_flags or "budget_seconds" in tune_flags:
+            tune.pop("budget_trials", None)
+            tune.pop("budget_seconds", None)
+        raw["tune"] = {**tune, **tune_flags}
+        return build_tune_config(raw, source=args.config) if tune_flags else config
+    if not args.models:
+        raise UsageError("give --models (e.g. --models popularity,ease) or --config FILE")
+    options = {
+        "name": "tuned",
+        "models": args.models,
+        "seeds": parse_int_list(args.seeds or "0", "--seeds"),
+        "dataset": args.dataset or "ml-100k",
+        "tune": tune_flags,
+    }
+    if args.split is not None:
+        options["split"] = args.split
+    if args.min_rating is not None:
+        options["min_rating"] = args.min_rating
+    return build_tune_config(options, source="command line")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from bench.environment import environment
+    from bench.tune import redact, tune
+
+    config = _tune_config_from_args(args)
+    out = args.out or config.experiment.out or f"results/{config.experiment.name}"
+    if not args.verbose:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    manifest = {
+        "command": shlex.join(["rsbench", *args.argv]),
+        "experiment": config.experiment.name,
+        "experiment_source": config.experiment.source,
+        "experiment_options": {
+            **config.raw,
+            "tune": {
+                **config.raw.get("tune", {}),
+                **({"storage": redact(config.storage)} if config.storage else {}),
+            },
+        },
+        "fit_time_factor": config.experiment.fit_time_factor,
+        "tolerance_floor": config.experiment.tolerance_floor,
+        "tolerance_se": config.experiment.tolerance_se,
+        "environment": environment(),
+    }
+    studies, (done, failed) = tune(config, out, phase=args.phase, manifest=manifest)
+    import pandas as pd
+
+    summary = pd.read_csv(f"{out}/tuning_summary.csv", keep_default_na=False)
+    cols = [
+        "model",
+        "trials",
+        "used",
+        "complete",
+        "pruned",
+        "failed",
+        "best_value",
+        "default_value",
+    ]
+    print(summary[cols].to_string(index=False))
+    if args.phase != "tune":
+        from bench.results import load_results
+
+        loaded = load_results(out)
+        print(_summary_table(loaded["runs"], loaded["per_user"]))
+    print(f"\nresults: {out}  ({len(studies)} studies; {done} final run(s) done, {failed} failed)")
+    return 1 if failed else 0
+
+
 # -- report / regress ------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.results.report import write_report
@@ -417,6 +525,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="resident-memory limit per run in MiB (the run is killed and recorded as failed)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "tune",
+        help="equal-budget tuning on a validation split, then the best parameters on test",
+    )
+    p.add_argument("--config", help="TOML tuning file (see experiments/tuned.toml)")
+    p.add_argument("--models", help="comma-separated name or name:preset")
+    p.add_argument("--dataset")
+    p.add_argument("--split")
+    p.add_argument("--min-rating", type=float)
+    p.add_argument("--seeds", help="seeds of the final test runs (default 0)")
+    p.add_argument("--budget-trials", type=int, help="trials per model")
+    p.add_argument("--budget-seconds", type=float, help="fit + validation seconds per model")
+    p.add_argument("--objective", help="validation metric to maximise (default ndcg@10)")
+    p.add_argument("--seed", type=int, help="sampler and trial seed (default: first seed)")
+    p.add_argument("--pruner", help="median (default), successive-halving or none")
+    p.add_argument("--validation-seed", type=int, help="seed of the validation carve (0)")
+    p.add_argument("--startup-trials", type=int, help="random trials before TPE (10)")
+    p.add_argument(
+        "--storage", help="SQLAlchemy URL of the study (default: sqlite in the results folder)"
+    )
+    p.add_argument("--out", help="results folder (default results/<experiment name>)")
+    p.add_argument(
+        "--phase",
+        choices=("all", "tune", "final"),
+        default="all",
+        help="tune only (extra workers on a shared --storage), final runs only, or both",
+    )
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("report", help="write report.md and report.html into a results folder")
     p.add_argument("results", help="results folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from bench.features import item_side_features, user_side_features
 from bench.interactions import Interactions
 from bench.movielens import MovieLensTables, load_movielens
 from bench.splits import (
+    _rank_within_user,
     allbut_mask,
     fold_mask,
     random_leave_k_out_mask,
@@ -29,6 +31,7 @@ __all__ = [
     "dataset_from_tables",
     "load_dataset",
     "split_mask",
+    "validation_stage",
 ]
 
 logger = logging.getLogger(__name__)
@@ -314,11 +317,91 @@ def dataset_from_tables(
     )
 
 
+# -- validation stage (issue 14's stand-in) ---------------------------------------------
+# A minimal implementation of CONTRACTS.md item 4 so that tuning works and is testable
+# before the `data` helper's (issue 13) lands; the integrator replaces this block and
+# the two `stage` lines in load_dataset with theirs.
+VALIDATION_FRACTION = 0.1
+
+
+def validation_stage(dataset: Dataset, validation_seed: int = 0) -> Dataset:
+    """Carve train' / validation from the train rows of ``dataset``; its test rows are dropped.
+
+    Rule (issue 13's, for GroupLens's fixed splits and the synthetic split):
+    for each user, ``round(0.1 * n)`` (half up) of the user's ``n`` train
+    rows (every rating, not only positives) are drawn uniformly at random
+    from a generator seeded by ``validation_seed``; one of the user's train
+    positives, also drawn at random, is never held out, so every user keeps a
+    train positive. Positives of each side are the rows at or above the
+    dataset's ``min_rating`` (every row when it has no ratings).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        A test-stage dataset (``train`` / ``test``).
+    validation_seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    Dataset
+        ``train``/``train_all`` are train', ``test``/``test_all`` the
+        validation rows; side features and tables are shared; the rule is in
+        ``summary()["validation_rule"]``.
+    """
+    validation_seed = _check_int("validation_seed", validation_seed, 0)
+    rows = dataset.train_all
+    users = rows.user_ids
+    n = users.shape[0]
+    positive = (
+        np.ones(n, dtype=bool)
+        if rows.weights is None or dataset.min_rating is None
+        else rows.weights >= dataset.min_rating
+    )
+    rng = np.random.default_rng(validation_seed)
+    key = rng.random(n)
+    # The protected positive of each user: its positive with the smallest key.
+    protect_key = np.where(positive, rng.random(n), np.inf)
+    protect_rank = _rank_within_user(users, protect_key)
+    protected = positive & (protect_rank == 0)
+    key[protected] = np.inf  # sorts last: drawn only if the user has nothing else
+    rank = _rank_within_user(users, key)
+    counts = np.bincount(users, minlength=rows.num_users)
+    wanted = np.floor(VALIDATION_FRACTION * counts + 0.5).astype(np.int64)
+    has_positive = np.bincount(users, weights=positive, minlength=rows.num_users) > 0
+    wanted = np.minimum(wanted, counts - has_positive)
+    held_out = rank < wanted[users]
+    train_all, valid_all = rows.select(~held_out), rows.select(held_out)
+    if dataset.train is dataset.train_all or dataset.min_rating is None:
+        train, valid = train_all, valid_all
+    else:
+        train = train_all.select(train_all.weights >= dataset.min_rating)
+        valid = valid_all.select(valid_all.weights >= dataset.min_rating)
+    rule = (
+        f"per user, a seeded random {VALIDATION_FRACTION:.0%} (rounded half up) of the "
+        f"user's train rows (validation_seed={validation_seed}); one train positive per "
+        "user is never held out"
+    )
+    return replace(
+        dataset,
+        train=train,
+        test=valid,
+        train_all=train_all,
+        test_all=valid_all,
+        validation_rule=rule,
+    )
+
+
+# -- end of the validation stand-in ---------------------------------------------------------
+
+
 def load_dataset(
     name: str,
     split: str | None = None,
     min_rating: float | Literal["default"] | None = "default",
     *,
+    stage: str = "test",
+    validation_seed: int | None = None,
     path: str | Path | None = None,
     cache_dir: str | Path | None = None,
     seed: int = 0,
@@ -348,6 +431,11 @@ def load_dataset(
     k : int
         Test ratings per user of the ``random`` and ``temporal`` splits (the
         synthetic split always holds out 2).
+    stage : {"test", "validation"}
+        ``"validation"``: see :func:`validation_stage` (the test rows are not
+        part of the result).
+    validation_seed : int, optional
+        Seed of the validation carve (default 0); ``stage="validation"`` only.
     **synthetic_options
         ``synthetic`` only: sizes and shape passed to
         :func:`bench.synthetic.synthetic` (``num_users``, ``num_items``,
@@ -368,6 +456,16 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if stage not in ("test", "validation"):
+        raise ValueError(f"stage must be 'test' or 'validation', got {stage!r}")
+    if stage == "test" and validation_seed is not None:
+        raise ValueError("validation_seed applies to stage='validation' only")
+    if stage == "validation":
+        full = load_dataset(
+            name, split, min_rating, path=path, cache_dir=cache_dir, seed=seed, k=k,
+            **synthetic_options,
+        )  # fmt: skip
+        return validation_stage(full, 0 if validation_seed is None else validation_seed)
     seed = _check_int("seed", seed, 0)
     k = _check_int("k", k, 1)
     if name == "synthetic":

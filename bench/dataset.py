@@ -73,6 +73,9 @@ class Dataset:
         Where the data came from (path, cache, URL, package).
     sha256 : str
         SHA-256 of the canonical ratings content (same for every source).
+    validation_rule : str or None
+        Set on a validation-stage dataset (``train`` is train', ``test`` the
+        validation rows): how the validation rows were carved from train.
     """
 
     name: str
@@ -90,6 +93,7 @@ class Dataset:
     source: str = ""
     sha256: str = ""
     test_all: Interactions | None = None
+    validation_rule: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("test", "train_all"):
@@ -135,6 +139,7 @@ class Dataset:
     def summary(self) -> dict:
         """Counts as plain Python numbers (what ``rsbench data`` prints)."""
         test_all = self.test_all if self.test_all is not None else self.test
+        extra = {} if self.validation_rule is None else {"validation_rule": self.validation_rule}
         return {
             "dataset": self.name,
             "split": self.split,
@@ -148,4 +153,5 @@ class Dataset:
             "eval_users": int(self.eval_users().shape[0]),
             "source": self.source,
             "sha256": self.sha256,
+            **extra,
         }

@@ -44,6 +44,15 @@ class ModelEntry:
         The pip extra providing ``requires`` (``pip install 'rsbench[extra]'``).
     description : str
         One line for ``rsbench list``.
+    space : dict of str to dict
+        Hyperparameter search space for ``rsbench tune``: parameter name ->
+        ``{"type": "float"|"int", "low", "high", "log"}`` or
+        ``{"type": "categorical", "choices": [...]}``, optionally with
+        ``"when": {param: value or [values]}`` (suggested only then). See
+        :mod:`bench.tune_space`.
+    preset_spaces : dict of str to dict
+        Per-preset replacements of entries of ``space`` (e.g. a learning-rate
+        range that depends on the preset's optimizer).
     """
 
     name: str
@@ -53,6 +62,8 @@ class ModelEntry:
     requires: tuple[str, ...] = ()
     extra: str | None = None
     description: str = ""
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preset_spaces: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def missing(self) -> list[str]:
         """Required modules that cannot be found (empty when available)."""
@@ -104,6 +115,8 @@ class Registry:
         requires: tuple[str, ...] = (),
         extra: str | None = None,
         description: str = "",
+        space: dict[str, dict[str, Any]] | None = None,
+        preset_spaces: dict[str, dict[str, dict[str, Any]]] | None = None,
         **defaults: Any,
     ) -> ModelEntry:
         """Register ``name``; registering a name twice raises ``ValueError``."""
@@ -121,7 +134,14 @@ class Registry:
             requires=tuple(requires),
             extra=extra,
             description=description,
+            space={k: dict(v) for k, v in (space or {}).items()},
+            preset_spaces={
+                p: {k: dict(v) for k, v in d.items()} for p, d in (preset_spaces or {}).items()
+            },
         )
+        unknown = sorted(set(entry.preset_spaces) - set(entry.presets))
+        if unknown:
+            raise ValueError(f"model {name!r}: preset_spaces for unknown preset(s) {unknown}")
         self._entries[name] = entry
         return entry
 
@@ -154,6 +174,15 @@ class Registry:
             params.update(entry.presets[preset])
         params.update(overrides)
         return params
+
+    def space(self, name: str, preset: str | None = None) -> dict[str, dict[str, Any]]:
+        """The search space of ``name`` (with ``preset``'s replacements), as declared."""
+        entry = self.get(name)
+        self.params(name, preset)  # an unknown preset fails here
+        space = {k: dict(v) for k, v in entry.space.items()}
+        if preset is not None:
+            space.update({k: dict(v) for k, v in entry.preset_spaces.get(preset, {}).items()})
+        return space
 
     def make(self, name: str, preset: str | None = None, **overrides: Any):
         """Instantiate model ``name`` with its defaults, ``preset`` and ``overrides``."""
@@ -219,6 +248,81 @@ NOTEBOOK_DEEP: dict[str, Any] = {
 }
 
 
+# -- search spaces for `rsbench tune` (issue 14) ---------------------------------------
+# One per model, beside its presets; every preset of a model lies inside its space
+# (tests/test_tune_space.py) so the preset can be a study's first trial. Regularisers
+# whose default is 0 cannot be log-uniform: they get a categorical ladder of magnitudes.
+def _log_float(low: float, high: float) -> dict[str, Any]:
+    return {"type": "float", "low": low, "high": high, "log": True}
+
+
+def _log_int(low: int, high: int) -> dict[str, Any]:
+    return {"type": "int", "low": low, "high": high, "log": True}
+
+
+def _choices(*values: Any) -> dict[str, Any]:
+    return {"type": "categorical", "choices": list(values)}
+
+
+def _triplet_space() -> dict[str, dict[str, Any]]:
+    """What every common-sampler triplet model shares: loss, batches, epochs, negatives.
+
+    Margins and L2 around the notebook's (margin 1 on cosine similarity in [-1, 1],
+    L2 1e-6); batch sizes from the notebook's 64 to 2048; the negative strategy
+    includes WARP-style ``hard`` (Weston et al. 2011), whose candidate count is
+    tuned only when it is chosen, as the popularity exponent (word2vec's 0.75
+    lies inside) only for ``popularity``.
+    """
+    from bench.sampler import STRATEGIES
+
+    return {
+        "margin": {"type": "float", "low": 0.05, "high": 2.0},
+        "l2_reg": _choices(0.0, 1e-7, 1e-6, 1e-5, 1e-4),
+        "batch_size": _choices(64, 128, 256, 512, 1024, 2048),
+        "epochs": _log_int(4, 32),
+        "negatives": _choices(*STRATEGIES),
+        "hard_candidates": {**_log_int(2, 50), "when": {"negatives": "hard"}},
+        "negatives_alpha": {
+            "type": "float",
+            "low": 0.0,
+            "high": 1.0,
+            "when": {"negatives": "popularity"},
+        },
+    }
+
+
+def _bilinear_space() -> dict[str, dict[str, Any]]:
+    """The notebook's bilinear model, Adam learning rates (Kingma & Ba's 1e-3 inside)."""
+    return {
+        **_triplet_space(),
+        "latent_dim": _log_int(16, 256),
+        "learning_rate": _log_float(1e-4, 0.1),
+    }
+
+
+def _deep_space() -> dict[str, dict[str, Any]]:
+    """The notebook's deep model: embedding sizes, depth, width, dropout, Adam rate."""
+    return {
+        **_triplet_space(),
+        "user_dim": _log_int(8, 128),
+        "item_dim": _log_int(8, 128),
+        "n_hidden": {"type": "int", "low": 1, "high": 3},
+        "hidden_size": _choices(32, 64, 128, 256, 512),
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "learning_rate": _log_float(1e-4, 3e-2),
+    }
+
+
+#: LightFM (Kula 2015): components, Adagrad rate, L2 per sample on item/user features.
+LIGHTFM_SPACE: dict[str, dict[str, Any]] = {
+    "no_components": _log_int(16, 256),
+    "learning_rate": _log_float(1e-3, 0.3),
+    "item_alpha": _choices(0.0, 1e-8, 1e-7, 1e-6, 1e-5),
+    "user_alpha": _choices(0.0, 1e-8, 1e-7, 1e-6, 1e-5),
+    "epochs": _log_int(4, 64),
+}
+
+
 def default_registry() -> Registry:
     """A fresh registry with every model rsbench ships."""
     reg = Registry()
@@ -233,6 +337,9 @@ def default_registry() -> Registry:
         "ease",
         "models.baselines:EASE",
         description="EASE^R closed-form item-item model (Steck 2019)",
+        # Steck 2019 tunes lambda on a log grid (hundreds on ML-20M); EASE admits any
+        # lambda > 0, and below 1 the Gram inverse of a sparse catalogue is ill-conditioned.
+        space={"l2": _log_float(1.0, 1e4)},
     )
     # The notebook's triplet models in Keras 3 (TensorFlow backend).
     keras = {"requires": ("tensorflow", "keras"), "extra": "keras"}
@@ -253,6 +360,7 @@ def default_registry() -> Registry:
             },
         },
         description="notebook bilinear triplet model, margin loss",
+        space=_bilinear_space(),
         **keras,
     )
     reg.register(
@@ -277,6 +385,7 @@ def default_registry() -> Registry:
             },
         },
         description="notebook deep MLP triplet model, margin loss",
+        space=_deep_space(),
         **keras,
     )
     # The same models in PyTorch.
@@ -298,6 +407,13 @@ def default_registry() -> Registry:
             },
         },
         description="bilinear triplet model in PyTorch",
+        # The class defaults (= the fast preset) run plain SGD on closed-form cosine
+        # gradients, which wants rates ~50; the notebook preset's Adam wants ~1e-3.
+        space={**_bilinear_space(), "learning_rate": _log_float(1.0, 200.0)},
+        preset_spaces={
+            "fast": {"learning_rate": _log_float(1.0, 200.0)},
+            "notebook": {"learning_rate": _log_float(1e-4, 0.1)},
+        },
         **torch,
     )
     reg.register(
@@ -314,6 +430,7 @@ def default_registry() -> Registry:
             },
         },
         description="deep MLP triplet model in PyTorch",
+        space=_deep_space(),
         **torch,
     )
     # Classic strong peers.
@@ -339,6 +456,7 @@ def default_registry() -> Registry:
             "features": {"loss": "warp", **lightfm_fast, "use_features": True},
         },
         description="LightFM with WARP loss (own negative sampling)",
+        space={**LIGHTFM_SPACE, "max_sampled": _log_int(5, 100)},
         **lightfm,
     )
     reg.register(
@@ -350,6 +468,7 @@ def default_registry() -> Registry:
             "features": {"loss": "bpr", **lightfm_fast, "use_features": True},
         },
         description="LightFM with BPR loss (own negative sampling)",
+        space=dict(LIGHTFM_SPACE),
         **lightfm,
     )
     implicit = {"requires": ("implicit",), "extra": "implicit"}
@@ -368,6 +487,14 @@ def default_registry() -> Registry:
             },
         },
         description="implicit's alternating least squares (iALS)",
+        # Hu, Koren & Volinsky 2008 (confidence alpha, 40 in their data); Rendle et al.
+        # 2022 stress wide log ranges of the regularisation and the dimension.
+        space={
+            "factors": _log_int(16, 256),
+            "regularization": _log_float(1e-2, 1e3),
+            "alpha": _log_float(0.1, 100.0),
+            "epochs": _log_int(4, 32),
+        },
         **implicit,
     )
     reg.register(
@@ -393,6 +520,13 @@ def default_registry() -> Registry:
             },
         },
         description="implicit's Bayesian personalised ranking",
+        # Rendle et al. 2009: SGD rate and L2 on log scales; epochs up to the auc preset's 300.
+        space={
+            "factors": _log_int(16, 256),
+            "learning_rate": _log_float(1e-3, 0.3),
+            "regularization": _log_float(1e-4, 0.3),
+            "epochs": _log_int(20, 400),
+        },
         **implicit,
     )
     reg.register(
@@ -431,6 +565,18 @@ def default_registry() -> Registry:
             },
         },
         description="factorization machine with side features (PyTorch)",
+        # Rendle 2010/2012: factor size, L2 and SGD-family rate on log scales.
+        space={
+            "latent_dim": _log_int(16, 256),
+            "l2_reg": _log_float(1e-5, 0.1),
+            "learning_rate": _log_float(1e-4, 5e-2),
+            "init_std": _log_float(1e-3, 0.1),
+            "batch_size": _choices(64, 128, 256, 512, 1024, 2048),
+            "epochs": _log_int(4, 32),
+            "negatives": _triplet_space()["negatives"],
+            "hard_candidates": _triplet_space()["hard_candidates"],
+            "negatives_alpha": _triplet_space()["negatives_alpha"],
+        },
         **torch,
     )
     return reg

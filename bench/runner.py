@@ -30,11 +30,13 @@ __all__ = [
     "EXCLUSIONS",
     "MAX_EPOCHS",
     "MAX_SEED",
+    "STAGES",
     "TIES",
     "PeakMemory",
     "RunResult",
     "RunSpec",
     "Runner",
+    "StopRun",
     "expand_specs",
     "once_if_deterministic",
 ]
@@ -48,6 +50,8 @@ EXCLUSIONS = ("train-positives", "train-all", "none")
 MAX_SEED = 2**32 - 1
 #: Largest ``epochs`` (and ``k``): frameworks count epochs in signed 32-bit integers.
 MAX_EPOCHS = 2**31 - 1
+#: What a run is evaluated on: the test rows, or validation rows carved from train (tuning).
+STAGES = ("test", "validation")
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -83,6 +87,11 @@ class RunSpec:
         Items removed from each user's candidates.
     ks : tuple of int
         Cut-offs for the @k metrics.
+    stage : {"test", "validation"}
+        ``"validation"`` trains on train minus a validation hold-out and
+        evaluates on that hold-out (tuning trials; the test rows are never
+        loaded). Omitted from :meth:`to_dict` when ``"test"``, so run ids of
+        ordinary runs do not change.
     """
 
     model: str
@@ -97,6 +106,7 @@ class RunSpec:
     ties: str = "expected"
     exclude: str = "train-positives"
     ks: tuple[int, ...] = (5, 10, 20)
+    stage: str = "test"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -121,6 +131,8 @@ class RunSpec:
             raise ValueError(
                 f"exclude must be one of {', '.join(EXCLUSIONS)}, got {self.exclude!r}"
             )
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         ks = tuple(self.ks)
         if not ks or any(
             isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_EPOCHS
@@ -149,6 +161,8 @@ class RunSpec:
         """The spec as plain JSON types."""
         out = asdict(self)
         out["ks"] = list(self.ks)
+        if self.stage == "test":
+            del out["stage"]
         return out
 
     @property
@@ -159,9 +173,10 @@ class RunSpec:
 
     def dataset_key(self) -> str:
         """Identity of the dataset this spec runs on (runs sharing it share the load)."""
-        return json.dumps(
-            [self.dataset, self.split, self.min_rating, dict(self.dataset_options)], sort_keys=True
-        )
+        key = [self.dataset, self.split, self.min_rating, dict(self.dataset_options)]
+        if self.stage != "test":
+            key.append(self.stage)
+        return json.dumps(key, sort_keys=True)
 
 
 class PeakMemory:
@@ -212,6 +227,16 @@ class RunResult:
 
 
 ProgressFactory = Callable[[int, str], Any]
+#: ``epoch_hook(epoch, fit_seconds, evaluate)``: called after each epoch but the last,
+#: outside the fit time; ``evaluate()`` returns the metric means on the run's test side.
+EpochHook = Callable[[int, float, Callable[[], pd.Series]], None]
+
+
+class StopRun(Exception):
+    """Raised by an epoch hook to end a run early on purpose (e.g. a pruned tuning trial).
+
+    The run is recorded with status ``"stopped"`` and the message as its error.
+    """
 
 
 class Runner:
@@ -262,6 +287,9 @@ class Runner:
         the limit by what it allocates in one interval. Needs ``isolate``.
     poll_interval : float
         Seconds between two checks of an isolated run's limits and liveness.
+    epoch_hook : callable, optional
+        See :data:`EpochHook` (tuning reports per-epoch validation values and
+        prunes through it; it may raise :class:`StopRun`). In-process runs only.
     """
 
     def __init__(
@@ -276,6 +304,7 @@ class Runner:
         timeout_s: float | None = None,
         max_memory_mb: float | None = None,
         poll_interval: float = 0.05,
+        epoch_hook: EpochHook | None = None,
     ) -> None:
         for name, value in (("timeout_s", timeout_s), ("max_memory_mb", max_memory_mb)):
             if value is not None and (
@@ -287,6 +316,9 @@ class Runner:
                 raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
             if value is not None and not isolate:
                 raise ValueError(f"{name} stops a run by killing its process: needs isolate=True")
+        if epoch_hook is not None and isolate:
+            raise ValueError("epoch_hook needs in-process runs (isolate=False)")
+        self.epoch_hook = epoch_hook
         self.registry = registry if registry is not None else default_registry()
         self.loader = loader
         self.block_size = block_size
@@ -305,9 +337,10 @@ class Runner:
             loader = self.loader
             if loader is None:
                 from bench.data import load_dataset as loader
-            self._datasets[key] = loader(
-                spec.dataset, spec.split, spec.min_rating, **dict(spec.dataset_options)
-            )
+            options = dict(spec.dataset_options)
+            if spec.stage != "test":  # loaders without stages keep working
+                options["stage"] = spec.stage
+            self._datasets[key] = loader(spec.dataset, spec.split, spec.min_rating, **options)
         return self._datasets[key]
 
     def check(self, spec: RunSpec) -> str | None:
@@ -419,6 +452,10 @@ class Runner:
         base = _base_row(spec, time.time())
         try:
             row, per_user, curve = self._execute(spec)
+        except StopRun as exc:  # ended on purpose by the epoch hook, not a failure
+            log.info("run %s (%s seed %d) stopped: %s", spec.run_id, spec.label, spec.seed, exc)
+            row = {"status": "stopped", "error": str(exc)}
+            per_user, curve = pd.DataFrame(), pd.DataFrame()
         except Exception as exc:  # a failed model must not stop the others
             log.error("run %s (%s seed %d) failed: %s", spec.run_id, spec.label, spec.seed, exc)
             log.debug("%s", traceback.format_exc())
@@ -482,7 +519,13 @@ class Runner:
                 with threadpool_limits(limits=1, user_api="blas"):
                     means = summarize(evaluator.evaluate(model))
                 curve_rows.append(_curve_row(epoch, state["fit"], elapsed, means))
+            if self.epoch_hook is not None and epoch < epochs:
+                self.epoch_hook(epoch, state["fit"], evaluate_now)
             state["resume"] = time.perf_counter()
+
+        def evaluate_now() -> pd.Series:
+            with threadpool_limits(limits=1, user_api="blas"):
+                return summarize(evaluator.evaluate(model))
 
         with PeakMemory() as memory:
             # The sampler's set-up is training cost (seconds at ML-20M size): timed in fit.

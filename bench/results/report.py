@@ -32,6 +32,7 @@ from bench.results.render import (
     text_table,
 )
 from bench.results.store import load_results
+from bench.results.tuning_report import tuning_section
 from bench.results.tables import (
     DatasetGroup,
     cost_summary,
@@ -66,7 +67,7 @@ SCALE_COLUMNS = (
     ("eval_seconds", "evaluation time (s)"),
     ("peak_rss_mb", "peak resident memory (MiB)"),
 )
-_FIGURE_NAME = re.compile(r"^(curves|pareto|scale)-[A-Za-z0-9_.-]+\.png$")
+_FIGURE_NAME = re.compile(r"^(curves|pareto|scale|tuning)-[A-Za-z0-9_.-]+\.png$")
 
 # Re-exported drawing functions (the figures module is their home).
 curves_figure = figs.curves_figure
@@ -623,6 +624,14 @@ def build_report(
         _figure_sections(doc, group, curves, styles, figures, number)
 
     _scale_sections(doc, groups, styles, figures)
+
+    def add_figure(file_name: str, fig: Any, caption: str) -> None:
+        figures.append(Figure(file_name, figs.png(fig), caption))
+        doc.figure(figures[-1])
+
+    tuning_section(
+        doc, folder, runs, per_user, manifest, add_figure, level=level, n_boot=n_boot, seed=seed
+    )
     _failed_section(doc, runs)
     paired_all = pd.concat(paired_frames, ignore_index=True) if paired_frames else pd.DataFrame()
     quality_all = pd.concat(quality_frames, ignore_index=True) if quality_frames else pd.DataFrame()
