@@ -167,6 +167,9 @@ def _experiment_from_args(args: argparse.Namespace):
         if args.epochs is not None:
             for i, spec in enumerate(experiment.specs):
                 experiment.specs[i] = _with_epochs(spec, args.epochs)
+        if getattr(args, "threads", None) is not None:
+            for i, spec in enumerate(experiment.specs):
+                experiment.specs[i] = _with_threads(spec, args.threads)
         return experiment
     if not args.models:
         raise UsageError("give --models (e.g. --models popularity,ease) or --config FILE")
@@ -186,6 +189,8 @@ def _experiment_from_args(args: argparse.Namespace):
         options["min_rating"] = args.min_rating
     if args.epochs is not None:
         options["epochs"] = args.epochs
+    if getattr(args, "threads", None) is not None:
+        options["threads"] = args.threads
     return build_experiment(options, source="command line")
 
 
@@ -193,6 +198,61 @@ def _with_epochs(spec, epochs: int):
     from dataclasses import replace
 
     return replace(spec, epochs=epochs)
+
+
+def _with_threads(spec, threads: int):
+    from dataclasses import replace
+
+    return replace(spec, threads=threads)
+
+
+def _execution_from_args(args: argparse.Namespace, experiment) -> dict:
+    """Executor options: flags override the experiment's keys (see :mod:`bench.executors`)."""
+    from bench.executors import check_executor_options
+
+    executor = getattr(args, "executor", None) or experiment.executor
+    same = executor == experiment.executor  # TOML jobs/address belong to the TOML executor
+    jobs = getattr(args, "jobs", None)
+    if jobs is None and same and experiment.jobs != 1:
+        jobs = experiment.jobs
+    address = getattr(args, "ray_address", None)
+    if address is None and same:
+        address = experiment.ray_address
+    retries = getattr(args, "retries", None)
+    return check_executor_options(
+        executor,
+        jobs,
+        address,
+        experiment.retries if retries is None else retries,
+        where="command line",
+    )
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor/--jobs/--ray-address/--retries/--threads`` (for ``run`` and ``tune``)."""
+    from bench.executors import EXECUTORS
+
+    parser.add_argument(
+        "--executor",
+        choices=tuple(EXECUTORS),
+        help="where runs execute: local (default), process (--jobs N at a time on this "
+        "machine, each in its own process) or ray (a Ray cluster; pip install 'rsbench[ray]')",
+    )
+    parser.add_argument("--jobs", type=int, help="runs at a time with --executor process")
+    parser.add_argument(
+        "--ray-address",
+        help="auto or HOST:PORT of a running Ray cluster (default: start a local Ray instance)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        help="extra attempts for a run whose worker or node died (default 1)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads of every numeric pool per run (part of the run's spec; Ray CPUs per run)",
+    )
 
 
 def _summary_table(runs, per_user) -> str:
@@ -231,11 +291,13 @@ def _summary_table(runs, per_user) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.environment import environment
+    from bench.executors import make_executor
     from bench.registry import UnknownModelError
     from bench.results import ResultStore, now_iso
     from bench.runner import Runner
 
     experiment = _experiment_from_args(args)
+    execution = _execution_from_args(args, experiment)
     out = args.out or experiment.out or f"results/{experiment.name}"
     runner = Runner(
         curves=experiment.curves and not args.no_curves,
@@ -279,6 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "finished_at": None,
             "environment": environment(),
             "num_specs": len(experiment.specs),
+            "execution": execution,
             "specs": [dict(s.to_dict(), run_id=s.run_id) for s in experiment.specs],
         }
     )
@@ -286,25 +349,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     datasets = dict(store.manifest.get("datasets", {}))
     bar = _progress(len(todo), "runs")
     t0 = time.perf_counter()
+    by_id = {spec.run_id: spec for spec in todo}
+
+    def record(result) -> None:
+        # Called by the executor once per run, in this thread: one store.add each.
+        nonlocal failed
+        spec = by_id[result.row["run_id"]]
+        bar.set_postfix_str(f"{spec.label} seed {spec.seed}")
+        store.add(result)
+        if result.ok:
+            data = runner.dataset(spec)
+            datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
+            log.info(
+                "%-28s seed %d  auc %.4f  fit %.2fs",
+                spec.label,
+                spec.seed,
+                result.row["auc"],
+                result.row["fit_seconds"],
+            )
+        else:
+            failed += 1
+            log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])
+        bar.update(1)
+
     try:
-        for spec in todo:
-            bar.set_postfix_str(f"{spec.label} seed {spec.seed}")
-            result = runner.run(spec)
-            store.add(result)
-            if result.ok:
-                data = runner.dataset(spec)
-                datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
-                log.info(
-                    "%-28s seed %d  auc %.4f  fit %.2fs",
-                    spec.label,
-                    spec.seed,
-                    result.row["auc"],
-                    result.row["fit_seconds"],
-                )
-            else:
-                failed += 1
-                log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])
-            bar.update(1)
+        with make_executor(
+            execution["executor"],
+            runner,
+            jobs=execution["jobs"],
+            ray_address=execution["ray_address"],
+            retries=execution["retries"],
+        ) as executor:
+            executor.run(todo, record)
     finally:
         bar.close()
         store.update_manifest(
@@ -384,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run each spec in its own process (per-run peak memory, crash "
         "isolation; default: the experiment's setting, else off)",
     )
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.md and report.html into a results folder")

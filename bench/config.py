@@ -18,7 +18,11 @@ growing synthetic sizes), and the regression-gate settings
 ``fit_time_factor``, ``tolerance_se`` and ``tolerance_floor``, and ``curves``
 (false skips the per-epoch evaluation, e.g. for the scale suite), and
 ``isolate`` (true runs each spec in its own process, so peak memory is per run
-and a native crash is recorded as a failure). Unknown keys are errors.
+and a native crash is recorded as a failure). ``threads`` (top level or per
+model) fixes every numeric thread pool of a run and is part of its spec.
+``executor`` (``local``, ``process`` or ``ray``), ``jobs``, ``ray_address`` and
+``retries`` choose where runs execute (see :mod:`bench.executors`); they never
+change a run's identity. Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.executors import check_executor_options
 from bench.runner import RunSpec
 
 if sys.version_info >= (3, 11):
@@ -58,8 +63,13 @@ TOP_KEYS = {
     "tolerance_se",
     "curves",
     "isolate",
+    "threads",
+    "executor",
+    "jobs",
+    "ray_address",
+    "retries",
 }
-MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds"}
+MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds", "threads"}
 DATASET_KEYS = {"dataset", "split", "min_rating", "options"}
 
 
@@ -92,6 +102,10 @@ class Experiment:
     tolerance_se: float = 3.0
     curves: bool = True
     isolate: bool = False
+    executor: str = "local"
+    jobs: int = 1
+    ray_address: str | None = None
+    retries: int = 1
     source: str = "<command line>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -216,6 +230,7 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
                             ties=options.get("ties", "expected"),
                             exclude=options.get("exclude", "train-positives"),
                             ks=tuple(ks),
+                            threads=model.get("threads", options.get("threads")),
                         )
                     )
     except (ValueError, TypeError) as exc:
@@ -227,6 +242,16 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
             raise ConfigError(f"{source}: {key} must be a number >= 0, got {value!r}")
         return float(value)
 
+    try:
+        execution = check_executor_options(
+            options.get("executor", "local"),
+            options.get("jobs"),
+            options.get("ray_address"),
+            options.get("retries"),
+            where=source,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return Experiment(
         name=str(options.get("name", "run")),
         specs=specs,
@@ -237,6 +262,7 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
         tolerance_se=number("tolerance_se", 3.0),
         curves=_boolean(options.get("curves", True), f"{source}: curves"),
         isolate=_boolean(options.get("isolate", False), f"{source}: isolate"),
+        **execution,
         source=source,
         raw=dict(options),
     )

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.dataset import Dataset
 from bench.registry import Registry, default_registry
+from bench.threads import check_threads, thread_limits
 
 __all__ = ["EXCLUSIONS", "TIES", "PeakMemory", "RunResult", "RunSpec", "Runner", "expand_specs"]
 
@@ -62,6 +63,11 @@ class RunSpec:
         Items removed from each user's candidates.
     ks : tuple of int
         Cut-offs for the @k metrics.
+    threads : int or None
+        Threads of every numeric pool (BLAS, OpenMP, PyTorch, TensorFlow) during
+        the run; part of the identity because BLAS thread counts can change EASE
+        and ALS results. ``None`` (the libraries' defaults) is left out of
+        :meth:`to_dict`, so run ids made before this field existed still match.
     """
 
     model: str
@@ -76,6 +82,7 @@ class RunSpec:
     ties: str = "expected"
     exclude: str = "train-positives"
     ks: tuple[int, ...] = (5, 10, 20)
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -109,6 +116,7 @@ class RunSpec:
         )
         if self.min_rating is not None:
             object.__setattr__(self, "min_rating", float(self.min_rating))
+        object.__setattr__(self, "threads", check_threads(self.threads, "threads"))
 
     @property
     def label(self) -> str:
@@ -119,6 +127,8 @@ class RunSpec:
         """The spec as plain JSON types."""
         out = asdict(self)
         out["ks"] = list(self.ks)
+        if self.threads is None:
+            del out["threads"]
         return out
 
     @property
@@ -322,7 +332,8 @@ class Runner:
     def _run_here(self, spec: RunSpec) -> RunResult:
         base = _base_row(spec, time.time())
         try:
-            row, per_user, curve = self._execute(spec)
+            with thread_limits(spec.threads):
+                row, per_user, curve = self._execute(spec)
         except Exception as exc:  # a failed model must not stop the others
             log.error("run %s (%s seed %d) failed: %s", spec.run_id, spec.label, spec.seed, exc)
             log.debug("%s", traceback.format_exc())
