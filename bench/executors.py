@@ -171,12 +171,17 @@ def timing_grade_runs(runs: pd.DataFrame, *, include_all: bool = False) -> pd.Da
     """
     if include_all or "timing_grade" not in runs:
         return runs.reset_index(drop=True)
-    grade = runs["timing_grade"]
-    if grade.dtype != bool:
-        # From CSV: True/False strings, or NaN for rows older than the column.
-        text = grade.astype(str).str.strip().str.lower()
-        grade = text.isin(("true", "1", "nan", "none", ""))
-    return runs[grade.to_numpy()].reset_index(drop=True)
+    mask = [_is_timing_grade(value) for value in runs["timing_grade"]]
+    return runs[mask].reset_index(drop=True)
+
+
+def _is_timing_grade(value: Any) -> bool:
+    # From CSV: booleans or "True"/"False"; missing for rows older than the column.
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "")
+    return bool(value)
 
 
 class Overlaps:
