@@ -31,6 +31,7 @@ Honest timing: every result row gets ``executor``, ``node``, ``threads``,
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import multiprocessing
 import os
@@ -41,9 +42,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 
 from bench.runner import Runner, RunResult, RunSpec, _failed_result
 from bench.threads import thread_limits
@@ -217,6 +220,13 @@ class Overlaps:
             }
             attempts = sum(1 for span in self._spans if span[0] == key)
         return len(overlapping), attempts
+
+    def close(self, key: str, node: str, start: float, end: float) -> None:
+        """Close the attempt of ``key`` begun on ``node`` at ``start`` (found dead by ``end``)."""
+        with self._lock:
+            for span in self._spans:
+                if span[:3] == [key, node, start] and span[3] is None:
+                    span[3] = end
 
     def abandon(self, key: str, end: float) -> int:
         """Close every open attempt of ``key`` (given up on); return its number of attempts."""
@@ -406,28 +416,50 @@ class _Preloaded:
         return self.data
 
 
-def _ray_task(runner: Runner, spec: RunSpec, data: Any, ledger: Any) -> RunResult:
-    """Body of one run's Ray task (on a worker that serves this run only)."""
+def _ray_task(runner: Runner, spec: RunSpec, data: Any, ledger: Any) -> tuple[Any, ...]:
+    """Body of one run's Ray task (on a worker that serves this run only).
+
+    Returns ``(result, node, start, end)``; the driver asks the ledger for the
+    overlaps. Nothing here blocks on Ray (no ``ray.get``): a task blocked in
+    ``ray.get`` gives its CPUs back and Ray would start another run beside it.
+    """
     import ray
 
-    node = ray.get_runtime_context().get_node_id()[:12]
+    context = ray.get_runtime_context()
+    node = context.get_node_id()[:12]
     runner.loader = _Preloaded(data)
-    threads = spec.threads or 1  # the CPUs the task reserved
     start = time.time()
-    ledger.begin.remote(spec.run_id, node, start)
-    # A spec without threads still gets only the CPU it reserved.
-    with thread_limits(None if spec.threads else 1):
-        result = runner.run(spec)
+    ledger.begin.remote(spec.run_id, node, start)  # fire and forget
+    # Node-local marks of the runs in progress: a killed worker leaves its mark,
+    # and the next run on the node closes that attempt in the ledger (it ended
+    # before this run began), so a dead run never makes later ones look shared.
+    marks = Path(context.get_temp_dir()) / "rsbench-runs" / node
+    mark = marks / str(os.getpid())
     try:
-        concurrent, attempts = ray.get(
-            ledger.finish.remote(spec.run_id, node, start, time.time()), timeout=60
-        )
-    except Exception as exc:  # the ledger's node went away: timing unknown
-        log.warning("run %s: overlap ledger unreachable (%s)", spec.run_id, exc)
-        concurrent, attempts = -1, 0
-    return _annotate(
-        result, executor="ray", node=node, threads=threads, concurrent=concurrent, attempts=attempts
-    )
+        marks.mkdir(parents=True, exist_ok=True)
+        for other in marks.iterdir():
+            if other != mark and not _alive(int(other.name)):
+                dead_key, dead_start = json.loads(other.read_text())
+                ledger.close.remote(dead_key, node, dead_start, start)
+                other.unlink(missing_ok=True)
+        mark.write_text(json.dumps([spec.run_id, start]))
+    except (OSError, ValueError) as exc:  # marks are an aid to timing, never a failure
+        log.warning("run %s: cannot use run marks in %s (%s)", spec.run_id, marks, exc)
+    try:
+        # A spec without threads still gets only the CPU it reserved.
+        with thread_limits(None if spec.threads else 1):
+            result = runner.run(spec)
+    finally:
+        mark.unlink(missing_ok=True)
+    return result, node, start, time.time()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (a zombie is dead, not yet reaped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _import_ray():
@@ -591,15 +623,30 @@ class RayExecutor(Executor):
     def _collect(self, ref: Any, spec: RunSpec, submitted: float, ledger: Any) -> RunResult:
         ray = self._ray
         try:
-            return ray.get(ref)
+            result, node, start, end = ray.get(ref)
         except ray.exceptions.RayError as exc:
             try:
                 attempts = ray.get(ledger.abandon.remote(spec.run_id, time.time()), timeout=60)
-            except Exception:
+            except ray.exceptions.RayError:
                 attempts = self.retries + 1
-            error = _ray_failure(exc, attempts)
+            error = _ray_failure(exc, max(attempts, 1))
             log.error("run %s (%s seed %d) failed: %s", spec.run_id, spec.label, spec.seed, error)
             return self._annotate_failed(_failed_result(spec, submitted, error), spec, attempts)
+        try:
+            concurrent, attempts = ray.get(
+                ledger.finish.remote(spec.run_id, node, start, end), timeout=60
+            )
+        except ray.exceptions.RayError as exc:  # the ledger is gone: overlap unknown
+            log.warning("run %s: overlap ledger unreachable (%s)", spec.run_id, exc)
+            concurrent, attempts = -1, 0
+        return _annotate(
+            result,
+            executor=self.name,
+            node=node,
+            threads=spec.threads or 1,
+            concurrent=concurrent,
+            attempts=attempts,
+        )
 
     def _annotate_failed(self, result: RunResult, spec: RunSpec, attempts: int) -> RunResult:
         return _annotate(

@@ -101,6 +101,12 @@ def test_overlaps_counts_other_runs_on_the_same_node():
     ledger.begin("e", "n1", 31.0)
     assert ledger.finish("e", "n1", 31.0, 32.0) == (0, 2)
     assert ledger.abandon("f", 40.0) == 0
+    # A killed attempt found dead by the next run on its node no longer overlaps it.
+    ledger.begin("g", "n3", 50.0)
+    ledger.close("g", "n3", 50.0, 55.0)
+    ledger.begin("h", "n3", 55.0)
+    assert ledger.finish("h", "n3", 55.0, 60.0) == (0, 1)
+    assert ledger.abandon("g", 70.0) == 1
 
 
 def test_timing_grade_runs_selects_isolated_rows(tmp_path):
