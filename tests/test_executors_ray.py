@@ -23,11 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_executors import METRICS, assert_same_metrics, by_run, suite_specs
 
 from bench.executors import make_executor, run_all
 from bench.runner import Runner
-
-from test_executors import METRICS, assert_same_metrics, by_run, suite_specs
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'rsbench[ray]'")
 
