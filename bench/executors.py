@@ -63,6 +63,7 @@ __all__ = [
     "RayExecutor",
     "check_executor_options",
     "make_executor",
+    "task_options",
     "timing_grade_runs",
 ]
 
@@ -492,6 +493,23 @@ def _wants_cuda(runner: Runner, spec: RunSpec) -> bool:
     return str(params.get("device", "cpu")).startswith("cuda")
 
 
+def task_options(runner: Runner, spec: RunSpec, retries: int) -> dict[str, Any]:
+    """The Ray task options of one run: its CPUs (= threads), a GPU for CUDA, retries.
+
+    ``max_calls=1`` is set on the remote function itself (Ray does not allow
+    it in ``.options``); Python exceptions are never retried (the runner
+    records them as failed runs), only dead workers and nodes.
+    """
+    options: dict[str, Any] = {
+        "num_cpus": spec.threads or 1,
+        "max_retries": retries,
+        "retry_exceptions": False,
+    }
+    if _wants_cuda(runner, spec):
+        options["num_gpus"] = 1
+    return options
+
+
 class RayExecutor(Executor):
     """Each run one Ray task; see the module docstring.
 
@@ -599,13 +617,7 @@ class RayExecutor(Executor):
                     failed = _failed_result(spec, time.time(), f"{type(exc).__name__}: {exc}")
                     on_result(self._annotate_failed(failed, spec, 1))
                     continue
-                options: dict[str, Any] = {
-                    "num_cpus": spec.threads or 1,
-                    "max_retries": self.retries,
-                    "retry_exceptions": False,
-                }
-                if _wants_cuda(self.runner, spec):
-                    options["num_gpus"] = 1
+                options = task_options(self.runner, spec, self.retries)
                 ref = task.options(**options).remote(worker_runner, spec, data_refs[key], ledger)
                 pending[ref] = (spec, time.time())
             while pending:

@@ -19,6 +19,7 @@ from bench.executors import (
     check_executor_options,
     make_executor,
     run_all,
+    task_options,
     timing_grade_runs,
 )
 from bench.runner import Runner, RunSpec
@@ -298,3 +299,15 @@ def test_metrics_do_not_depend_on_the_executor_columns(local_results):
         spec = json.loads(result.row["spec"])
         assert not set(spec) & {"executor", "node", "concurrent_runs", "timing_grade"}
         assert np.isfinite(result.row["auc"])
+
+
+def test_ray_task_options_declare_threads_and_gpu():
+    runner = Runner()
+    spec = RunSpec(model="ease", threads=3)
+    assert task_options(runner, spec, 2) == {"num_cpus": 3, "max_retries": 2,
+                                             "retry_exceptions": False}  # fmt: skip
+    assert task_options(runner, RunSpec(model="ease"), 0)["num_cpus"] == 1
+    cuda = RunSpec(model="torch-bilinear", params={"device": "cuda"})
+    assert task_options(runner, cuda, 1)["num_gpus"] == 1
+    cpu = RunSpec(model="torch-bilinear", preset="notebook")  # device = "cpu"
+    assert "num_gpus" not in task_options(runner, cpu, 1)

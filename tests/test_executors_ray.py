@@ -291,3 +291,18 @@ def test_local_ray_instance_is_started_and_stopped(cluster, tmp_path):
     while cluster.pids() - before and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not cluster.pids() - before, "the local Ray instance left processes behind"
+
+
+def test_map_workers_as_ray_tasks(cluster):
+    """The tuner's entry point: n study workers, each a Ray task on a fresh worker process."""
+    script = (
+        "import json, test_executors as t\n"
+        "from bench.executors import make_executor\n"
+        "from bench.runner import Runner\n"
+        f"with make_executor('ray', Runner(), ray_address='{cluster.address}') as ex:\n"
+        "    print(json.dumps(ex.map_workers(t._worker_pid, 3)))\n"
+    )
+    proc = cluster.exec(sys.executable, "-c", script, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pids = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(pids) == 3 and len(set(pids)) == 3
