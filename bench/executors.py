@@ -36,6 +36,7 @@ import logging
 import multiprocessing
 import os
 import re
+import secrets
 import socket
 import sys
 import threading
@@ -81,6 +82,7 @@ DEFAULT_OBJECT_STORE_MB = 1024
 RAY_INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'rsbench[ray]'"
 # The runner's error text for an isolated child that ended without reporting.
 _WORKER_DIED = "WorkerDied"
+_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 _ADDRESS = re.compile(r"^(auto|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 
 ResultCallback = Callable[[RunResult], None]
@@ -493,6 +495,22 @@ def _wants_cuda(runner: Runner, spec: RunSpec) -> bool:
     return str(params.get("device", "cpu")).startswith("cuda")
 
 
+def _reload_ray_auth() -> None:
+    """Make an imported Ray re-read its auth settings from the environment.
+
+    Ray caches them when it is imported; this is what Ray's own tests do after
+    changing them (``ray._private.authentication_test_utils``), a private API,
+    hence the guard.
+    """
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError) as exc:  # another Ray version
+        log.debug("cannot reload Ray's auth settings: %s", exc)
+
+
 def task_options(runner: Runner, spec: RunSpec, retries: int) -> dict[str, Any]:
     """The Ray task options of one run: its CPUs (= threads), a GPU for CUDA, retries.
 
@@ -555,6 +573,7 @@ class RayExecutor(Executor):
             raise ExecutorError("a Ray session is already open in this process")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.address is None:
+            self._use_session_token()
             ray.init(
                 address="local",
                 num_cpus=self.num_cpus,
@@ -577,11 +596,34 @@ class RayExecutor(Executor):
         self._connected = True
         return ray
 
+    def _use_session_token(self) -> None:
+        """Token auth for the local instance with a token that lives in this process only.
+
+        Ray 2.60 turns token auth on for a new local instance and, without a
+        token, writes one to ``~/.ray/auth_token``, which later ``ray start``
+        commands of the user then pick up. A token in the environment (inherited
+        by the instance's processes) keeps auth on and writes nothing.
+        """
+        self._saved_env = {name: os.environ.get(name) for name in _AUTH_ENV}
+        if any(os.environ.get(name) for name in _AUTH_ENV):
+            return  # the user chose how Ray authenticates
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        _reload_ray_auth()
+
     def close(self) -> None:
         """Disconnect; a local Ray instance started by :meth:`run` is stopped."""
         if self._connected:
             self._ray.shutdown()
             self._connected = False
+        saved, self._saved_env = getattr(self, "_saved_env", {}), {}
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if saved:
+            _reload_ray_auth()
 
     def run(self, specs: Sequence[RunSpec], on_result: ResultCallback) -> None:
         ray = self._connect()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -64,19 +65,26 @@ class Cluster:
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
             "RAY_USAGE_STATS_ENABLED": "0",
+            # Token auth with a token of this cluster only, whatever ~/.ray holds.
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
         }
 
     def exec(self, *cmd: str, timeout: float = BOUND, check: bool = True):
         """Run ``cmd`` inside the namespace (output captured)."""
-        return subprocess.run(
+        proc = subprocess.run(
             ["ip", "netns", "exec", self.name, *cmd],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=timeout,
-            check=check,
         )
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
+        return proc
 
     def pids(self) -> set[int]:
         out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
@@ -281,7 +289,14 @@ def test_local_ray_instance_is_started_and_stopped(cluster, tmp_path):
     """Without --ray-address rsbench starts its own Ray instance and leaves nothing behind."""
     config = write_suite(tmp_path / "suite.toml", executor="ray")
     before = cluster.pids()
-    proc, _ = run_driver(cluster, config, tmp_path / "out")
+    token_file = Path.home() / ".ray" / "auth_token"
+    had_token = token_file.exists()
+    saved = {k: cluster.env.pop(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    try:  # as a user would run it: no Ray auth settings in the environment
+        proc, _ = run_driver(cluster, config, tmp_path / "out")
+    finally:
+        cluster.env.update(saved)
+    assert token_file.exists() == had_token, "rsbench made Ray write ~/.ray/auth_token"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "started a local Ray instance" in proc.stderr
     runs = pd.read_csv(tmp_path / "out" / "runs.csv", dtype={"run_id": str})
