@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -20,6 +22,27 @@ SUMMARY_METRICS = ("auc", "precision@10", "map@10", "ndcg@10")
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: handled like Ctrl-C (the run in progress is abandoned), exit 143."""
+
+
+def _signal_name(exc: BaseException) -> str:
+    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # A second SIGTERM during the clean-up ends the process at once (default action).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
+def _handle_sigterm():
+    """Turn SIGTERM into :class:`Terminated` (main thread only); return the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _interactive() -> bool:
@@ -144,8 +167,25 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 # -- run --------------------------------------------------------------------
 def _experiment_from_args(args: argparse.Namespace):
-    from bench.config import build_experiment, load_experiment, parse_int_list
+    """Validate every option of ``rsbench run`` (through :mod:`bench.config`) into an Experiment."""
+    from bench.config import CLI_SOURCE, build_experiment, load_experiment
 
+    # Flags that may go with --config (they override the file); all values go
+    # to bench.config as given, so that the command line and TOML files are
+    # held to one set of rules.
+    overrides = {
+        "epochs": args.epochs,
+        "out": args.out,
+        "curves": False if args.no_curves else None,
+        "isolate": args.isolate,
+        "timeout_s": args.timeout_s,
+        "max_memory_mb": args.max_memory_mb,
+        "threads": getattr(args, "threads", None),
+        "executor": getattr(args, "executor", None),
+        "jobs": getattr(args, "jobs", None),
+        "ray_address": getattr(args, "ray_address", None),
+        "retries": getattr(args, "retries", None),
+    }
     if args.config:
         given = [
             flag
@@ -163,73 +203,31 @@ def _experiment_from_args(args: argparse.Namespace):
         ]
         if given:
             raise UsageError(f"--config cannot be combined with {', '.join(given)}")
-        experiment = load_experiment(args.config)
-        if args.epochs is not None:
-            for i, spec in enumerate(experiment.specs):
-                experiment.specs[i] = _with_epochs(spec, args.epochs)
-        if getattr(args, "threads", None) is not None:
-            for i, spec in enumerate(experiment.specs):
-                experiment.specs[i] = _with_threads(spec, args.threads)
-        return experiment
+        return load_experiment(args.config, overrides=overrides)
     if not args.models:
         raise UsageError("give --models (e.g. --models popularity,ease) or --config FILE")
     options = {
         "models": args.models,
-        "seeds": parse_int_list(args.seeds or "0", "--seeds"),
         "dataset": args.dataset or "ml-100k",
         "ties": args.ties or "expected",
         "exclude": args.exclude or "train-positives",
-        "ks": parse_int_list(args.ks or "5,10,20", "--ks"),
     }
-    if args.split is not None:
-        options["split"] = args.split
-    if args.min_rating is not None:
-        if args.min_rating < 0:
-            raise UsageError(f"--min-rating must be >= 0, got {args.min_rating}")
-        options["min_rating"] = args.min_rating
-    if args.epochs is not None:
-        options["epochs"] = args.epochs
-    if getattr(args, "threads", None) is not None:
-        options["threads"] = args.threads
-    return build_experiment(options, source="command line")
-
-
-def _with_epochs(spec, epochs: int):
-    from dataclasses import replace
-
-    return replace(spec, epochs=epochs)
-
-
-def _with_threads(spec, threads: int):
-    from dataclasses import replace
-
-    return replace(spec, threads=threads)
-
-
-def _execution_from_args(args: argparse.Namespace, experiment) -> dict:
-    """Executor options: flags override the experiment's keys (see :mod:`bench.executors`)."""
-    from bench.executors import check_executor_options
-
-    executor = getattr(args, "executor", None) or experiment.executor
-    same = executor == experiment.executor  # TOML jobs/address belong to the TOML executor
-    jobs = getattr(args, "jobs", None)
-    if jobs is None and same and experiment.jobs != 1:
-        jobs = experiment.jobs
-    address = getattr(args, "ray_address", None)
-    if address is None and same:
-        address = experiment.ray_address
-    retries = getattr(args, "retries", None)
-    return check_executor_options(
-        executor,
-        jobs,
-        address,
-        experiment.retries if retries is None else retries,
-        where="command line",
-    )
+    for key, value in (
+        ("seeds", args.seeds),
+        ("ks", args.ks),
+        ("split", args.split),
+        ("min_rating", args.min_rating),
+    ):
+        if value is not None:
+            options[key] = value
+    return build_experiment(options, source=CLI_SOURCE, overrides=overrides)
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--executor/--jobs/--ray-address/--retries/--threads`` (for ``run`` and ``tune``)."""
+    """``--executor/--jobs/--ray-address/--retries/--threads`` (for ``run`` and ``tune``).
+
+    Values are validated by :func:`bench.config.build_experiment` (as overrides).
+    """
     from bench.executors import EXECUTORS
 
     parser.add_argument(
@@ -238,19 +236,16 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="where runs execute: local (default), process (--jobs N at a time on this "
         "machine, each in its own process) or ray (a Ray cluster; pip install 'rsbench[ray]')",
     )
-    parser.add_argument("--jobs", type=int, help="runs at a time with --executor process")
+    parser.add_argument("--jobs", help="runs at a time with --executor process")
     parser.add_argument(
         "--ray-address",
         help="auto or HOST:PORT of a running Ray cluster (default: start a local Ray instance)",
     )
     parser.add_argument(
-        "--retries",
-        type=int,
-        help="extra attempts for a run whose worker or node died (default 1)",
+        "--retries", help="extra attempts for a run whose worker or node died (default 1)"
     )
     parser.add_argument(
         "--threads",
-        type=int,
         help="threads of every numeric pool per run (part of the run's spec; Ray CPUs per run)",
     )
 
@@ -297,11 +292,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import Runner
 
     experiment = _experiment_from_args(args)
-    execution = _execution_from_args(args, experiment)
-    out = args.out or experiment.out or f"results/{experiment.name}"
+    out = experiment.out or f"results/{experiment.name}"
     runner = Runner(
-        curves=experiment.curves and not args.no_curves,
-        isolate=args.isolate if args.isolate is not None else experiment.isolate,
+        curves=experiment.curves,
+        isolate=experiment.isolate,
+        timeout_s=experiment.timeout_s,
+        max_memory_mb=experiment.max_memory_mb,
         epoch_progress=lambda total, desc: _progress(total, desc, position=1, leave=False),
     )
     try:
@@ -339,9 +335,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             "tolerance_se": experiment.tolerance_se,
             "started_at": started,
             "finished_at": None,
+            "status": "running",
+            "isolate": experiment.isolate,
+            "timeout_s": experiment.timeout_s,
+            "max_memory_mb": experiment.max_memory_mb,
             "environment": environment(),
             "num_specs": len(experiment.specs),
-            "execution": execution,
+            "execution": experiment.execution,
             "specs": [dict(s.to_dict(), run_id=s.run_id) for s in experiment.specs],
         }
     )
@@ -349,6 +349,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     datasets = dict(store.manifest.get("datasets", {}))
     bar = _progress(len(todo), "runs")
     t0 = time.perf_counter()
+    status = "error"
     by_id = {spec.run_id: spec for spec in todo}
 
     def record(result) -> None:
@@ -373,6 +374,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
+        execution = experiment.execution
         with make_executor(
             execution["executor"],
             runner,
@@ -381,10 +383,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             retries=execution["retries"],
         ) as executor:
             executor.run(todo, record)
+        status = "complete"
+    except KeyboardInterrupt as exc:
+        status = f"interrupted by {_signal_name(exc)}"
+        log.warning(
+            "%s: the run(s) in progress were abandoned (%s): not recorded, they run again "
+            "on the next invocation",
+            out,
+            status,
+        )
+        raise
     finally:
         bar.close()
         store.update_manifest(
-            finished_at=now_iso(), datasets=datasets, wall_seconds=time.perf_counter() - t0
+            finished_at=now_iso(),
+            status=status,
+            datasets=datasets,
+            wall_seconds=time.perf_counter() - t0,
         )
     print(_summary_table(store.runs, store.per_user))
     print(
@@ -445,9 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated name or name:preset")
     p.add_argument("--dataset")
     p.add_argument("--split")
-    p.add_argument("--min-rating", type=float)
-    p.add_argument("--seeds", help="comma-separated seeds (default 0)")
-    p.add_argument("--epochs", type=int, help="override every model's epochs")
+    # Numbers are parsed by bench.config (as a TOML file's are), not by argparse.
+    p.add_argument("--min-rating", help="positives are ratings >= this, in [0, 5]")
+    p.add_argument("--seeds", help="comma-separated distinct seeds in [0, 2**32-1] (default 0)")
+    p.add_argument("--epochs", help="override every model's epochs")
     p.add_argument("--ties", help="expected (default) or pessimistic")
     p.add_argument("--exclude", help="train-positives (default), train-all or none")
     p.add_argument("--ks", help="comma-separated cut-offs (default 5,10,20)")
@@ -457,8 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--isolate",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run each spec in its own process (per-run peak memory, crash "
-        "isolation; default: the experiment's setting, else off)",
+        help="run each spec in its own process (per-run peak memory; a native crash "
+        "is a failed run, the others go on); default: the experiment's setting, else on. "
+        "--no-isolate runs them in this process",
+    )
+    p.add_argument(
+        "--timeout-s",
+        help="wall-time limit per run in seconds (the run is killed and recorded as failed)",
+    )
+    p.add_argument(
+        "--max-memory-mb",
+        help="resident-memory limit per run in MiB (the run is killed and recorded as failed)",
     )
     add_executor_arguments(p)
     p.set_defaults(func=cmd_run)
@@ -494,9 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.dataset import DataError
     from bench.registry import ModelUnavailableError, UnknownModelError
 
+    previous = _handle_sigterm()
     try:
-        if getattr(args, "epochs", None) is not None and args.epochs < 1:
-            raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
         return int(args.func(args))
     except (UsageError, ConfigError, UnknownModelError, ModelUnavailableError) as exc:
         print(f"rsbench: error: {exc}", file=sys.stderr)
@@ -513,9 +537,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"rsbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("rsbench: interrupted (completed runs are saved; re-run to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = _signal_name(exc)
+        print(
+            f"rsbench: interrupted by {name}: the run in progress was abandoned "
+            "(completed runs are saved; re-run to resume)",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

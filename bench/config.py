@@ -17,31 +17,57 @@ loader), ``datasets`` (a list of tables with ``dataset``, ``split``,
 growing synthetic sizes), and the regression-gate settings
 ``fit_time_factor``, ``tolerance_se`` and ``tolerance_floor``, and ``curves``
 (false skips the per-epoch evaluation, e.g. for the scale suite), and
-``isolate`` (true runs each spec in its own process, so peak memory is per run
-and a native crash is recorded as a failure). ``threads`` (top level or per
-model) fixes every numeric thread pool of a run and is part of its spec.
-``executor`` (``local``, ``process`` or ``ray``), ``jobs``, ``ray_address`` and
-``retries`` choose where runs execute (see :mod:`bench.executors`); they never
-change a run's identity. Unknown keys are errors.
+``isolate`` (default true: each spec runs in its own process, so peak memory
+is per run and a native crash is recorded as a failed run; false runs them in
+this process), ``timeout_s`` and ``max_memory_mb`` (per-run wall-time and
+resident-memory limits; a run past either is stopped and recorded as failed;
+they need isolated runs). ``threads`` (top level or per model) fixes every
+numeric thread pool of a run and is part of its spec. ``executor`` (``local``,
+``process`` or ``ray``), ``jobs``, ``ray_address`` and ``retries`` choose where
+runs execute (see :mod:`bench.executors`); they never change a run's identity.
+Unknown keys are errors.
+
+Every option, from a TOML file or the command line, is validated here, once,
+by :func:`build_experiment`, before anything runs; a bad value raises
+:class:`ConfigError` naming the key (or flag) and the file. Generic rules
+(types, ranges) live in this module; what a dataset accepts (its splits,
+whether it has ratings, its options) is asked of :func:`bench.data.check_options`.
+
+Ranges: seeds are integers in ``[0, 2**32 - 1]`` (an unsigned 32-bit integer:
+what ``numpy.random.SeedSequence`` and every framework seed accept, and it
+fits the int64 ``seed`` column of the Parquet tables); a seed list must not
+repeat a seed (a repeated seed is the same run, so it is an error rather than
+a silently shorter list). ``epochs`` and each ``k`` are integers in
+``[1, 2**31 - 1]`` (frameworks count epochs in 32-bit integers).
+``min_rating`` is a finite number in ``[0, 5]`` (the 1-5 star scale).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.executors import check_executor_options
-from bench.runner import RunSpec
+from bench.runner import EXCLUSIONS, MAX_EPOCHS, MAX_SEED, TIES, RunSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConfigError", "Experiment", "load_experiment", "parse_int_list", "parse_models"]
+__all__ = [
+    "ConfigError",
+    "Experiment",
+    "build_experiment",
+    "load_experiment",
+    "parse_int",
+    "parse_int_list",
+    "parse_models",
+    "parse_number",
+]
 
 TOP_KEYS = {
     "name",
@@ -63,6 +89,8 @@ TOP_KEYS = {
     "tolerance_se",
     "curves",
     "isolate",
+    "timeout_s",
+    "max_memory_mb",
     "threads",
     "executor",
     "jobs",
@@ -71,6 +99,29 @@ TOP_KEYS = {
 }
 MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds", "threads"}
 DATASET_KEYS = {"dataset", "split", "min_rating", "options"}
+
+#: Largest ``k`` (like ``epochs``, a signed 32-bit integer); seeds and epochs: see RunSpec.
+MAX_K = MAX_EPOCHS
+#: Top of the rating scale (1-5 stars) that ``min_rating`` thresholds.
+MAX_RATING = 5.0
+#: Command-line flags that override an experiment file, by the key they override.
+#: The ``source`` of options given as ``rsbench run`` flags (errors then name the flag).
+CLI_SOURCE = "command line"
+OVERRIDE_FLAGS = {
+    "epochs": "--epochs",
+    "out": "--out",
+    "curves": "--no-curves",
+    "isolate": "--isolate/--no-isolate",
+    "timeout_s": "--timeout-s",
+    "max_memory_mb": "--max-memory-mb",
+    "threads": "--threads",
+    "executor": "--executor",
+    "jobs": "--jobs",
+    "ray_address": "--ray-address",
+    "retries": "--retries",
+}
+#: Largest thread count of a run (and Ray CPUs it reserves).
+MAX_THREADS = 4096
 
 
 # Split and positive threshold used when an experiment names a dataset but not them.
@@ -101,40 +152,137 @@ class Experiment:
     tolerance_floor: float = 0.005
     tolerance_se: float = 3.0
     curves: bool = True
-    isolate: bool = False
-    executor: str = "local"
-    jobs: int = 1
-    ray_address: str | None = None
-    retries: int = 1
+    isolate: bool = True
+    timeout_s: float | None = None
+    max_memory_mb: float | None = None
+    #: ``{"executor", "jobs", "ray_address", "retries"}`` (see :mod:`bench.executors`).
+    execution: dict[str, Any] = field(
+        default_factory=lambda: {"executor": "local", "jobs": 1, "ray_address": None, "retries": 1}
+    )
     source: str = "<command line>"
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_int_list(text: str | Sequence[int], what: str) -> list[int]:
-    """``"0,1,2"`` (or a list) -> ``[0, 1, 2]``; anything else raises :class:`ConfigError`."""
+def parse_int(value: Any, what: str, *, low: int, high: int) -> int:
+    """An integer in ``[low, high]`` from an int, an integral float or a string.
+
+    Strings come from the command line, numbers from TOML; both go through here
+    so that both are held to the same rule. Anything else raises
+    :class:`ConfigError` naming ``what``.
+    """
+    number: Any = value
+    if isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ConfigError(f"{what} must be an integer, got {value!r}") from None
+    elif isinstance(value, float) and math.isfinite(value) and value == int(value):
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise ConfigError(f"{what} must be an integer, got {value!r}")
+    if not low <= number <= high:
+        raise ConfigError(f"{what} must be an integer in [{low}, {high}], got {value!r}")
+    return number
+
+
+def parse_number(
+    value: Any,
+    what: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    strict_low: bool = False,
+) -> float:
+    """A finite float (from a number or a string) with optional bounds.
+
+    ``strict_low`` makes ``low`` exclusive. NaN and infinities are always
+    rejected, whatever the bounds.
+    """
+    number: Any = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{what} must be a number, got {value!r}") from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    number = float(number)
+    bounds = (
+        f"{'(' if strict_low else '['}{low:g}" if low is not None else "(-inf",
+        f"{high:g}]" if high is not None else "inf)",
+    )
+    if (
+        not math.isfinite(number)
+        or (low is not None and (number < low or (strict_low and number == low)))
+        or (high is not None and number > high)
+    ):
+        raise ConfigError(f"{what} must be a finite number in {', '.join(bounds)}, got {value!r}")
+    return number
+
+
+def parse_int_list(
+    text: str | Sequence[int],
+    what: str,
+    *,
+    low: int = 0,
+    high: int = MAX_SEED,
+    unique: bool = False,
+) -> list[int]:
+    """``"0,1,2"`` (or a list) -> ``[0, 1, 2]``; anything else raises :class:`ConfigError`.
+
+    Every value must be an integer in ``[low, high]``; an empty list is an
+    error (``--seeds ""`` is not seed 0), and with ``unique`` so is a value
+    given twice.
+    """
     if isinstance(text, str):
-        parts = [p.strip() for p in text.split(",") if p.strip()]
+        parts: list[Any] = [p.strip() for p in text.split(",")]
+        if parts == [""]:
+            parts = []
+        if any(not p for p in parts):
+            raise ConfigError(f"{what}: empty entry in {text!r}")
     elif isinstance(text, (list, tuple)):
         parts = list(text)
     else:
         raise ConfigError(f"{what}: expected a list of integers, got {text!r}")
-    out = []
+    out: list[int] = []
     for part in parts:
-        try:
-            if isinstance(part, bool) or (not isinstance(part, str) and int(part) != part):
-                raise ValueError
-            out.append(int(part))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{what}: {part!r} is not an integer") from None
+        number: Any = part
+        if isinstance(part, str):
+            try:
+                number = int(part)
+            except ValueError:
+                raise ConfigError(f"{what}: {part!r} is not an integer") from None
+        elif isinstance(part, float) and math.isfinite(part) and part == int(part):
+            number = int(part)
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ConfigError(f"{what}: {part!r} is not an integer")
+        if not low <= number <= high:
+            raise ConfigError(f"{what}: {number} is out of range [{low}, {high}]")
+        if unique and number in out:
+            raise ConfigError(
+                f"{what}: {number} is given more than once (a repeated value is the same "
+                "run; list each once)"
+            )
+        out.append(number)
     if not out:
         raise ConfigError(f"{what}: empty list")
     return out
 
 
+def parse_seeds(value: Any, what: str) -> list[int]:
+    """Seeds: distinct integers in ``[0, MAX_SEED]`` (see the module docstring)."""
+    return parse_int_list(value, what, low=0, high=MAX_SEED, unique=True)
+
+
 def parse_models(items: str | Sequence[Any], where: str = "--models") -> list[dict[str, Any]]:
-    """Parse ``"a,b:preset"`` or a TOML list of strings/tables into model dicts."""
+    """Parse ``"a,b:preset"`` or a TOML list of strings/tables into model dicts.
+
+    Per-model ``epochs`` and ``seeds`` are validated as the top-level ones are.
+    """
     if isinstance(items, str):
         items = [p.strip() for p in items.split(",") if p.strip()]
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list of models, got {items!r}")
     if not items:
         raise ConfigError(f"{where}: no models given")
     out = []
@@ -153,32 +301,113 @@ def parse_models(items: str | Sequence[Any], where: str = "--models") -> list[di
                 )
             if "name" not in item:
                 raise ConfigError(f"{where}: model entry {item!r} has no 'name'")
+            if not isinstance(item["name"], str) or not item["name"]:
+                raise ConfigError(f"{where}: model name must be a string, got {item['name']!r}")
+            preset = item.get("preset")
+            if preset is not None and (not isinstance(preset, str) or not preset):
+                raise ConfigError(
+                    f"{where}: preset of {item['name']!r} must be a string, got {preset!r}"
+                )
             params = item.get("params", {})
             if not isinstance(params, dict):
                 raise ConfigError(f"{where}: params of {item['name']!r} must be a table")
-            out.append({**item, "preset": item.get("preset"), "params": params})
+            entry = {**item, "preset": preset, "params": params}
+            if "epochs" in item:
+                entry["epochs"] = parse_int(
+                    item["epochs"], f"{where}: epochs of {item['name']!r}", low=1, high=MAX_EPOCHS
+                )
+            if "seeds" in item:
+                entry["seeds"] = parse_seeds(item["seeds"], f"{where}: seeds of {item['name']!r}")
+            out.append(entry)
         else:
             raise ConfigError(f"{where}: expected a string or a table, got {item!r}")
     return out
 
 
-def build_experiment(options: dict[str, Any], *, source: str = "<command line>") -> Experiment:
-    """Turn a dict of options (from TOML or the CLI) into an :class:`Experiment`."""
+def _string(value: Any, where: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not empty and not value):
+        kind = "a string" if empty else "a non-empty string"
+        raise ConfigError(f"{where} must be {kind}, got {value!r}")
+    return value
+
+
+def build_experiment(
+    options: dict[str, Any],
+    *,
+    source: str = CLI_SOURCE,
+    overrides: dict[str, Any] | None = None,
+) -> Experiment:
+    """Turn a dict of options (from TOML or the CLI) into an :class:`Experiment`.
+
+    This is the one place where options are validated; nothing has run yet
+    when it raises.
+
+    Parameters
+    ----------
+    options : dict
+        The experiment's keys (see the module docstring). Numbers may be given
+        as strings, as the command line gives them.
+    source : str
+        Where ``options`` came from (a file name), quoted in every error;
+        :data:`CLI_SOURCE` for ``rsbench run`` flags (errors then name the flag).
+    overrides : dict, optional
+        Values given on the command line next to an experiment file, by key of
+        :data:`OVERRIDE_FLAGS` (``None`` values are ignored); they beat the
+        file's values, and ``epochs`` beats per-model epochs too. Errors name
+        the flag.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, a value of the wrong type or out of range, an option
+        the dataset does not accept, or limits without isolated runs.
+    """
+    if not isinstance(options, dict):
+        raise ConfigError(f"{source}: expected a table of options, got {options!r}")
     unknown = set(options) - TOP_KEYS
     if unknown:
         raise ConfigError(
             f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
             f"allowed: {', '.join(sorted(TOP_KEYS))}"
         )
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    bad = set(given) - set(OVERRIDE_FLAGS)
+    if bad:
+        raise ValueError(f"overrides has unknown key(s) {sorted(bad)}")
+
+    def where(key: str) -> str:
+        if source == CLI_SOURCE:
+            return "--" + key.replace("_", "-")
+        return f"{source}: {key}"
+
+    def get(key: str, default: Any, parse: Any) -> Any:
+        # The file's value is checked even when a flag overrides it: a bad file
+        # stays a bad file. Then the flag's value, named by the flag.
+        value = default if key not in options else parse(options[key], where(key))
+        if key in given:
+            value = parse(given[key], OVERRIDE_FLAGS[key])
+        return value
+
+    def optional_string(value: Any, at: str) -> str | None:
+        return None if value is None else _string(value, at)
+
+    def positive(value: Any, at: str) -> float:
+        return parse_number(value, at, low=0, strict_low=True)
+
     if "models" not in options:
         raise ConfigError(f"{source}: 'models' is required")
-    models = parse_models(options["models"], f"{source}: models")
-    seeds = parse_int_list(options.get("seeds", [0]), f"{source}: seeds")
-    if any(s < 0 for s in seeds):
-        raise ConfigError(f"{source}: seeds must be >= 0, got {seeds}")
-    ks = parse_int_list(options.get("ks", [5, 10, 20]), f"{source}: ks")
-    if any(k < 1 for k in ks):
-        raise ConfigError(f"{source}: ks must be >= 1, got {ks}")
+    name = _string(options.get("name", "run"), where("name"))
+    description = _string(options.get("description", ""), where("description"), empty=True)
+    out = get("out", None, optional_string)
+    models = parse_models(options["models"], where("models"))
+    seeds = parse_seeds(options.get("seeds", [0]), where("seeds"))
+    ks = parse_int_list(options.get("ks", [5, 10, 20]), where("ks"), low=1, high=MAX_K)
+    epochs = None
+    if "epochs" in options:
+        epochs = parse_int(options["epochs"], where("epochs"), low=1, high=MAX_EPOCHS)
+    forced_epochs = None
+    if "epochs" in given:
+        forced_epochs = parse_int(given["epochs"], OVERRIDE_FLAGS["epochs"], low=1, high=MAX_EPOCHS)
     if "datasets" in options:
         if "dataset" in options or "dataset_options" in options:
             raise ConfigError(f"{source}: give either 'datasets' or 'dataset', not both")
@@ -205,67 +434,121 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
                 **{k: options[k] for k in ("split", "min_rating") if k in options},
             }
         ]
+    resolved = []
     for ds in datasets:
-        if not isinstance(ds.get("options", {}), dict):
-            raise ConfigError(f"{source}: dataset options must be a table, got {ds['options']!r}")
-    epochs = options.get("epochs")
+        dataset = _string(ds.get("dataset", "ml-100k"), where("dataset"))
+        split, min_rating = dataset_defaults(dataset)
+        split = _string(ds.get("split", split), where("split"))
+        if "min_rating" in ds:
+            min_rating = parse_number(
+                ds["min_rating"], where("min_rating"), low=0.0, high=MAX_RATING
+            )
+        dataset_options = ds.get("options", {})
+        if not isinstance(dataset_options, dict):
+            raise ConfigError(f"{source}: dataset options must be a table, got {dataset_options!r}")
+        from bench.data import check_options
+
+        try:
+            check_options(dataset, split, min_rating, dataset_options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        resolved.append((dataset, split, min_rating, dataset_options))
+
+    def thread_count(value: Any, at: str) -> int:
+        return parse_int(value, at, low=1, high=MAX_THREADS)
+
+    threads = get("threads", None, thread_count)
+    forced_threads = None
+    if "threads" in given:
+        forced_threads = threads
+    ties = options.get("ties", "expected")
+    exclude = options.get("exclude", "train-positives")
+    for key, value, allowed in (("ties", ties, TIES), ("exclude", exclude, EXCLUSIONS)):
+        if value not in allowed:
+            raise ConfigError(f"{where(key)} must be one of {', '.join(allowed)}, got {value!r}")
     specs = []
     try:
-        for ds in datasets:
+        for dataset, split, min_rating, dataset_options in resolved:
             for model in models:
-                name = ds.get("dataset", "ml-100k")
-                split, min_rating = dataset_defaults(name)
-                for seed in parse_int_list(model.get("seeds", seeds), f"{source}: seeds"):
+                model_epochs = model.get("epochs", epochs)
+                model_threads = threads
+                if forced_threads is None and "threads" in model:
+                    model_threads = thread_count(model["threads"], f"{where('models')}: threads")
+                for seed in model.get("seeds", seeds):
                     specs.append(
                         RunSpec(
                             model=model["name"],
                             preset=model["preset"],
                             params=model["params"],
                             seed=seed,
-                            epochs=model.get("epochs", epochs),
-                            dataset=name,
-                            split=ds.get("split", split),
-                            min_rating=ds.get("min_rating", min_rating),
-                            dataset_options=ds.get("options", {}),
-                            ties=options.get("ties", "expected"),
-                            exclude=options.get("exclude", "train-positives"),
+                            epochs=forced_epochs if forced_epochs is not None else model_epochs,
+                            dataset=dataset,
+                            split=split,
+                            min_rating=min_rating,
+                            dataset_options=dataset_options,
+                            ties=ties,
+                            exclude=exclude,
                             ks=tuple(ks),
-                            threads=model.get("threads", options.get("threads")),
+                            threads=model_threads,
                         )
                     )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
     def number(key: str, default: float) -> float:
-        value = options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{source}: {key} must be a number >= 0, got {value!r}")
-        return float(value)
+        return parse_number(options.get(key, default), f"{source}: {key}", low=0.0)
 
-    try:
-        execution = check_executor_options(
-            options.get("executor", "local"),
-            options.get("jobs"),
-            options.get("ray_address"),
-            options.get("retries"),
-            where=source,
+    timeout_s = get("timeout_s", None, positive)
+    max_memory_mb = get("max_memory_mb", None, positive)
+    isolate = get("isolate", True, _boolean)
+    if not isolate and (timeout_s is not None or max_memory_mb is not None):
+        raise ConfigError(
+            f"{source}: timeout_s and max_memory_mb stop a run by killing its process, so "
+            "they need isolated runs (drop isolate = false / --no-isolate)"
         )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    execution = _execution(options, given, get, source)
     return Experiment(
-        name=str(options.get("name", "run")),
+        name=name,
         specs=specs,
-        out=options.get("out"),
-        description=str(options.get("description", "")),
+        out=out,
+        description=description,
         fit_time_factor=number("fit_time_factor", 3.0),
         tolerance_floor=number("tolerance_floor", 0.005),
         tolerance_se=number("tolerance_se", 3.0),
-        curves=_boolean(options.get("curves", True), f"{source}: curves"),
-        isolate=_boolean(options.get("isolate", False), f"{source}: isolate"),
-        **execution,
+        curves=get("curves", True, _boolean),
+        isolate=isolate,
+        timeout_s=timeout_s,
+        max_memory_mb=max_memory_mb,
+        execution=execution,
         source=source,
         raw=dict(options),
     )
+
+
+def _execution(options: dict, given: dict, get: Any, source: str) -> dict[str, Any]:
+    """Executor options (file values, beaten by flags), checked by the executors module."""
+    from bench.executors import EXECUTORS, ExecutorError, check_executor_options
+
+    def choice(value: Any, at: str) -> str:
+        if value not in EXECUTORS:
+            raise ConfigError(f"{at} must be one of {', '.join(EXECUTORS)}, got {value!r}")
+        return value
+
+    def count(low: int):
+        return lambda value, at: parse_int(value, at, low=low, high=2**31 - 1)
+
+    executor = get("executor", "local", choice)
+    jobs = get("jobs", None, count(1))
+    ray_address = get("ray_address", None, lambda value, at: value)  # checked below
+    retries = get("retries", None, count(0))
+    if "executor" in given and given["executor"] != options.get("executor", "local"):
+        # The file's jobs / address belong to the file's executor, not the flag's.
+        jobs = None if "jobs" not in given else jobs
+        ray_address = None if "ray_address" not in given else ray_address
+    try:
+        return check_executor_options(executor, jobs, ray_address, retries, where=source)
+    except ExecutorError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _boolean(value: Any, where: str) -> bool:
@@ -274,8 +557,12 @@ def _boolean(value: Any, where: str) -> bool:
     return value
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read a TOML experiment file; syntax errors and unknown keys raise :class:`ConfigError`."""
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
+    """Read a TOML experiment file; any invalid content raises :class:`ConfigError`.
+
+    ``overrides`` are command-line values that beat the file's (see
+    :func:`build_experiment`).
+    """
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -283,4 +570,6 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return build_experiment(raw, source=str(path))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
+    return build_experiment(raw, source=str(path), overrides=overrides)

@@ -25,6 +25,7 @@ __all__ = [
     "DATASET_SPLITS",
     "DEFAULT_SPLITS",
     "SPLITS",
+    "check_options",
     "dataset_from_tables",
     "load_dataset",
     "split_mask",
@@ -79,6 +80,99 @@ def _check_min_rating(min_rating: object) -> float | None:
     ):
         raise ValueError(f"min_rating must be a finite number or None, got {min_rating!r}")
     return float(min_rating)
+
+
+#: Options :func:`load_dataset` takes for ``synthetic`` (:func:`bench.synthetic.synthetic`'s).
+_SYNTHETIC_OPTIONS = {
+    "num_users",
+    "num_items",
+    "num_positives",
+    "test_per_user",
+    "rank",
+    "popularity_exponent",
+    "taste_strength",
+}
+#: Options :func:`load_dataset` takes for MovieLens.
+_MOVIELENS_OPTIONS = {"path", "cache_dir", "seed", "k"}
+
+
+def check_options(
+    name: str, split: str | None, min_rating: float | None, options: dict[str, Any]
+) -> None:
+    """Check, without loading anything, that dataset ``name`` accepts these arguments.
+
+    The single hook the experiment validation (:mod:`bench.config`) and
+    :meth:`bench.runner.Runner.check` call before any run starts, so that an
+    option the dataset rejects is bad input (exit code 2), not a failed run.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name (see :data:`DATASETS`).
+    split : str or None
+        Split name; ``None`` is the dataset's default.
+    min_rating : float or None
+        Positive threshold (``None`` keeps every rating; a dataset without
+        ratings accepts only ``None``).
+    options : dict
+        The extra keyword arguments that :func:`load_dataset` would get.
+
+    Raises
+    ------
+    ValueError
+        Unknown dataset, split or option, or a value the dataset rejects; the
+        message names it.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if split is not None and split not in DATASET_SPLITS[name]:
+        raise ValueError(
+            f"unknown split {split!r} for {name!r}; known splits: {', '.join(DATASET_SPLITS[name])}"
+        )
+    if min_rating is not None:
+        _check_min_rating(min_rating)
+    for key in ("seed", "k"):
+        if key in options:
+            _check_int(key, options[key], 0 if key == "seed" else 1)
+    if name == "synthetic":
+        if min_rating is not None:
+            raise ValueError(
+                "dataset 'synthetic' has no ratings (every interaction is a "
+                f"positive): min_rating must be None, got {min_rating!r}"
+            )
+        unknown = sorted(set(options) - _SYNTHETIC_OPTIONS - {"seed"})
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for 'synthetic'; allowed: "
+                f"{sorted(_SYNTHETIC_OPTIONS | {'seed'})}"
+            )
+        sizes = {"num_users": 200, "num_items": 300, "num_positives": 6_000}
+        for key in ("num_users", "num_items", "num_positives", "test_per_user", "rank"):
+            if key in options:
+                value = _check_int(f"synthetic option {key}", options[key], 1)
+                sizes[key] = value
+        if sizes["num_items"] < 3:
+            raise ValueError(f"synthetic option num_items must be >= 3, got {sizes['num_items']}")
+        if sizes["num_positives"] < 2 * sizes["num_users"]:
+            raise ValueError(
+                f"synthetic option num_positives={sizes['num_positives']} is below 2 per "
+                f"user ({2 * sizes['num_users']} for num_users={sizes['num_users']})"
+            )
+        for key in ("popularity_exponent", "taste_strength"):
+            value = options.get(key, 0.0)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not np.isfinite(value)
+                or (key == "popularity_exponent" and value < 0)
+            ):
+                raise ValueError(f"synthetic option {key} must be a finite number, got {value!r}")
+        return
+    unknown = sorted(set(options) - _MOVIELENS_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"option(s) {unknown} do not apply to {name!r}; allowed: {sorted(_MOVIELENS_OPTIONS)}"
+        )
 
 
 def split_mask(

@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import re
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -572,6 +573,8 @@ class RayExecutor(Executor):
         if ray.is_initialized():
             raise ExecutorError("a Ray session is already open in this process")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # ray.init replaces the SIGTERM handler; rsbench's (SIGTERM like Ctrl-C) comes back.
+        on_term = signal.getsignal(signal.SIGTERM)
         if self.address is None:
             self._use_session_token()
             ray.init(
@@ -593,6 +596,8 @@ class RayExecutor(Executor):
                 raise ExecutorError(
                     f"--ray-address {self.address}: cannot connect to a Ray cluster ({exc})"
                 ) from None
+        if threading.current_thread() is threading.main_thread() and on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
         self._connected = True
         return ray
 
@@ -641,7 +646,10 @@ class RayExecutor(Executor):
             .remote()
         )
         worker_runner = copy.copy(self.runner)
-        worker_runner.isolate = False  # the task's worker process is the isolation
+        # The task's worker process is the isolation; per-run time and memory
+        # limits are enforced by the runner's own watched child, so keep it then.
+        limited = any(getattr(self.runner, n, None) for n in ("timeout_s", "max_memory_mb"))
+        worker_runner.isolate = bool(limited)
         worker_runner.epoch_progress = None
         worker_runner._datasets = {}
         data_refs: dict[str, Any] = {}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import math
 import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
 import traceback
@@ -23,13 +27,28 @@ from bench.dataset import Dataset
 from bench.registry import Registry, default_registry
 from bench.threads import check_threads, thread_limits
 
-__all__ = ["EXCLUSIONS", "TIES", "PeakMemory", "RunResult", "RunSpec", "Runner", "expand_specs"]
+__all__ = [
+    "EXCLUSIONS",
+    "MAX_EPOCHS",
+    "MAX_SEED",
+    "TIES",
+    "PeakMemory",
+    "RunResult",
+    "RunSpec",
+    "Runner",
+    "expand_specs",
+]
 
 log = logging.getLogger(__name__)
 
 TIES = ("expected", "pessimistic")
 EXCLUSIONS = ("train-positives", "train-all", "none")
 CURVE_METRICS = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
+#: Largest seed: an unsigned 32-bit integer (every framework seed and the Parquet
+#: int64 ``seed`` column hold it).
+MAX_SEED = 2**32 - 1
+#: Largest ``epochs`` (and ``k``): frameworks count epochs in signed 32-bit integers.
+MAX_EPOCHS = 2**31 - 1
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -52,9 +71,11 @@ class RunSpec:
     params : mapping
         Hyperparameter overrides (JSON-serialisable).
     seed : int
-        Root of every random stream of the run (model, sampler, frameworks).
+        Root of every random stream of the run (model, sampler, frameworks),
+        in ``[0, MAX_SEED]`` (unsigned 32-bit).
     epochs : int or None
-        Overrides the model's own ``epochs`` (``None`` keeps it).
+        Overrides the model's own ``epochs`` (``None`` keeps it); in
+        ``[1, MAX_EPOCHS]``.
     dataset, split, min_rating, dataset_options
         What :func:`bench.data.load_dataset` is called with.
     ties : {"expected", "pessimistic"}
@@ -91,12 +112,16 @@ class RunSpec:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.seed > MAX_SEED:
+            raise ValueError(f"seed must be <= {MAX_SEED} (unsigned 32-bit), got {self.seed}")
         if self.epochs is not None and (
             isinstance(self.epochs, bool)
             or not isinstance(self.epochs, (int, np.integer))
-            or self.epochs < 1
+            or not 1 <= self.epochs <= MAX_EPOCHS
         ):
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+            raise ValueError(
+                f"epochs must be an integer >= 1 and <= {MAX_EPOCHS}, got {self.epochs!r}"
+            )
         if self.ties not in TIES:
             raise ValueError(f"ties must be one of {', '.join(TIES)}, got {self.ties!r}")
         if self.exclude not in EXCLUSIONS:
@@ -105,7 +130,8 @@ class RunSpec:
             )
         ks = tuple(self.ks)
         if not ks or any(
-            isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks
+            isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_EPOCHS
+            for k in ks
         ):
             raise ValueError(f"ks must be integers >= 1, got {self.ks!r}")
         object.__setattr__(self, "ks", tuple(sorted({int(k) for k in ks})))
@@ -115,6 +141,10 @@ class RunSpec:
             self, "dataset_options", _jsonable(dict(self.dataset_options), "dataset_options")
         )
         if self.min_rating is not None:
+            if isinstance(self.min_rating, bool) or not math.isfinite(self.min_rating):
+                raise ValueError(
+                    f"min_rating must be a finite number or None, got {self.min_rating!r}"
+                )
             object.__setattr__(self, "min_rating", float(self.min_rating))
         object.__setattr__(self, "threads", check_threads(self.threads, "threads"))
 
@@ -219,6 +249,29 @@ class Runner:
         from earlier runs), and a crash of native code (segfault, OOM kill)
         is recorded as a failed run instead of ending the benchmark. Costs
         the child's start-up and imports (seconds), which are not timed.
+        The library default is ``False`` (in-process: quick, and a test or
+        notebook can use unpicklable loaders and registries); the ``rsbench
+        run`` command isolates by default. The child dies with this process:
+        on Linux through ``PR_SET_PDEATHSIG`` (sent when the *thread* that
+        called :meth:`run` ends, so call it from a thread that outlives the
+        run), elsewhere, and as a fallback, through a watchdog thread that
+        checks the parent's pid twice a second; an exception in the parent
+        while it waits (``KeyboardInterrupt``, a SIGTERM turned into one)
+        kills the child and its descendants before it propagates.
+    timeout_s : float, optional
+        Wall-time limit of each run, counted from the start of its process
+        (start-up, data loading, fit and evaluation). A run past it is killed
+        and recorded as failed with ``timed out after N s``. Needs ``isolate``.
+    max_memory_mb : float, optional
+        Resident-memory limit (MiB) of each run's process and its
+        descendants, polled every ``poll_interval`` seconds with psutil. A
+        run past it is killed and recorded as failed with ``exceeded M MiB``.
+        Resident memory, not address space: numpy, torch and TensorFlow
+        reserve far more virtual memory than they use, so ``RLIMIT_AS`` would
+        fail healthy runs. An allocation faster than the polling can overshoot
+        the limit by what it allocates in one interval. Needs ``isolate``.
+    poll_interval : float
+        Seconds between two checks of an isolated run's limits and liveness.
     """
 
     def __init__(
@@ -230,13 +283,29 @@ class Runner:
         curves: bool = True,
         epoch_progress: ProgressFactory | None = None,
         isolate: bool = False,
+        timeout_s: float | None = None,
+        max_memory_mb: float | None = None,
+        poll_interval: float = 0.05,
     ) -> None:
+        for name, value in (("timeout_s", timeout_s), ("max_memory_mb", max_memory_mb)):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
+            if value is not None and not isolate:
+                raise ValueError(f"{name} stops a run by killing its process: needs isolate=True")
         self.registry = registry if registry is not None else default_registry()
         self.loader = loader
         self.block_size = block_size
         self.curves = curves
         self.epoch_progress = epoch_progress
         self.isolate = isolate
+        self.timeout_s = timeout_s
+        self.max_memory_mb = max_memory_mb
+        self.poll_interval = poll_interval
         self._datasets: dict[str, Dataset] = {}
 
     def dataset(self, spec: RunSpec) -> Dataset:
@@ -261,17 +330,9 @@ class Runner:
         framework is not installed.
         """
         if self.loader is None:
-            from bench.data import DATASET_SPLITS
+            from bench.data import check_options
 
-            if spec.dataset not in DATASET_SPLITS:
-                raise ValueError(
-                    f"unknown dataset {spec.dataset!r}; known datasets: {', '.join(DATASET_SPLITS)}"
-                )
-            if spec.split not in DATASET_SPLITS[spec.dataset]:
-                raise ValueError(
-                    f"unknown split {spec.split!r} for {spec.dataset!r}; known splits: "
-                    f"{', '.join(DATASET_SPLITS[spec.dataset])}"
-                )
+            check_options(spec.dataset, spec.split, spec.min_rating, dict(spec.dataset_options))
         self.registry.params(spec.model, spec.preset, **dict(spec.params))
         if not self.registry.get(spec.model).available:
             return None
@@ -300,24 +361,20 @@ class Runner:
             self.curves,
             spec,
             logging.getLogger().level,
+            os.getpid(),
         )
         process = ctx.Process(target=_child_main, args=args, daemon=True)
         started = time.time()
+        clock = time.monotonic()
         process.start()
         sender.close()
         try:
-            result = receiver.recv()
-        except EOFError:
-            process.join()
-            result = _failed_result(
-                spec,
-                started,
-                f"WorkerDied: the run's process ended with exit code "
-                f"{process.exitcode} before reporting (crash or out of memory)",
-            )
+            result = self._wait_for(process, receiver, spec, started, clock)
         except BaseException:
-            process.terminate()
-            process.join()
+            # KeyboardInterrupt, SIGTERM turned into an exception, a bug: the
+            # child must not outlive the parent's interest in it.
+            log.warning("run %s: abandoning it, killing its process", spec.run_id)
+            _kill_tree(process)
             raise
         finally:
             receiver.close()
@@ -325,9 +382,48 @@ class Runner:
         process.join(timeout=60)
         if process.is_alive():
             log.warning("run %s: worker did not exit after reporting; terminating it", spec.run_id)
-            process.terminate()
-            process.join()
+            _kill_tree(process)
         return result
+
+    def _wait_for(self, process, receiver, spec: RunSpec, started: float, clock: float):
+        """Wait for the child's result while enforcing the limits; kill it past one."""
+        try:
+            handle = psutil.Process(process.pid)
+        except psutil.NoSuchProcess:
+            handle = None
+        while True:
+            if receiver.poll(self.poll_interval):
+                try:
+                    return receiver.recv()
+                except EOFError:  # the child died; its exit code says how
+                    return _ended_early(process, spec, started)
+            if not process.is_alive():
+                if receiver.poll(0):  # it reported just before exiting
+                    continue
+                return _ended_early(process, spec, started)
+            elapsed = time.monotonic() - clock
+            if self.timeout_s is not None and elapsed > self.timeout_s:
+                _kill_tree(process)
+                log.error("run %s timed out after %g s; killed it", spec.run_id, self.timeout_s)
+                return _failed_result(
+                    spec, started, f"TimeoutError: timed out after {self.timeout_s:g} s (killed)"
+                )
+            if self.max_memory_mb is not None and handle is not None:
+                rss_mb = _tree_rss_mb(handle)
+                if rss_mb > self.max_memory_mb:
+                    _kill_tree(process)
+                    log.error(
+                        "run %s exceeded %g MiB (%.0f MiB resident); killed it",
+                        spec.run_id,
+                        self.max_memory_mb,
+                        rss_mb,
+                    )
+                    return _failed_result(
+                        spec,
+                        started,
+                        f"MemoryError: exceeded {self.max_memory_mb:g} MiB "
+                        f"({rss_mb:.0f} MiB resident; killed)",
+                    )
 
     def _run_here(self, spec: RunSpec) -> RunResult:
         base = _base_row(spec, time.time())
@@ -449,16 +545,120 @@ class Runner:
         return row, per_user.reset_index(drop=True), pd.DataFrame(curve_rows)
 
 
-def _child_main(conn, registry, loader, block_size, curves, spec, level) -> None:
+def _tree_rss_mb(handle: psutil.Process) -> float:
+    """Resident memory (MiB) of a process and all its descendants (0 for gone ones)."""
+    total = 0
+    try:
+        members = [handle, *handle.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def _kill_tree(process, timeout: float = 10.0) -> None:
+    """SIGKILL an isolated run's process and every descendant of it, and wait for them.
+
+    The run's own process is reaped by ``multiprocessing`` (``process.join``),
+    never by psutil: a ``waitpid`` by psutil would leave ``multiprocessing``
+    unable to read its exit code.
+    """
+    try:
+        root = psutil.Process(process.pid)
+        descendants = root.children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    for member in descendants:
+        try:
+            member.kill()
+        except psutil.Error:
+            pass
+    process.kill()
+    process.join(timeout)
+    psutil.wait_procs(descendants, timeout=timeout)
+
+
+def _ended_early(process, spec: RunSpec, started: float) -> RunResult:
+    """The failed result of a child that ended without reporting (or the interrupt it got)."""
+    process.join()
+    if process.exitcode == _INTERRUPTED_EXIT:
+        # Ctrl-C hit the child before (or instead of) this process: an interrupt, not a failure.
+        raise KeyboardInterrupt(f"run {spec.run_id} was interrupted in its process")
+    return _failed_result(spec, started, _death_message(process.exitcode))
+
+
+def _death_message(exitcode: int | None) -> str:
+    """The error of a run whose process ended without reporting."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
+        except ValueError:
+            how = f"signal {-exitcode}"
+    else:
+        how = f"exit code {exitcode}"
+    return (
+        f"WorkerDied: the run's process was ended by {how} before reporting "
+        "(native crash or out of memory)"
+    )
+
+
+#: ``prctl`` option asking the kernel to signal this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """Make this (child) process end as soon as ``parent_pid`` is no longer its parent.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` through ctypes, so even a
+    SIGKILL of the parent takes the child down at once. Everywhere (and in
+    case prctl is unavailable): a daemon thread that checks ``os.getppid()``
+    every ``interval`` seconds and exits the process when it changed (the
+    orphan was re-parented). The check after prctl closes the race of a
+    parent that died before it was called.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+                log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        except (OSError, AttributeError) as exc:  # no libc symbol: the watchdog remains
+            log.debug("prctl unavailable: %s", exc)
+    if os.getppid() != parent_pid:
+        os._exit(_ORPHAN_EXIT)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid, interval), name="parent-watchdog", daemon=True
+    ).start()
+
+
+#: Exit status of an isolated run's process that found itself orphaned.
+_ORPHAN_EXIT = 75
+#: Exit status of an isolated run's process interrupted by Ctrl-C (as a shell reports it).
+_INTERRUPTED_EXIT = 130
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            log.error("parent process %d is gone; ending this run's process", parent_pid)
+            os._exit(_ORPHAN_EXIT)
+        time.sleep(interval)
+
+
+def _child_main(conn, registry, loader, block_size, curves, spec, level, parent_pid) -> None:
     """Entry point of an isolated run's process: run ``spec`` and send back the result."""
+    _die_with_parent(parent_pid)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     runner = Runner(registry, loader=loader, block_size=block_size, curves=curves)
     try:
         conn.send(runner.run(spec))
-    except KeyboardInterrupt:  # the parent sees EOF and handles the interrupt
-        pass
-    finally:
+    except KeyboardInterrupt:  # Ctrl-C reached the whole process group: tell the parent
         conn.close()
+        sys.exit(_INTERRUPTED_EXIT)
+    conn.close()
 
 
 def _base_row(spec: RunSpec, started: float) -> dict[str, Any]:

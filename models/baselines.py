@@ -87,13 +87,30 @@ class EASE(_FitState):
     binary user-item train matrix; ``score(u) = X_u B``. Memory is
     O(num_items^2): fine for ML-100K/1M, refuse catalogues above ``max_items``.
 
+    ``l2`` must also keep ``X^T X + lambda I`` numerically invertible: ``fit``
+    refuses an ``l2`` below :meth:`min_l2` of the training data with a
+    ``ValueError`` before LAPACK sees the matrix (a tiny ``l2`` such as
+    ``1e-300`` on items nobody rated made LAPACK's inversion crash the
+    process). The bound: ``X^T X`` is symmetric positive semi-definite with
+    non-negative entries, so its eigenvalues lie in ``[0, b]`` with ``b`` its
+    largest row sum (Gershgorin), and ``cond(X^T X + lambda I) <=
+    (b + lambda) / lambda``. Requiring that to be at most
+    :attr:`MAX_CONDITION` (``1e10``: float64 inversion then keeps a relative
+    error of about ``1e10 * 2.2e-16 = 2e-6``, within the float32 the weights
+    are stored in) gives ``lambda >= b / (MAX_CONDITION - 1)``. A tuner
+    should draw ``l2`` from ``[EASE.min_l2(train), ...]``.
+
     Parameters
     ----------
     l2 : float
-        The ridge regularisation lambda (Steck uses a few hundred on ML-20M).
+        The ridge regularisation lambda (Steck uses a few hundred on ML-20M);
+        at least :meth:`min_l2` of the training data.
     max_items : int
         Largest catalogue accepted (a 20,000-item Gram matrix needs 3.2 GB).
     """
+
+    #: Largest admissible condition number of ``X^T X + l2 I`` (see the class docstring).
+    MAX_CONDITION: float = 1e10
 
     def __init__(self, *, l2: float = 500.0, max_items: int = 20_000, epochs: int = 1) -> None:
         self.l2 = l2
@@ -106,6 +123,29 @@ class EASE(_FitState):
         check_positive("l2", self.l2)
         check_positive("max_items", self.max_items, integer=True)
 
+    @classmethod
+    def min_l2(cls, train: Interactions) -> float:
+        """Smallest ``l2`` that keeps the Gram matrix of ``train`` numerically invertible.
+
+        Parameters
+        ----------
+        train : Interactions
+            The training positives (binarised, as :meth:`fit` uses them).
+
+        Returns
+        -------
+        float
+            ``b / (MAX_CONDITION - 1)`` with ``b`` the largest row sum of
+            ``X^T X`` (an upper bound on its largest eigenvalue); ``0.0`` when
+            ``train`` is empty (then any ``l2 > 0`` is fine). With
+            ``l2 >= min_l2(train)``, ``cond(X^T X + l2 I) <= MAX_CONDITION``.
+        """
+        x = train.to_bool_csr().astype(np.float64)
+        # Row sums of X^T X without forming it: X^T (X 1).
+        row_sums = x.T @ (x @ np.ones(x.shape[1]))
+        largest = float(row_sums.max()) if row_sums.size else 0.0
+        return largest / (cls.MAX_CONDITION - 1.0)
+
     def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
         """Solve the closed form once (``epochs`` only repeats the callback)."""
         epochs = self._start_fit(train, rng, epochs)
@@ -113,6 +153,13 @@ class EASE(_FitState):
             raise ValueError(
                 f"EASE needs a num_items x num_items matrix; num_items={train.num_items} "
                 f"exceeds max_items={self.max_items}"
+            )
+        smallest = self.min_l2(train)
+        if not self.l2 >= smallest:
+            raise ValueError(
+                f"EASE l2={self.l2!r} makes the Gram matrix X^T X + l2 I numerically "
+                f"singular on this data (condition number bound above "
+                f"{self.MAX_CONDITION:.0e}); use l2 >= {smallest:.3g} (EASE.min_l2(train))"
             )
         x = train.to_bool_csr().astype(np.float64)
         gram = (x.T @ x).toarray()
