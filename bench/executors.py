@@ -687,11 +687,14 @@ class RayExecutor(Executor):
         try:
             result, node, start, end = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            try:
-                attempts = ray.get(ledger.abandon.remote(spec.run_id, time.time()), timeout=60)
+            try:  # close its attempts in the ledger (they may still overlap others)
+                ray.get(ledger.abandon.remote(spec.run_id, time.time()), timeout=60)
             except ray.exceptions.RayError:
-                attempts = self.retries + 1
-            error = _ray_failure(exc, max(attempts, 1))
+                pass
+            # Ray gives up on a dead worker after max_retries more attempts; a
+            # Python error in the task is never retried (retry_exceptions=False).
+            attempts = 1 if isinstance(exc, ray.exceptions.RayTaskError) else self.retries + 1
+            error = _ray_failure(exc, attempts)
             log.error("run %s (%s seed %d) failed: %s", spec.run_id, spec.label, spec.seed, error)
             return self._annotate_failed(_failed_result(spec, submitted, error), spec, attempts)
         try:
