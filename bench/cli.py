@@ -180,6 +180,11 @@ def _experiment_from_args(args: argparse.Namespace):
         "isolate": args.isolate,
         "timeout_s": args.timeout_s,
         "max_memory_mb": args.max_memory_mb,
+        "threads": getattr(args, "threads", None),
+        "executor": getattr(args, "executor", None),
+        "jobs": getattr(args, "jobs", None),
+        "ray_address": getattr(args, "ray_address", None),
+        "retries": getattr(args, "retries", None),
     }
     if args.config:
         given = [
@@ -218,6 +223,33 @@ def _experiment_from_args(args: argparse.Namespace):
     return build_experiment(options, source=CLI_SOURCE, overrides=overrides)
 
 
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor/--jobs/--ray-address/--retries/--threads`` (for ``run`` and ``tune``).
+
+    Values are validated by :func:`bench.config.build_experiment` (as overrides).
+    """
+    from bench.executors import EXECUTORS
+
+    parser.add_argument(
+        "--executor",
+        choices=tuple(EXECUTORS),
+        help="where runs execute: local (default), process (--jobs N at a time on this "
+        "machine, each in its own process) or ray (a Ray cluster; pip install 'rsbench[ray]')",
+    )
+    parser.add_argument("--jobs", help="runs at a time with --executor process")
+    parser.add_argument(
+        "--ray-address",
+        help="auto or HOST:PORT of a running Ray cluster (default: start a local Ray instance)",
+    )
+    parser.add_argument(
+        "--retries", help="extra attempts for a run whose worker or node died (default 1)"
+    )
+    parser.add_argument(
+        "--threads",
+        help="threads of every numeric pool per run (part of the run's spec; Ray CPUs per run)",
+    )
+
+
 def _summary_table(runs, per_user) -> str:
     from bench.results.report import summary_text
 
@@ -226,6 +258,7 @@ def _summary_table(runs, per_user) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.environment import environment
+    from bench.executors import make_executor
     from bench.registry import UnknownModelError
     from bench.results import ResultStore, now_iso
     from bench.runner import Runner, once_if_deterministic
@@ -283,6 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "max_memory_mb": experiment.max_memory_mb,
             "environment": environment(),
             "num_specs": len(experiment.specs),
+            "execution": experiment.execution,
             "specs": [dict(s.to_dict(), run_id=s.run_id) for s in experiment.specs],
         }
     )
@@ -291,40 +325,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = _progress(len(todo), "runs")
     t0 = time.perf_counter()
     status = "error"
+    by_id = {spec.run_id: spec for spec in todo}
+
+    def record(result) -> None:
+        # Called by the executor once per run, in this thread: one store.add each.
+        nonlocal failed
+        spec = by_id[result.row["run_id"]]
+        bar.set_postfix_str(f"{spec.label} seed {spec.seed}")
+        store.add(result)
+        if result.ok:
+            data = runner.dataset(spec)
+            datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
+            first = METRICS.select(result.row, headline=True)[0]
+            log.info(
+                "%-28s seed %d  %s %.4f  fit %.2fs",
+                spec.label,
+                spec.seed,
+                first,
+                result.row[first],
+                result.row["fit_seconds"],
+            )
+        else:
+            failed += 1
+            log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])
+        bar.update(1)
+
     try:
-        for spec in todo:
-            bar.set_postfix_str(f"{spec.label} seed {spec.seed}")
-            try:
-                result = runner.run(spec)
-            except KeyboardInterrupt as exc:
-                status = f"interrupted by {_signal_name(exc)}"
-                log.warning(
-                    "%s seed %d abandoned (%s): not recorded, it runs again on the next invocation",
-                    spec.label,
-                    spec.seed,
-                    status,
-                )
-                raise
-            store.add(result)
-            if result.ok:
-                data = runner.dataset(spec)
-                datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
-                first = METRICS.select(result.row, headline=True)[0]
-                log.info(
-                    "%-28s seed %d  %s %.4f  fit %.2fs",
-                    spec.label,
-                    spec.seed,
-                    first,
-                    result.row[first],
-                    result.row["fit_seconds"],
-                )
-            else:
-                failed += 1
-                log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])
-            bar.update(1)
+        execution = experiment.execution
+        with make_executor(
+            execution["executor"],
+            runner,
+            jobs=execution["jobs"],
+            ray_address=execution["ray_address"],
+            retries=execution["retries"],
+        ) as executor:
+            executor.run(todo, record)
         status = "complete"
     except KeyboardInterrupt as exc:
         status = f"interrupted by {_signal_name(exc)}"
+        log.warning(
+            "%s: the run(s) in progress were abandoned (%s): not recorded, they run again "
+            "on the next invocation",
+            out,
+            status,
+        )
         raise
     finally:
         bar.close()
@@ -524,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-memory-mb",
         help="resident-memory limit per run in MiB (the run is killed and recorded as failed)",
     )
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -21,7 +21,11 @@ growing synthetic sizes), and the regression-gate settings
 is per run and a native crash is recorded as a failed run; false runs them in
 this process), ``timeout_s`` and ``max_memory_mb`` (per-run wall-time and
 resident-memory limits; a run past either is stopped and recorded as failed;
-they need isolated runs). Unknown keys are errors.
+they need isolated runs). ``threads`` (top level or per model) fixes every
+numeric thread pool of a run and is part of its spec. ``executor`` (``local``,
+``process`` or ``ray``), ``jobs``, ``ray_address`` and ``retries`` choose where
+runs execute (see :mod:`bench.executors`); they never change a run's identity.
+Unknown keys are errors.
 
 Every option, from a TOML file or the command line, is validated here, once,
 by :func:`build_experiment`, before anything runs; a bad value raises
@@ -87,8 +91,13 @@ TOP_KEYS = {
     "isolate",
     "timeout_s",
     "max_memory_mb",
+    "threads",
+    "executor",
+    "jobs",
+    "ray_address",
+    "retries",
 }
-MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds"}
+MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds", "threads"}
 DATASET_KEYS = {"dataset", "split", "min_rating", "options"}
 
 #: Largest ``k`` (like ``epochs``, a signed 32-bit integer); seeds and epochs: see RunSpec.
@@ -105,7 +114,14 @@ OVERRIDE_FLAGS = {
     "isolate": "--isolate/--no-isolate",
     "timeout_s": "--timeout-s",
     "max_memory_mb": "--max-memory-mb",
+    "threads": "--threads",
+    "executor": "--executor",
+    "jobs": "--jobs",
+    "ray_address": "--ray-address",
+    "retries": "--retries",
 }
+#: Largest thread count of a run (and Ray CPUs it reserves).
+MAX_THREADS = 4096
 
 
 # Split and positive threshold used when an experiment names a dataset but not them.
@@ -139,6 +155,10 @@ class Experiment:
     isolate: bool = True
     timeout_s: float | None = None
     max_memory_mb: float | None = None
+    #: ``{"executor", "jobs", "ray_address", "retries"}`` (see :mod:`bench.executors`).
+    execution: dict[str, Any] = field(
+        default_factory=lambda: {"executor": "local", "jobs": 1, "ray_address": None, "retries": 1}
+    )
     source: str = "<command line>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -434,6 +454,13 @@ def build_experiment(
             raise ConfigError(f"{source}: {exc}") from None
         resolved.append((dataset, split, min_rating, dataset_options))
 
+    def thread_count(value: Any, at: str) -> int:
+        return parse_int(value, at, low=1, high=MAX_THREADS)
+
+    threads = get("threads", None, thread_count)
+    forced_threads = None
+    if "threads" in given:
+        forced_threads = threads
     ties = options.get("ties", "expected")
     exclude = options.get("exclude", "train-positives")
     for key, value, allowed in (("ties", ties, TIES), ("exclude", exclude, EXCLUSIONS)):
@@ -444,6 +471,9 @@ def build_experiment(
         for dataset, split, min_rating, dataset_options in resolved:
             for model in models:
                 model_epochs = model.get("epochs", epochs)
+                model_threads = threads
+                if forced_threads is None and "threads" in model:
+                    model_threads = thread_count(model["threads"], f"{where('models')}: threads")
                 for seed in model.get("seeds", seeds):
                     specs.append(
                         RunSpec(
@@ -459,6 +489,7 @@ def build_experiment(
                             ties=ties,
                             exclude=exclude,
                             ks=tuple(ks),
+                            threads=model_threads,
                         )
                     )
     except (ValueError, TypeError) as exc:
@@ -475,6 +506,7 @@ def build_experiment(
             f"{source}: timeout_s and max_memory_mb stop a run by killing its process, so "
             "they need isolated runs (drop isolate = false / --no-isolate)"
         )
+    execution = _execution(options, given, get, source)
     return Experiment(
         name=name,
         specs=specs,
@@ -487,9 +519,36 @@ def build_experiment(
         isolate=isolate,
         timeout_s=timeout_s,
         max_memory_mb=max_memory_mb,
+        execution=execution,
         source=source,
         raw=dict(options),
     )
+
+
+def _execution(options: dict, given: dict, get: Any, source: str) -> dict[str, Any]:
+    """Executor options (file values, beaten by flags), checked by the executors module."""
+    from bench.executors import EXECUTORS, ExecutorError, check_executor_options
+
+    def choice(value: Any, at: str) -> str:
+        if value not in EXECUTORS:
+            raise ConfigError(f"{at} must be one of {', '.join(EXECUTORS)}, got {value!r}")
+        return value
+
+    def count(low: int):
+        return lambda value, at: parse_int(value, at, low=low, high=2**31 - 1)
+
+    executor = get("executor", "local", choice)
+    jobs = get("jobs", None, count(1))
+    ray_address = get("ray_address", None, lambda value, at: value)  # checked below
+    retries = get("retries", None, count(0))
+    if "executor" in given and given["executor"] != options.get("executor", "local"):
+        # The file's jobs / address belong to the file's executor, not the flag's.
+        jobs = None if "jobs" not in given else jobs
+        ray_address = None if "ray_address" not in given else ray_address
+    try:
+        return check_executor_options(executor, jobs, ray_address, retries, where=source)
+    except ExecutorError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _boolean(value: Any, where: str) -> bool:

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.dataset import Dataset
 from bench.registry import Registry, default_registry
+from bench.threads import check_threads, thread_limits
 
 __all__ = [
     "EXCLUSIONS",
@@ -92,6 +93,11 @@ class RunSpec:
         evaluates on that hold-out (tuning trials; the test rows are never
         loaded). Omitted from :meth:`to_dict` when ``"test"``, so run ids of
         ordinary runs do not change.
+    threads : int or None
+        Threads of every numeric pool (BLAS, OpenMP, PyTorch, TensorFlow) during
+        the run; part of the identity because BLAS thread counts can change EASE
+        and ALS results. ``None`` (the libraries' defaults) is left out of
+        :meth:`to_dict`, so run ids made before this field existed still match.
     """
 
     model: str
@@ -107,6 +113,7 @@ class RunSpec:
     exclude: str = "train-positives"
     ks: tuple[int, ...] = (5, 10, 20)
     stage: str = "test"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -151,6 +158,7 @@ class RunSpec:
                     f"min_rating must be a finite number or None, got {self.min_rating!r}"
                 )
             object.__setattr__(self, "min_rating", float(self.min_rating))
+        object.__setattr__(self, "threads", check_threads(self.threads, "threads"))
 
     @property
     def label(self) -> str:
@@ -163,6 +171,8 @@ class RunSpec:
         out["ks"] = list(self.ks)
         if self.stage == "test":
             del out["stage"]
+        if self.threads is None:
+            del out["threads"]
         return out
 
     @property
@@ -451,7 +461,8 @@ class Runner:
     def _run_here(self, spec: RunSpec) -> RunResult:
         base = _base_row(spec, time.time())
         try:
-            row, per_user, curve = self._execute(spec)
+            with thread_limits(spec.threads):
+                row, per_user, curve = self._execute(spec)
         except StopRun as exc:  # ended on purpose by the epoch hook, not a failure
             log.info("run %s (%s seed %d) stopped: %s", spec.run_id, spec.label, spec.seed, exc)
             row = {"status": "stopped", "error": str(exc)}
