@@ -378,6 +378,17 @@ class Registry:
         except TypeError as exc:
             raise ValueError(f"bad parameters for model {name!r}: {exc}") from None
 
+    def only(self, name: str) -> Registry:
+        """A registry holding just ``name``'s entry (what an isolated worker needs).
+
+        Sending only that entry to a spawned process keeps classes it cannot
+        import (defined in ``__main__``) out of the pickle.
+        """
+        entry = self.get(name)
+        reg = Registry()
+        reg._entries[entry.name] = entry
+        return reg
+
     def names(self, pattern: str = "*", *, available_only: bool = False) -> list[str]:
         """Registered names matching a shell-style ``pattern``, sorted."""
         return sorted(

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import threading
 import time
 import traceback
@@ -273,10 +274,30 @@ class Runner:
         model.validate_params()
         return json.dumps(model.get_params(), sort_keys=True, default=str)
 
+    #: Log file isolated workers append their records and their stdout/stderr
+    #: (framework start-up noise) to; None leaves them on the terminal.
+    worker_log: str | None = None
+
     def run(self, spec: RunSpec) -> RunResult:
-        """Execute one spec; any exception is caught and recorded as a failed run."""
+        """Execute one spec; any exception is caught and recorded as a failed run.
+
+        With ``isolate``, a model whose class cannot be imported by name in a
+        fresh process (defined in ``__main__``: a script or a notebook cell)
+        runs in this process instead; this is logged.
+        """
         if self.isolate:
-            return self._run_isolated(spec)
+            try:
+                entry = self.registry.get(spec.model)
+            except (ValueError, ImportError):
+                return self._run_here(spec)  # records the failure
+            if entry.importable:
+                return self._run_isolated(spec)
+            log.info(
+                "%s is defined in %s, which a spawned process cannot import: running it "
+                "in this process",
+                spec.label,
+                entry.entry_point.partition(":")[0],
+            )
         return self._run_here(spec)
 
     def _run_isolated(self, spec: RunSpec) -> RunResult:
@@ -284,16 +305,27 @@ class Runner:
         receiver, sender = ctx.Pipe(duplex=False)
         args = (
             sender,
-            self.registry,
+            self.registry.only(spec.model),
             self.loader,
             self.block_size,
             self.curves,
             spec,
-            logging.getLogger().level,
+            logging.getLogger().getEffectiveLevel(),
+            self.worker_log,
         )
         process = ctx.Process(target=_child_main, args=args, daemon=True)
         started = time.time()
-        process.start()
+        # The child inherits the environment at start: quiet framework start-up
+        # and, for a CPU run, no CUDA probing at all (set before any import).
+        saved = dict(os.environ)
+        os.environ.update(
+            worker_environment(spec, self.registry, quiet=self.worker_log is not None)
+        )
+        try:
+            process.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         sender.close()
         try:
             result = receiver.recv()
@@ -438,9 +470,50 @@ class Runner:
         return row, per_user.reset_index(drop=True), pd.DataFrame(curve_rows)
 
 
-def _child_main(conn, registry, loader, block_size, curves, spec, level) -> None:
-    """Entry point of an isolated run's process: run ``spec`` and send back the result."""
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+def worker_environment(spec: RunSpec, registry: Registry, *, quiet: bool) -> dict[str, str]:
+    """Environment variables an isolated worker of ``spec`` starts with.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` silences TensorFlow's C++ start-up logging (3 when
+    ``quiet``: errors too, since they land in the log file anyway) unless the
+    user set it; a run whose parameters do not ask for a ``cuda`` device gets
+    ``CUDA_VISIBLE_DEVICES=""``, so a CPU run never initialises CUDA (no
+    ``failed call to cuInit`` on machines without a GPU).
+    """
+    env = {}
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3" if quiet else "2"
+    try:
+        params = registry.params(spec.model, spec.preset, **dict(spec.params))
+    except ValueError:
+        params = dict(spec.params)
+    if not str(params.get("device", "cpu")).startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def _child_main(conn, registry, loader, block_size, curves, spec, level, log_path=None) -> None:
+    """Entry point of an isolated run's process: run ``spec`` and send back the result.
+
+    With ``log_path``, the process's stdout and stderr (file descriptors 1 and
+    2, so native framework output too) and its log records are appended to
+    that file instead of the terminal.
+    """
+    if log_path is not None:
+        import sys
+
+        stream = open(log_path, "a", buffering=1, encoding="utf-8")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        logging.basicConfig(
+            level=min(level, logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s",
+            stream=stream,
+        )
+        logging.captureWarnings(True)
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     runner = Runner(registry, loader=loader, block_size=block_size, curves=curves)
     try:
         conn.send(runner.run(spec))
