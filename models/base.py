@@ -83,6 +83,9 @@ class Recommender(ABC):
 
     Class attributes
     ----------------
+    deterministic : bool
+        True when ``fit`` draws no random numbers (closed form or counting):
+        the contract then does not expect another seed to change the scores.
     uses_sampler : bool
         True for models trained on the common sampler's triplets.
     uses_features : bool
@@ -94,6 +97,7 @@ class Recommender(ABC):
         own negatives").
     """
 
+    deterministic: ClassVar[bool] = False
     uses_sampler: ClassVar[bool] = False
     uses_features: ClassVar[bool] = False
     iterative: ClassVar[bool] = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import scipy.linalg
 
@@ -59,6 +61,8 @@ class Popularity(_FitState):
     the metrics' tie policy decides how they rank.
     """
 
+    deterministic: ClassVar[bool] = True
+
     def __init__(self, *, epochs: int = 1) -> None:
         self.epochs = epochs
 
@@ -94,6 +98,8 @@ class EASE(_FitState):
     max_items : int
         Largest catalogue accepted (a 20,000-item Gram matrix needs 3.2 GB).
     """
+
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, *, l2: float = 500.0, max_items: int = 20_000, epochs: int = 1) -> None:
         self.l2 = l2
