@@ -241,6 +241,7 @@ def run_experiment(
     command: str = "bench.run",
     on_result: RunCallback | None = None,
     log_file: bool = True,
+    quiet_workers: bool = True,
 ) -> Results:
     """Execute an :class:`~bench.config.Experiment` into the results folder ``out``.
 
@@ -265,8 +266,11 @@ def run_experiment(
         ``on_result(result, done, total, elapsed_seconds)`` after every run
         (the CLI prints its one line per run from it).
     log_file : bool
-        Append every log record of the benchmark (and of isolated workers,
-        framework start-up noise included) to ``out/rsbench.log``.
+        Append every log record of the benchmark to ``out/rsbench.log``.
+    quiet_workers : bool
+        Isolated workers write their log records and their stdout/stderr
+        (framework start-up noise included) to that log file, not to the
+        terminal (the CLI's ``-v`` turns this off).
 
     Returns
     -------
@@ -292,7 +296,7 @@ def run_experiment(
     effective = {spec.run_id: runner.check(spec) for spec in specs}
     store = ResultStore(out)
     handler = _attach_log_file(out / LOG_NAME) if log_file else None
-    if handler is not None:
+    if handler is not None and quiet_workers:
         runner.worker_log = str(out / LOG_NAME)
     try:
         # A completed run is skipped only if it was made with the parameters the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -264,13 +265,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             tqdm.write(_finished_line(result, done, total, elapsed))
 
-    results = run_experiment(
-        experiment,
-        out=out,
-        progress=True,
-        command=shlex.join(["rsbench", *args.argv]),
-        on_result=on_result,
-    )
+    from pathlib import Path
+
+    log_path = Path(out) / LOG_NAME
+    quiet = contextlib.nullcontext()
+    if not args.verbose:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise UsageError(f"--out {out} exists and is not a folder")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        quiet = _native_stderr_to(log_path)
+    with quiet:
+        results = run_experiment(
+            experiment,
+            out=out,
+            progress=True,
+            command=shlex.join(["rsbench", *args.argv]),
+            on_result=on_result,
+            quiet_workers=not args.verbose,
+        )
     print(_summary_table(results.runs, results.per_user))
     note = ""
     if not args.verbose:
@@ -282,6 +294,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{results.failed} failed){note}"
     )
     return 1 if results.failed else 0
+
+
+@contextlib.contextmanager
+def _native_stderr_to(path):
+    """Send file descriptor 2 (native library output) to ``path``; Python's stderr stays.
+
+    TensorFlow writes its start-up messages straight to descriptor 2 whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says (absl logging before its initialisation),
+    and imports happen in this process too (validating a spec makes the
+    model). Progress bars, per-run lines and errors keep going to the
+    terminal through a duplicate of the original descriptor.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (embedded interpreters)
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as log_file:
+        os.dup2(log_file.fileno(), 2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    old_stderr = sys.stderr
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "_rsbench_terminal", False)]
+    sys.stderr = terminal
+    for handler in handlers:
+        handler.setStream(terminal)
+    try:
+        yield
+    finally:
+        terminal.flush()
+        sys.stderr = old_stderr
+        for handler in handlers:
+            handler.setStream(old_stderr)
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
 
 
 def _count_warnings(path) -> int:
