@@ -212,6 +212,8 @@ def run(
         if epochs is not None:
             options["epochs"] = epochs
         experiment = build_experiment(options, source="bench.run")
+    if report and out is None:
+        raise ValueError("report=True needs out= (the folder the report is written into)")
     experiment.curves = experiment.curves and curves
     experiment.isolate = experiment.isolate or isolate
     if out is None:

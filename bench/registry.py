@@ -26,7 +26,9 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +163,24 @@ def _import_object(path: str, what: str) -> Any:
     return obj
 
 
+def _import_ad_hoc(path: str) -> Any:
+    """Import an ad-hoc ``module:Class``, also from the working folder.
+
+    ``python -m`` puts the working folder on ``sys.path`` but the ``rsbench``
+    console script does not; a module next to the user (``my_models.py``)
+    should be found either way, as web servers find ``app:App``.
+    """
+    try:
+        return _import_object(path, "ad-hoc model")
+    except ModuleNotFoundError as exc:
+        top = path.partition(":")[0].split(".")[0]
+        cwd = os.getcwd()
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        return _import_object(path, "ad-hoc model")
+
+
 def _check_recommender_class(obj: Any, where: str) -> type:
     """``obj`` if it is a :class:`models.base.Recommender` subclass, else ``TypeError``."""
     from models.base import Recommender
@@ -293,7 +313,7 @@ class Registry:
         if path in self._entries:
             return self._entries[path]
         try:
-            obj = _import_object(path, "ad-hoc model")
+            obj = _import_ad_hoc(path)
         except ImportError as exc:
             module = path.partition(":")[0]
             hint = did_you_mean(module, list(self._entries))

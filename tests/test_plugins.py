@@ -201,3 +201,16 @@ def test_a_class_defined_in_main_runs_in_process_even_when_isolating(tmp_path, c
     np.testing.assert_allclose(
         results.runs["auc"].iloc[0], results.runs["auc"].iloc[1], rtol=0, atol=0
     )
+
+
+def test_an_ad_hoc_module_in_the_working_folder_is_found_without_python_m(tmp_path, monkeypatch):
+    """The rsbench console script does not put the working folder on sys.path."""
+    import sys
+
+    (tmp_path / "my_cwd_models.py").write_text(
+        "from models.knn import ItemKNN\n\nclass Mine(ItemKNN):\n    pass\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    entry = default_registry(plugins=False).get("my_cwd_models:Mine")
+    assert entry.source == "ad hoc" and entry.load().__name__ == "Mine"
