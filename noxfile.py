@@ -59,9 +59,10 @@ def install(session: nox.Session) -> dict[str, str]:
     }
 
 
-def run(session: nox.Session, env: dict[str, str], *args: str) -> None:
-    """``session.run`` inside the shared environment."""
-    session.run(*args, env=env, external=True)
+def run(session: nox.Session, env: dict[str, str], program: str, *args: str) -> None:
+    """``session.run`` inside the shared environment (its programs by full path)."""
+    local = SHARED_ENV / "bin" / program
+    session.run(str(local) if local.exists() else program, *args, env=env, external=True)
 
 
 def fetch_data(session: nox.Session, env: dict[str, str]) -> None:
