@@ -339,9 +339,12 @@ class Registry:
             entry = self._entries[name]
             return name, entry.default_preset if preset is None else preset
         if preset is not None and _OBJECT_PATH.match(f"{name}:{preset}"):
-            path = f"{name}:{preset}"
-            entry = self._entries.get(path)
-            return path, None if entry is None else entry.default_preset
+            name, preset = f"{name}:{preset}", None
+        if preset is None and isinstance(name, str) and _OBJECT_PATH.match(name):
+            try:  # import it now: a class may declare a default preset
+                return name, self.get(name).default_preset
+            except (ValueError, ImportError):
+                return name, None
         return name, preset
 
     def add_preset(self, name: str, preset: str, **params: Any) -> None:

@@ -214,3 +214,11 @@ def test_an_ad_hoc_module_in_the_working_folder_is_found_without_python_m(tmp_pa
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     entry = default_registry(plugins=False).get("my_cwd_models:Mine")
     assert entry.source == "ad hoc" and entry.load().__name__ == "Mine"
+
+
+def test_an_ad_hoc_class_with_presets_is_labelled_with_its_default(plugin):
+    reg = default_registry(plugins=False)
+    path = "rsbench_example_plugin:Cooccurrence"
+    assert reg.canonical(*path.split(":")) == (path, "fast")
+    assert reg.params(path) == {"damping": 0.5}
+    assert reg.canonical("no_such_pkg_xyz", "Model") == ("no_such_pkg_xyz:Model", None)
