@@ -244,6 +244,8 @@ def run_experiment(
     on_result: RunCallback | None = None,
     log_file: bool = True,
     quiet_workers: bool = True,
+    runner: Any = None,
+    manifest_extra: Mapping[str, Any] | None = None,
 ) -> Results:
     """Execute an :class:`~bench.config.Experiment` into the results folder ``out``.
 
@@ -273,6 +275,12 @@ def run_experiment(
         Isolated workers write their log records and their stdout/stderr
         (framework start-up noise included) to that log file, not to the
         terminal (the CLI's ``-v`` turns this off).
+    runner : Runner, optional
+        A :class:`~bench.runner.Runner` configured by the caller (its registry
+        is then used); by default one is built from the experiment's
+        ``curves`` and ``isolate``.
+    manifest_extra : mapping, optional
+        More fields for the manifest.
 
     Returns
     -------
@@ -283,18 +291,20 @@ def run_experiment(
     from bench.results import ResultStore, load_results, now_iso
     from bench.runner import Runner
 
-    registry = runner_module.default_registry() if registry is None else registry
+    if runner is None:
+        registry = runner_module.default_registry() if registry is None else registry
+        runner = Runner(
+            registry,
+            loader=loader,
+            curves=experiment.curves,
+            isolate=experiment.isolate,
+            epoch_progress=(lambda total, desc: _bar(total, desc, position=1, leave=False))
+            if progress
+            else None,
+        )
+    registry = runner.registry
     specs = canonical_specs(experiment.specs, registry)
     out = Path(out)
-    runner = Runner(
-        registry,
-        loader=loader,
-        curves=experiment.curves,
-        isolate=experiment.isolate,
-        epoch_progress=(lambda total, desc: _bar(total, desc, position=1, leave=False))
-        if progress
-        else None,
-    )
     effective = {spec.run_id: runner.check(spec) for spec in specs}
     store = ResultStore(out)
     handler = _attach_log_file(out / LOG_NAME) if log_file else None
@@ -331,6 +341,7 @@ def run_experiment(
                 "environment": environment(),
                 "num_specs": len(specs),
                 "specs": [dict(s.to_dict(), run_id=s.run_id) for s in specs],
+                **dict(manifest_extra or {}),
             }
         )
         failed = 0
