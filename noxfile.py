@@ -7,6 +7,9 @@ across machines. ``nox`` alone runs the default sessions (tests, lint).
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 from pathlib import Path
 
 import nox
@@ -17,24 +20,62 @@ nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+#: One virtual environment shared by every session that runs rsbench (tests,
+#: bench*, report, regression, microbench): the frameworks weigh about 3.6 GB,
+#: so one per session would multiply that. Rebuilt when the dependency files change.
+SHARED_ENV = ROOT / ".nox" / "rsbench"
+#: The example third-party model package the plugin tests use (installed for real).
+PLUGIN = ROOT / "tests" / "plugin"
 
 
-def install(session: nox.Session, extras: str = "all,dev") -> None:
-    """Install rsbench (editable) with ``extras`` under the pinned constraints."""
-    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+def _dependency_stamp() -> str:
+    digest = hashlib.sha256()
+    for path in (ROOT / "pyproject.toml", ROOT / "constraints.txt", PLUGIN / "pyproject.toml"):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
-def fetch_data(session: nox.Session) -> None:
+def install(session: nox.Session) -> dict[str, str]:
+    """Make (once) the shared environment: rsbench editable with every extra, plus the plugin.
+
+    Returns the environment variables that put it first on ``PATH``; sessions
+    pass them to ``session.run(..., env=env)``.
+    """
+    python = SHARED_ENV / "bin" / "python"
+    if not python.exists():
+        session.run(sys.executable, "-m", "venv", str(SHARED_ENV), external=True)
+    stamp = SHARED_ENV / ".rsbench-installed"
+    wanted = _dependency_stamp()
+    if not stamp.exists() or stamp.read_text() != wanted:
+        pip = (str(python), "-m", "pip", "install", "--quiet")
+        session.run(*pip, *CONSTRAINTS, "-e", ".[all,dev]", external=True)
+        # Non-editable, as a user's plugin would be: exercises the entry point for real.
+        session.run(*pip, "--force-reinstall", "--no-deps", str(PLUGIN), external=True)
+        stamp.write_text(wanted)
+    bin_dir = str(SHARED_ENV / "bin")
+    return {
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "VIRTUAL_ENV": str(SHARED_ENV),
+    }
+
+
+def run(session: nox.Session, env: dict[str, str], program: str, *args: str) -> None:
+    """``session.run`` inside the shared environment (its programs by full path)."""
+    local = SHARED_ENV / "bin" / program
+    session.run(str(local) if local.exists() else program, *args, env=env, external=True)
+
+
+def fetch_data(session: nox.Session, env: dict[str, str]) -> None:
     """Fetch and verify MovieLens 100K into the cache (the realdata tests need it)."""
-    session.run("rsbench", "data", "ml-100k", "--split", "ua", "--min-rating", "4")
+    run(session, env, "rsbench", "data", "ml-100k", "--split", "ua", "--min-rating", "4")
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """Run the full test suite (unit, realdata and slow tests)."""
-    install(session)
-    fetch_data(session)
-    session.run("pytest", *(session.posargs or ["-q", "--durations=15"]))
+    """Run the full test suite (unit, realdata and slow tests), the plugin package installed."""
+    env = install(session)
+    fetch_data(session, env)
+    run(session, env, "pytest", *(session.posargs or ["-q", "--durations=15"]))
 
 
 @nox.session
@@ -46,70 +87,70 @@ def lint(session: nox.Session) -> None:
 
 
 def _bench(session: nox.Session, suite: str, out: str) -> None:
-    install(session)
-    fetch_data(session)
+    env = install(session)
+    fetch_data(session, env)
     args = session.posargs or ["--out", out]
     # A failed run is recorded in the tables; still build the report, then fail.
     try:
-        session.run("rsbench", "run", "--config", f"experiments/{suite}.toml", *args)
+        run(session, env, "rsbench", "run", "--config", suite, *args)
     finally:
         out_dir = args[args.index("--out") + 1] if "--out" in args else out
-        session.run("rsbench", "report", out_dir)
+        run(session, env, "rsbench", "report", out_dir)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
     """Run the notebook suite (every model, 3 seeds) on ML-100K and write its report."""
     _bench(session, "notebook", "results/notebook")
 
 
-@nox.session(name="bench-quick")
+@nox.session(name="bench-quick", venv_backend="none")
 def bench_quick(session: nox.Session) -> None:
     """Run the CI-sized quick suite (every adapter, few epochs) and write its report."""
     _bench(session, "quick", "results/quick")
 
 
-@nox.session(name="bench-scale")
+@nox.session(name="bench-scale", venv_backend="none")
 def bench_scale(session: nox.Session) -> None:
     """Run the scale suite (synthetic data up to ML-20M size) and write its report."""
     _bench(session, "scale", "results/scale")
 
 
-@nox.session(name="bench-tuned")
+@nox.session(name="bench-tuned", venv_backend="none")
 def bench_tuned(session: nox.Session) -> None:
     """Tune every model on one equal budget, then test the best parameters (tuned.toml)."""
-    install(session)
-    fetch_data(session)
+    env = install(session)
+    fetch_data(session, env)
     args = session.posargs or ["--out", "results/tuned"]
     try:
-        session.run("rsbench", "tune", "--config", "experiments/tuned.toml", *args)
+        run(session, env, "rsbench", "tune", "--config", "tuned", *args)
     finally:
         out_dir = args[args.index("--out") + 1] if "--out" in args else "results/tuned"
-        session.run("rsbench", "report", out_dir)
+        run(session, env, "rsbench", "report", out_dir)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def report(session: nox.Session) -> None:
     """Rebuild report.md/report.html from an existing results folder (default results/notebook)."""
-    install(session, "dev")
-    session.run("rsbench", "report", *(session.posargs or ["results/notebook"]))
+    env = install(session)
+    run(session, env, "rsbench", "report", *(session.posargs or ["results/notebook"]))
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def regression(session: nox.Session) -> None:
     """Gate results/quick against the committed baseline results/baseline/quick."""
-    install(session, "dev")
+    env = install(session)
     args = session.posargs or ["results/quick", "--baseline", "results/baseline/quick"]
-    session.run("rsbench", "regress", *args)
+    run(session, env, "rsbench", "regress", *args)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def microbench(session: nox.Session) -> None:
     """Run the pytest-benchmark microbenchmarks, save them and compare to the previous save."""
-    install(session)
-    fetch_data(session)
+    env = install(session)
+    fetch_data(session, env)
     args = ["pytest", "benchmarks", "--benchmark-only", "--benchmark-autosave"]
     storage = ROOT / ".benchmarks"
     if storage.exists() and any(storage.rglob("*.json")):
         args.append("--benchmark-compare")
-    session.run(*args, *session.posargs)
+    run(session, env, *args, *session.posargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -10,8 +11,10 @@ import shlex
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
+
+from bench.interrupts import Terminated
+from bench.interrupts import signal_name as _signal_name
 
 __all__ = ["main"]
 
@@ -20,14 +23,6 @@ log = logging.getLogger("rsbench")
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: handled like Ctrl-C (the run in progress is abandoned), exit 143."""
-
-
-def _signal_name(exc: BaseException) -> str:
-    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -43,25 +38,9 @@ def _handle_sigterm():
     return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def _interactive() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("CI")
-
-
-def _progress(total: int, desc: str, *, position: int = 0, leave: bool = True, enabled=None):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        position=position,
-        leave=leave,
-        disable=not (_interactive() if enabled is None else enabled),
-        dynamic_ncols=True,
-    )
-
-
 # -- list -------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
+    from bench import suites
     from bench.data import DATASETS, SPLITS
     from bench.registry import default_registry
     from bench.sampler import STRATEGIES
@@ -75,10 +54,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "models": [
                         {
                             "name": e.name,
+                            "source": e.source,
+                            "entry_point": e.entry_point,
                             "available": e.available,
                             "extra": e.extra,
                             "missing": e.missing(),
                             "defaults": e.defaults,
+                            "default_preset": e.default_preset,
                             "presets": e.presets,
                             "space": e.space,
                             "preset_spaces": e.preset_spaces,
@@ -86,6 +68,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                         }
                         for e in entries
                     ],
+                    "plugin_errors": [
+                        {"name": p.name, "distribution": p.distribution, "error": p.error}
+                        for p in reg.plugin_errors
+                    ],
+                    "suites": suites.names(),
                     "datasets": DATASETS,
                     "splits": SPLITS,
                     "strategies": STRATEGIES,
@@ -95,18 +82,26 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print("Models:")
+    print("Models (a bare name means its default preset):")
     for e in entries:
         status = (
             "available"
             if e.available
             else (f"unavailable: needs {', '.join(e.missing())} (pip install 'rsbench[{e.extra}]')")
         )
-        print(f"  {e.name:<16} {e.description}  [{status}]")
+        print(f"  {e.name:<16} {e.description}  [{status}; from {e.source}: {e.entry_point}]")
         if e.defaults:
             print(f"  {'':<16} defaults: {json.dumps(e.defaults, default=str)}")
         for preset, params in sorted(e.presets.items()):
-            print(f"  {'':<16} preset {preset}: {json.dumps(params, default=str)}")
+            mark = " (default)" if preset == e.default_preset else ""
+            print(f"  {'':<16} preset {preset}{mark}: {json.dumps(params, default=str)}")
+    if reg.plugin_errors:
+        print("Plugins that failed to load:")
+        for p in reg.plugin_errors:
+            print(f"  {p.name:<16} from {p.distribution}: {p.error}")
+    print("Suites (rsbench run --config NAME):")
+    for name in suites.names():
+        print(f"  {name:<16} {suites.path(name)}")
     print("Datasets:")
     for name, text in DATASETS.items():
         print(f"  {name:<16} {text}")
@@ -203,7 +198,9 @@ def _experiment_from_args(args: argparse.Namespace):
         ]
         if given:
             raise UsageError(f"--config cannot be combined with {', '.join(given)}")
-        return load_experiment(args.config, overrides=overrides)
+        from bench import suites
+
+        return load_experiment(suites.resolve(args.config), overrides=overrides)
     if not args.models:
         raise UsageError("give --models (e.g. --models popularity,ease) or --config FILE")
     options = {
@@ -236,7 +233,7 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="where runs execute: local (default), process (--jobs N at a time on this "
         "machine, each in its own process) or ray (a Ray cluster; pip install 'rsbench[ray]')",
     )
-    parser.add_argument("--jobs", help="runs at a time with --executor process")
+    parser.add_argument("--jobs", help="runs at a time with --executor process (default: 1)")
     parser.add_argument(
         "--ray-address",
         help="auto or HOST:PORT of a running Ray cluster (default: start a local Ray instance)",
@@ -246,7 +243,8 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        help="threads of every numeric pool per run (part of the run's spec; Ray CPUs per run)",
+        help="threads of every numeric pool per run (part of the run's spec; Ray CPUs per "
+        "run; default: the libraries' own)",
     )
 
 
@@ -256,133 +254,109 @@ def _summary_table(runs, per_user) -> str:
     return summary_text(runs, per_user)
 
 
+def _finished_line(result, done: int, total: int, elapsed: float) -> str:
+    """One line per finished run: counter, label, AUC, fit time, elapsed and ETA."""
+    row = result.row
+    eta = elapsed / done * (total - done) if done else 0.0
+    what = f"[{done}/{total}] {row['label']} seed {row['seed']}"
+    if result.ok:
+        status = f"auc {row['auc']:.4f}  fit {row['fit_seconds']:.2f}s"
+    else:
+        status = f"FAILED: {row['error']}"
+    return f"{what:<40} {status}  (elapsed {_clock(elapsed)}, ETA {_clock(eta)})"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.environment import environment
-    from bench.executors import make_executor
-    from bench.registry import UnknownModelError
-    from bench.results import ResultStore, now_iso
-    from bench.runner import Runner, once_if_deterministic
-    from metrics.registry import METRICS
+    from bench.api import LOG_NAME, run_experiment
 
     experiment = _experiment_from_args(args)
     out = experiment.out or f"results/{experiment.name}"
-    runner = Runner(
-        curves=experiment.curves,
-        isolate=experiment.isolate,
-        timeout_s=experiment.timeout_s,
-        max_memory_mb=experiment.max_memory_mb,
-        epoch_progress=lambda total, desc: _progress(total, desc, position=1, leave=False),
-    )
-    # A deterministic model gives the same result for every seed: run it once.
-    experiment.specs[:] = once_if_deterministic(experiment.specs, runner.registry)
-    try:
-        effective = {spec.run_id: runner.check(spec) for spec in experiment.specs}
-    except UnknownModelError as exc:
-        raise UsageError(str(exc)) from None
-    store = ResultStore(out)
-    # A completed run is skipped only if it was made with the parameters the
-    # spec resolves to now (a changed preset or default must be measured again).
-    stored = store.completed_params()
-    done = {rid for rid, params in stored.items() if effective.get(rid) in (None, params)}
-    changed = sum(1 for s in experiment.specs if s.run_id in stored and s.run_id not in done)
-    if changed:
-        log.warning(
-            "%s: %d completed run(s) used other parameters than the registry now "
-            "gives (a preset or default changed); redoing them",
-            out,
-            changed,
-        )
-    todo = [s for s in experiment.specs if s.run_id not in done]
-    skipped = len(experiment.specs) - len(todo)
-    if skipped:
-        log.info(
-            "%s: %d of %d runs already complete, skipping them", out, skipped, len(experiment.specs)
-        )
-    started = now_iso()
-    store.write_manifest(
-        {
-            "command": shlex.join(["rsbench", *args.argv]),
-            "experiment": experiment.name,
-            "experiment_source": experiment.source,
-            "experiment_options": experiment.raw,
-            "fit_time_factor": experiment.fit_time_factor,
-            "tolerance_floor": experiment.tolerance_floor,
-            "tolerance_se": experiment.tolerance_se,
-            "started_at": started,
-            "finished_at": None,
-            "status": "running",
-            "isolate": experiment.isolate,
-            "timeout_s": experiment.timeout_s,
-            "max_memory_mb": experiment.max_memory_mb,
-            "environment": environment(),
-            "num_specs": len(experiment.specs),
-            "execution": experiment.execution,
-            "specs": [dict(s.to_dict(), run_id=s.run_id) for s in experiment.specs],
-        }
-    )
-    failed = 0
-    datasets = dict(store.manifest.get("datasets", {}))
-    bar = _progress(len(todo), "runs")
-    t0 = time.perf_counter()
-    status = "error"
-    by_id = {spec.run_id: spec for spec in todo}
 
-    def record(result) -> None:
-        # Called by the executor once per run, in this thread: one store.add each.
-        nonlocal failed
-        spec = by_id[result.row["run_id"]]
-        bar.set_postfix_str(f"{spec.label} seed {spec.seed}")
-        store.add(result)
-        if result.ok:
-            data = runner.dataset(spec)
-            datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
-            first = METRICS.select(result.row, headline=True)[0]
-            log.info(
-                "%-28s seed %d  %s %.4f  fit %.2fs",
-                spec.label,
-                spec.seed,
-                first,
-                result.row[first],
-                result.row["fit_seconds"],
-            )
-        else:
-            failed += 1
-            log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])
-        bar.update(1)
+    def on_result(result, done: int, total: int, elapsed: float) -> None:
+        if not args.quiet:
+            from tqdm.auto import tqdm
 
-    try:
-        execution = experiment.execution
-        with make_executor(
-            execution["executor"],
-            runner,
-            jobs=execution["jobs"],
-            ray_address=execution["ray_address"],
-            retries=execution["retries"],
-        ) as executor:
-            executor.run(todo, record)
-        status = "complete"
-    except KeyboardInterrupt as exc:
-        status = f"interrupted by {_signal_name(exc)}"
-        log.warning(
-            "%s: the run(s) in progress were abandoned (%s): not recorded, they run again "
-            "on the next invocation",
-            out,
-            status,
+            tqdm.write(_finished_line(result, done, total, elapsed))
+
+    from pathlib import Path
+
+    log_path = Path(out) / LOG_NAME
+    quiet = contextlib.nullcontext()
+    if not args.verbose:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise UsageError(f"--out {out} exists and is not a folder")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        quiet = _native_stderr_to(log_path)
+    with quiet:
+        results = run_experiment(
+            experiment,
+            out=out,
+            progress=True,
+            command=shlex.join(["rsbench", *args.argv]),
+            on_result=on_result,
+            quiet_workers=not args.verbose,
         )
-        raise
-    finally:
-        bar.close()
-        store.update_manifest(
-            finished_at=now_iso(),
-            status=status,
-            datasets=datasets,
-            wall_seconds=time.perf_counter() - t0,
-        )
-    print(_summary_table(store.runs, store.per_user))
+    print(_summary_table(results.runs, results.per_user))
+    note = ""
+    if not args.verbose:
+        warnings = _count_warnings(results.out / LOG_NAME)
+        if warnings:
+            note = f"; {warnings} warning(s) in {results.out / LOG_NAME} (-v shows them)"
     print(
-        f"\nresults: {out}  ({len(todo) - failed} run(s) done, {skipped} skipped, {failed} failed)"
+        f"\nresults: {out}  ({results.done} run(s) done, {results.skipped} skipped, "
+        f"{results.failed} failed){note}"
     )
-    return 1 if failed else 0
+    return 1 if results.failed else 0
+
+
+@contextlib.contextmanager
+def _native_stderr_to(path):
+    """Send file descriptor 2 (native library output) to ``path``; Python's stderr stays.
+
+    TensorFlow writes its start-up messages straight to descriptor 2 whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says (absl logging before its initialisation),
+    and imports happen in this process too (validating a spec makes the
+    model). Progress bars, per-run lines and errors keep going to the
+    terminal through a duplicate of the original descriptor.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (embedded interpreters)
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as log_file:
+        os.dup2(log_file.fileno(), 2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    old_stderr = sys.stderr
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "_rsbench_terminal", False)]
+    sys.stderr = terminal
+    for handler in handlers:
+        handler.setStream(terminal)
+    try:
+        yield
+    finally:
+        terminal.flush()
+        sys.stderr = old_stderr
+        for handler in handlers:
+            handler.setStream(old_stderr)
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
+
+
+def _count_warnings(path) -> int:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            return sum(1 for line in lines if " WARNING " in line)
+    except OSError:
+        return 0
 
 
 # -- tune (issue 14) -------------------------------------------------------------------
@@ -417,7 +391,9 @@ def _tune_config_from_args(args: argparse.Namespace):
         ]
         if given:
             raise UsageError(f"--config cannot be combined with {', '.join(given)}")
-        config = load_tune_config(args.config)
+        from bench import suites
+
+        config = load_tune_config(suites.resolve(args.config))
         raw = dict(config.raw)
         tune = dict(raw.get("tune", {}))
         if "budget_trials" in tune_flags or "budget_seconds" in tune_flags:
@@ -511,18 +487,33 @@ def cmd_regress(args: argparse.Namespace) -> int:
 
 # -- entry point ------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
+    """The argument parser (exposed for tests and docs); every option says its default."""
     parser = argparse.ArgumentParser(
         prog="rsbench",
         description="Benchmark implicit-feedback recommenders fairly, fast and reproducibly.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show log messages on the terminal: -v info and warnings (with framework "
+        "output of the runs), -vv debug (default: errors only; `run` keeps the rest in "
+        "<results>/rsbench.log)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no per-run lines, only the summary and errors (default: off)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="models (available or not), datasets, splits, strategies")
-    p.add_argument("pattern", nargs="?", default="*", help="shell pattern on model names")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "pattern", nargs="?", default="*", help="shell pattern on model names (default: *)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (default: text)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("data", help="fetch/verify a dataset and print its split counts")
@@ -531,27 +522,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-rating", type=float, help="positives are ratings >= this (default 4 for ml-100k)"
     )
-    p.add_argument("--path", help="local GroupLens folder or zip to read first")
+    p.add_argument("--path", help="local GroupLens folder or zip to read first (default: none)")
     p.add_argument("--cache-dir", help="cache folder (default $RSBENCH_CACHE_DIR or ~/.cache)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random split")
-    p.add_argument("--k", type=int, default=10, help="k of the random/temporal split")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split (default: 0)")
+    p.add_argument("--k", type=int, default=10, help="k of the random/temporal split (default: 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: text)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("run", help="run models x seeds and write result tables")
-    p.add_argument("--config", help="TOML experiment file (see experiments/)")
-    p.add_argument("--models", help="comma-separated name or name:preset")
-    p.add_argument("--dataset")
-    p.add_argument("--split")
+    p.add_argument(
+        "--config",
+        help="a shipped suite name (notebook, quick, scale: see `rsbench list`) or the path "
+        "of a TOML experiment file (default: none; give --models instead)",
+    )
+    p.add_argument(
+        "--models",
+        help="comma-separated name, name:preset or module:Class (an importable "
+        "Recommender subclass); a bare name means its default preset (default: none)",
+    )
+    p.add_argument("--dataset", help="dataset name (default: ml-100k)")
+    p.add_argument("--split", help="split name (default: the dataset's own, ua for ml-100k)")
     # Numbers are parsed by bench.config (as a TOML file's are), not by argparse.
-    p.add_argument("--min-rating", help="positives are ratings >= this, in [0, 5]")
-    p.add_argument("--seeds", help="comma-separated distinct seeds in [0, 2**32-1] (default 0)")
-    p.add_argument("--epochs", help="override every model's epochs")
-    p.add_argument("--ties", help="expected (default) or pessimistic")
-    p.add_argument("--exclude", help="train-positives (default), train-all or none")
-    p.add_argument("--ks", help="comma-separated cut-offs (default 5,10,20)")
-    p.add_argument("--out", help="results folder (default results/<experiment name>)")
-    p.add_argument("--no-curves", action="store_true", help="skip per-epoch evaluation")
+    p.add_argument(
+        "--min-rating",
+        help="positives are ratings >= this (default: the dataset's own, 4 for ml-100k)",
+    )
+    p.add_argument("--seeds", help="comma-separated distinct seeds in [0, 2**32-1] (default: 0)")
+    p.add_argument("--epochs", help="override every model's epochs (default: each model's own)")
+    p.add_argument("--ties", help="tie policy: expected or pessimistic (default: expected)")
+    p.add_argument(
+        "--exclude",
+        help="candidates removed per user: train-positives, train-all or none "
+        "(default: train-positives)",
+    )
+    p.add_argument("--ks", help="comma-separated cut-offs of the @k metrics (default: 5,10,20)")
+    p.add_argument(
+        "--out", help="results folder (default: the suite's out, else results/<experiment name>)"
+    )
+    p.add_argument(
+        "--no-curves", action="store_true", help="skip per-epoch evaluation (default: off)"
+    )
     p.add_argument(
         "--isolate",
         action=argparse.BooleanOptionalAction,
@@ -562,11 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout-s",
-        help="wall-time limit per run in seconds (the run is killed and recorded as failed)",
+        help="wall-time limit per run in seconds (the run is killed and recorded as failed; "
+        "default: none)",
     )
     p.add_argument(
         "--max-memory-mb",
-        help="resident-memory limit per run in MiB (the run is killed and recorded as failed)",
+        help="resident-memory limit per run in MiB (the run is killed and recorded as failed; "
+        "default: none)",
     )
     add_executor_arguments(p)
     p.set_defaults(func=cmd_run)
@@ -575,19 +587,33 @@ def build_parser() -> argparse.ArgumentParser:
         "tune",
         help="equal-budget tuning on a validation split, then the best parameters on test",
     )
-    p.add_argument("--config", help="TOML tuning file (see experiments/tuned.toml)")
-    p.add_argument("--models", help="comma-separated name or name:preset")
-    p.add_argument("--dataset")
-    p.add_argument("--split")
-    p.add_argument("--min-rating", type=float)
+    p.add_argument(
+        "--config",
+        help="a shipped tuning suite name (tuned) or the path of a TOML tuning file "
+        "(default: none; give --models and a budget instead)",
+    )
+    p.add_argument("--models", help="comma-separated name or name:preset (default: none)")
+    p.add_argument("--dataset", help="dataset name (default: ml-100k)")
+    p.add_argument("--split", help="split name (default: the dataset's own)")
+    p.add_argument(
+        "--min-rating",
+        type=float,
+        help="positives are ratings >= this (default: the dataset's own)",
+    )
     p.add_argument("--seeds", help="seeds of the final test runs (default 0)")
-    p.add_argument("--budget-trials", type=int, help="trials per model")
-    p.add_argument("--budget-seconds", type=float, help="fit + validation seconds per model")
+    p.add_argument(
+        "--budget-trials",
+        type=int,
+        help="trials per model (default: none; give this or --budget-seconds)",
+    )
+    p.add_argument(
+        "--budget-seconds", type=float, help="fit + validation seconds per model (default: none)"
+    )
     p.add_argument("--objective", help="validation metric to maximise (default ndcg@10)")
     p.add_argument("--seed", type=int, help="sampler and trial seed (default: first seed)")
     p.add_argument("--pruner", help="median (default), successive-halving or none")
-    p.add_argument("--validation-seed", type=int, help="seed of the validation carve (0)")
-    p.add_argument("--startup-trials", type=int, help="random trials before TPE (10)")
+    p.add_argument("--validation-seed", type=int, help="seed of the validation carve (default: 0)")
+    p.add_argument("--startup-trials", type=int, help="random trials before TPE (default: 10)")
     p.add_argument(
         "--storage", help="SQLAlchemy URL of the study (default: sqlite in the results folder)"
     )
@@ -596,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--phase",
         choices=("all", "tune", "final"),
         default="all",
-        help="tune only (extra workers on a shared --storage), final runs only, or both",
+        help="tune only (extra workers on a shared --storage), final runs only, or both "
+        "(default: all)",
     )
     p.set_defaults(func=cmd_tune)
 
@@ -606,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("regress", help="compare a results folder against a baseline")
     p.add_argument("results", help="results folder")
-    p.add_argument("--baseline", required=True, help="baseline results folder")
+    p.add_argument("--baseline", required=True, help="baseline results folder (required)")
     p.add_argument(
         "--fit-time-factor",
         type=float,
@@ -617,16 +644,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Terminal logging by verbosity; `run` keeps everything in its folder's log file.
+
+    Without ``-v`` a benchmark shows only its progress, one line per finished
+    run and errors: info messages, warnings and the runs' framework output go
+    to ``<results>/rsbench.log``. Other commands show warnings too.
+    """
+    if args.verbose >= 2:
+        level = logging.DEBUG
+    elif args.verbose == 1:
+        level = logging.INFO
+    elif args.command == "run" or args.quiet:
+        level = logging.ERROR
+    else:
+        level = logging.WARNING
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_rsbench_terminal", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._rsbench_terminal = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))
+    logging.captureWarnings(True)
+    if args.command == "run" and args.verbose == 0:
+        # Framework start-up noise of in-process runs (isolated workers write theirs
+        # to the log file); set before TensorFlow can be imported.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 a run or check failed, 2 bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    _configure_logging(args)
     from bench.config import ConfigError
     from bench.dataset import DataError
     from bench.registry import ModelUnavailableError, UnknownModelError

@@ -2,18 +2,61 @@
 
 Adapters live in ``models/`` and are imported only when a model is made, so a
 user without TensorFlow can still run the torch and LightFM models. Adding a
-model is one adapter file plus one ``register`` line in :func:`default_registry`.
+model to rsbench is one adapter file plus one ``register`` line in
+:func:`default_registry`. Models from elsewhere join without touching rsbench:
+
+* a package declares them in the entry-point group ``rsbench.models`` (see
+  :func:`load_plugins`);
+* ``module:Class`` names any importable :class:`models.base.Recommender`
+  subclass ad hoc (``--models my_pkg.my_module:MyModel``);
+* :meth:`Registry.register_class` adds a class object (e.g. one defined in a
+  notebook) from Python.
+
+A bare model name means its *default preset* (``default_preset``, "fast" for
+the shipped models that have presets), and :meth:`Registry.canonical` turns
+``name`` into ``(name, default_preset)`` so that results are labelled
+``name:preset`` whichever way the model was asked for.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import importlib
+import importlib.metadata
 import importlib.util
+import logging
+import os
+import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ModelEntry", "Registry", "UnknownModelError", "default_registry"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ModelEntry",
+    "ModelUnavailableError",
+    "PluginError",
+    "Registry",
+    "UnknownModelError",
+    "canonical_label",
+    "default_registry",
+    "load_plugins",
+]
+
+log = logging.getLogger(__name__)
+
+#: The entry-point group third-party packages declare their models in.
+ENTRY_POINT_GROUP = "rsbench.models"
+
+# "pkg.module:Class" (dotted module, dotted attribute): an ad-hoc model reference.
+_OBJECT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def did_you_mean(name: str, known: list[str] | tuple[str, ...]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``known`` to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class UnknownModelError(ValueError):
@@ -22,6 +65,15 @@ class UnknownModelError(ValueError):
 
 class ModelUnavailableError(ImportError):
     """The model's framework is not installed; the message names the pip extra."""
+
+
+@dataclass(frozen=True)
+class PluginError:
+    """A plugin that could not be registered: its entry-point name, distribution and error."""
+
+    name: str
+    distribution: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +105,13 @@ class ModelEntry:
     preset_spaces : dict of str to dict
         Per-preset replacements of entries of ``space`` (e.g. a learning-rate
         range that depends on the preset's optimizer).
+    default_preset : str or None
+        The preset a bare name means (``None``: the class defaults plus ``defaults``).
+    source : str
+        Where the model comes from: ``"rsbench"``, ``"plugin <distribution>"``,
+        ``"ad hoc"`` (a ``module:Class`` name) or ``"python"`` (a class object).
+    factory : type or None
+        The class itself when it was registered as an object (not imported by name).
     """
 
     name: str
@@ -64,6 +123,19 @@ class ModelEntry:
     description: str = ""
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     preset_spaces: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    default_preset: str | None = None
+    source: str = "rsbench"
+    factory: type | None = field(default=None, compare=False)
+
+    @property
+    def importable(self) -> bool:
+        """Whether a fresh (spawned) process can import the class by its name.
+
+        False for classes defined in ``__main__`` (a script or a notebook cell)
+        or inside a function: such models must run in the process that made them.
+        """
+        module, _, attr = self.entry_point.partition(":")
+        return module not in ("__main__", "__mp_main__") and "<locals>" not in attr
 
     def missing(self) -> list[str]:
         """Required modules that cannot be found (empty when available)."""
@@ -76,21 +148,60 @@ class ModelEntry:
 
     def load(self) -> type:
         """Import and return the adapter class."""
+        if self.factory is not None:
+            return self.factory
         missing = self.missing()
         if missing:
             hint = f" (pip install 'rsbench[{self.extra}]')" if self.extra else ""
             raise ModelUnavailableError(
                 f"model {self.name!r} needs {', '.join(missing)}, which is not installed{hint}"
             )
-        module_name, _, attr = self.entry_point.partition(":")
-        module = importlib.import_module(module_name)
+        return _import_object(self.entry_point, f"model {self.name!r}")
+
+
+def _import_object(path: str, what: str) -> Any:
+    """Import ``"module:attr.sub"``; ``ImportError`` naming ``what`` when it is not there."""
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
         try:
-            return getattr(module, attr)
+            obj = getattr(obj, part)
         except AttributeError:
             raise ImportError(
-                f"entry point {self.entry_point!r} of model {self.name!r}: "
-                f"module {module_name!r} has no attribute {attr!r}"
+                f"entry point {path!r} of {what}: module {module_name!r} has no attribute {attr!r}"
             ) from None
+    return obj
+
+
+def _import_ad_hoc(path: str) -> Any:
+    """Import an ad-hoc ``module:Class``, also from the working folder.
+
+    ``python -m`` puts the working folder on ``sys.path`` but the ``rsbench``
+    console script does not; a module next to the user (``my_models.py``)
+    should be found either way, as web servers find ``app:App``.
+    """
+    try:
+        return _import_object(path, "ad-hoc model")
+    except ModuleNotFoundError as exc:
+        top = path.partition(":")[0].split(".")[0]
+        cwd = os.getcwd()
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        return _import_object(path, "ad-hoc model")
+
+
+def _check_recommender_class(obj: Any, where: str) -> type:
+    """``obj`` if it is a :class:`models.base.Recommender` subclass, else ``TypeError``."""
+    from models.base import Recommender
+
+    if not (isinstance(obj, type) and issubclass(obj, Recommender)):
+        raise TypeError(
+            f"{where} is {obj!r}, not a subclass of models.base.Recommender "
+            "(see README, 'Add your own model')"
+        )
+    return obj
 
 
 class Registry:
@@ -105,6 +216,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[str, ModelEntry] = {}
+        #: Plugins that failed to load (reported by ``rsbench list``; the others still work).
+        self.plugin_errors: list[PluginError] = []
 
     def register(
         self,
@@ -117,20 +230,32 @@ class Registry:
         description: str = "",
         space: dict[str, dict[str, Any]] | None = None,
         preset_spaces: dict[str, dict[str, dict[str, Any]]] | None = None,
+        default_preset: str | None = None,
+        source: str = "rsbench",
         **defaults: Any,
     ) -> ModelEntry:
-        """Register ``name``; registering a name twice raises ``ValueError``."""
-        if not name or ":" in name or "," in name:
+        """Register ``name``; registering a name twice raises ``ValueError``.
+
+        ``default_preset`` names the preset that a bare ``name`` means; it must
+        be one of ``presets``.
+        """
+        if not isinstance(name, str) or not name or ":" in name or "," in name:
             raise ValueError(f"invalid model name {name!r} (no ':' or ',' allowed)")
         if name in self._entries:
             raise ValueError(f"model {name!r} is already registered")
         if entry_point.count(":") != 1:
             raise ValueError(f"entry point must look like 'module:Class', got {entry_point!r}")
+        presets = {k: dict(v) for k, v in (presets or {}).items()}
+        if default_preset is not None and default_preset not in presets:
+            raise ValueError(
+                f"default_preset {default_preset!r} of model {name!r} is not one of its "
+                f"presets ({', '.join(sorted(presets)) or 'none'})"
+            )
         entry = ModelEntry(
             name=name,
             entry_point=entry_point,
             defaults=dict(defaults),
-            presets={k: dict(v) for k, v in (presets or {}).items()},
+            presets=presets,
             requires=tuple(requires),
             extra=extra,
             description=description,
@@ -138,12 +263,109 @@ class Registry:
             preset_spaces={
                 p: {k: dict(v) for k, v in d.items()} for p, d in (preset_spaces or {}).items()
             },
+            default_preset=default_preset,
+            source=source,
         )
         unknown = sorted(set(entry.preset_spaces) - set(entry.presets))
         if unknown:
             raise ValueError(f"model {name!r}: preset_spaces for unknown preset(s) {unknown}")
         self._entries[name] = entry
         return entry
+
+    def register_class(
+        self,
+        cls: type,
+        name: str | None = None,
+        *,
+        presets: dict[str, dict[str, Any]] | None = None,
+        default_preset: str | None = None,
+        description: str = "",
+        source: str = "python",
+        **defaults: Any,
+    ) -> ModelEntry:
+        """Register a :class:`~models.base.Recommender` subclass given as an object.
+
+        Parameters
+        ----------
+        cls : type
+            The adapter class (may live in ``__main__``, e.g. a notebook cell).
+        name : str, optional
+            Registry name; default ``"module:Class"`` of ``cls``.
+        presets, default_preset, description, **defaults
+            As in :meth:`register`; ``presets`` and ``default_preset`` default
+            to the class attributes of the same names, when it has them.
+
+        Returns
+        -------
+        ModelEntry
+        """
+        cls = _check_recommender_class(cls, "the model")
+        path = f"{cls.__module__}:{cls.__qualname__}"
+        name = path if name is None else name
+        if name in self._entries:
+            raise ValueError(f"model {name!r} is already registered")
+        if name != path and (not name or ":" in name or "," in name):
+            raise ValueError(f"invalid model name {name!r} (no ':' or ',' allowed)")
+        presets = dict(getattr(cls, "presets", None) or {}) if presets is None else presets
+        if default_preset is None:
+            default_preset = getattr(cls, "default_preset", None)
+        presets = {k: dict(v) for k, v in presets.items()}
+        if default_preset is not None and default_preset not in presets:
+            raise ValueError(
+                f"default_preset {default_preset!r} of model {name!r} is not one of its presets"
+            )
+        doc = (cls.__doc__ or "").strip().splitlines()
+        entry = ModelEntry(
+            name=name,
+            entry_point=path,
+            defaults=dict(defaults),
+            presets=presets,
+            description=description or (doc[0] if doc else ""),
+            default_preset=default_preset,
+            source=source,
+            factory=cls,
+        )
+        self._entries[name] = entry
+        return entry
+
+    def _ad_hoc(self, path: str) -> ModelEntry:
+        """Import ``"module:Class"`` and register it under that name (cached)."""
+        if path in self._entries:
+            return self._entries[path]
+        try:
+            obj = _import_ad_hoc(path)
+        except ImportError as exc:
+            module = path.partition(":")[0]
+            hint = did_you_mean(module, list(self._entries))
+            raise UnknownModelError(
+                f"unknown model {path!r}: not a registered model{hint} and not an importable "
+                f"module:Class ({exc}); known models: {', '.join(sorted(self._entries))}"
+            ) from None
+        try:
+            cls = _check_recommender_class(obj, f"{path!r}")
+        except TypeError as exc:
+            raise UnknownModelError(str(exc)) from None
+        return self.register_class(cls, path, source="ad hoc")
+
+    def canonical(self, name: str, preset: str | None = None) -> tuple[str, str | None]:
+        """``(model, preset)`` as results record them.
+
+        A bare registered name gets its default preset; ``("pkg.mod", "Class")``
+        (what ``"pkg.mod:Class"`` splits into on the command line) becomes the
+        ad-hoc model ``("pkg.mod:Class", None)`` when ``pkg.mod`` is not a
+        registered name. Unknown names are returned unchanged (``get`` reports them).
+        """
+        if name in self._entries:
+            entry = self._entries[name]
+            return name, entry.default_preset if preset is None else preset
+        if preset is not None and _OBJECT_PATH.match(f"{name}:{preset}"):
+            name, preset = f"{name}:{preset}", None
+        if preset is None and isinstance(name, str) and _OBJECT_PATH.match(name):
+            try:  # import it now: a class may declare a default preset
+                return name, self.get(name).default_preset
+            except (ValueError, ImportError):
+                return name, None
+        return name, preset
 
     def add_preset(self, name: str, preset: str, **params: Any) -> None:
         """Add a named parameter set to an existing model."""
@@ -153,23 +375,38 @@ class Registry:
         entry.presets[preset] = dict(params)
 
     def get(self, name: str) -> ModelEntry:
-        """The entry for ``name``; an unknown name raises :class:`UnknownModelError`."""
+        """The entry for ``name``; an unknown name raises :class:`UnknownModelError`.
+
+        ``"module:Class"`` names an ad-hoc model: it is imported and registered
+        on first use.
+        """
         try:
             return self._entries[name]
-        except KeyError:
-            raise UnknownModelError(
-                f"unknown model {name!r}; known models: {', '.join(sorted(self._entries))}"
-            ) from None
+        except (KeyError, TypeError):
+            pass
+        if isinstance(name, str) and _OBJECT_PATH.match(name):
+            return self._ad_hoc(name)
+        hint = did_you_mean(str(name), list(self._entries))
+        raise UnknownModelError(
+            f"unknown model {name!r}{hint}; known models: {', '.join(sorted(self._entries))} "
+            "(or give an importable 'module:Class')"
+        )
 
     def params(self, name: str, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
-        """Parameters ``make`` would pass: defaults, then the preset, then overrides."""
+        """Parameters ``make`` would pass: defaults, then the preset, then overrides.
+
+        ``preset=None`` means the model's default preset (if it has one).
+        """
         entry = self.get(name)
         params = dict(entry.defaults)
+        if preset is None:
+            preset = entry.default_preset
         if preset is not None:
             if preset not in entry.presets:
                 known = ", ".join(sorted(entry.presets)) or "none"
+                hint = did_you_mean(preset, list(entry.presets))
                 raise UnknownModelError(
-                    f"model {name!r} has no preset {preset!r}; its presets: {known}"
+                    f"model {name!r} has no preset {preset!r}{hint}; its presets: {known}"
                 )
             params.update(entry.presets[preset])
         params.update(overrides)
@@ -192,6 +429,17 @@ class Registry:
             return cls(**params)
         except TypeError as exc:
             raise ValueError(f"bad parameters for model {name!r}: {exc}") from None
+
+    def only(self, name: str) -> Registry:
+        """A registry holding just ``name``'s entry (what an isolated worker needs).
+
+        Sending only that entry to a spawned process keeps classes it cannot
+        import (defined in ``__main__``) out of the pickle.
+        """
+        entry = self.get(name)
+        reg = Registry()
+        reg._entries[entry.name] = entry
+        return reg
 
     def names(self, pattern: str = "*", *, available_only: bool = False) -> list[str]:
         """Registered names matching a shell-style ``pattern``, sorted."""
@@ -323,8 +571,96 @@ LIGHTFM_SPACE: dict[str, dict[str, Any]] = {
 }
 
 
-def default_registry() -> Registry:
-    """A fresh registry with every model rsbench ships."""
+def load_plugins(reg: Registry, *, group: str = ENTRY_POINT_GROUP) -> list[PluginError]:
+    """Register the models other installed packages declare in the entry-point ``group``.
+
+    A package declares, in its ``pyproject.toml``::
+
+        [project.entry-points."rsbench.models"]
+        my-model = "my_pkg.models:MyModel"
+
+    The object an entry point names is either
+
+    * a :class:`models.base.Recommender` subclass: registered as the entry
+      point's name, with its class attributes ``presets`` (dict of name to
+      parameters) and ``default_preset`` when it has them; or
+    * any other callable: called with the registry, it registers one or more
+      models itself (``reg.register(name, "my_pkg.models:MyModel", presets=...)``),
+      which keeps a heavy framework import out of ``rsbench list``.
+
+    A plugin that fails (import error, wrong type, a name already taken) is
+    logged and recorded in ``reg.plugin_errors`` with its name and error; the
+    other plugins and the shipped models are unaffected.
+
+    Returns
+    -------
+    list of PluginError
+        The failures of this call.
+    """
+    failures = []
+    try:
+        points = sorted(importlib.metadata.entry_points(group=group), key=lambda ep: ep.name)
+    except Exception as exc:  # broken metadata must not stop rsbench
+        log.warning("could not read the %r entry points: %s", group, exc)
+        return failures
+    for point in points:
+        dist = getattr(point, "dist", None)
+        dist_name = f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
+        source = f"plugin {dist_name}"
+        try:
+            obj = point.load()
+            if isinstance(obj, type):
+                reg.register_class(
+                    _check_recommender_class(obj, point.value), point.name, source=source
+                )
+            elif callable(obj):
+                before = set(reg._entries)
+                obj(reg)
+                for name in set(reg._entries) - before:
+                    entry = reg._entries[name]
+                    reg._entries[name] = _replace_source(entry, source)
+            else:
+                raise TypeError(f"{point.value!r} is neither a Recommender class nor a function")
+        except Exception as exc:  # one broken plugin must not break the others
+            error = PluginError(point.name, dist_name, f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "plugin %r (%s) could not be loaded: %s", error.name, dist_name, error.error
+            )
+            failures.append(error)
+    reg.plugin_errors.extend(failures)
+    return failures
+
+
+def _replace_source(entry: ModelEntry, source: str) -> ModelEntry:
+    from dataclasses import replace
+
+    return replace(entry, source=source)
+
+
+def canonical_label(label: str, registry: Registry | None = None) -> str:
+    """The ``name:preset`` label of ``label``: a bare name gets its default preset.
+
+    Used to read result tables written before labels were canonical (a bare
+    ``torch-bilinear`` ran the ``fast`` parameters and is ``torch-bilinear:fast``).
+    Unknown names are returned unchanged.
+    """
+    reg = default_registry(plugins=False) if registry is None else registry
+    name, _, preset = str(label).partition(":")
+    if preset or name not in reg:
+        return str(label)
+    default = reg.get(name).default_preset
+    return f"{name}:{default}" if default else name
+
+
+def default_registry(*, plugins: bool = True) -> Registry:
+    """A fresh registry with every model rsbench ships, plus installed plugins.
+
+    Parameters
+    ----------
+    plugins : bool
+        Also register the models of the ``rsbench.models`` entry points
+        (:func:`load_plugins`).
+    """
     reg = Registry()
     # Baselines: numpy only.
     reg.register("random", "models.baselines:RandomModel", description="uniform random scores")
@@ -341,11 +677,23 @@ def default_registry() -> Registry:
         # lambda > 0, and below 1 the Gram inverse of a sparse catalogue is ill-conditioned.
         space={"l2": _log_float(1.0, 1e4)},
     )
+    reg.register(
+        "itemknn",
+        "models.knn:ItemKNN",
+        description="item-item cosine neighbours with shrinkage, top-k (scipy.sparse)",
+        # Dacrema et al. 2019 search k in [5, 1000] and shrink in [0, 1000] for ItemKNN;
+        # a shrinkage ladder keeps 0 (plain cosine) reachable.
+        space={
+            "neighbours": _log_int(5, 1000),
+            "shrinkage": _choices(0.0, 1.0, 10.0, 100.0, 1000.0),
+        },
+    )
     # The notebook's triplet models in Keras 3 (TensorFlow backend).
     keras = {"requires": ("tensorflow", "keras"), "extra": "keras"}
     reg.register(
         "keras-bilinear",
         "models.keras_triplet:KerasBilinear",
+        default_preset="fast",
         presets={
             # The notebook, run by Keras's own Model.fit loop.
             "notebook": {**NOTEBOOK_BILINEAR, "trainer": "keras-fit"},
@@ -366,6 +714,7 @@ def default_registry() -> Registry:
     reg.register(
         "keras-deep",
         "models.keras_triplet:KerasDeep",
+        default_preset="fast",
         presets={
             "notebook": {**NOTEBOOK_DEEP, "trainer": "keras-fit"},
             # The same model trained for speed (= the class defaults).
@@ -393,6 +742,7 @@ def default_registry() -> Registry:
     reg.register(
         "torch-bilinear",
         "models.torch_triplet:TorchBilinear",
+        default_preset="fast",
         presets={
             "notebook": {**NOTEBOOK_BILINEAR, "device": "cpu"},
             # Closed-form gradients and plain SGD over large batches: the same model and loss.
@@ -419,6 +769,7 @@ def default_registry() -> Registry:
     reg.register(
         "torch-deep",
         "models.torch_triplet:TorchDeep",
+        default_preset="fast",
         presets={
             "notebook": {**NOTEBOOK_DEEP, "device": "cpu"},
             "fast": {
@@ -450,6 +801,7 @@ def default_registry() -> Registry:
     reg.register(
         "lightfm-warp",
         "models.lightfm_model:LightFMModel",
+        default_preset="fast",
         loss="warp",
         presets={
             "fast": {"loss": "warp", **lightfm_fast},
@@ -462,6 +814,7 @@ def default_registry() -> Registry:
     reg.register(
         "lightfm-bpr",
         "models.lightfm_model:LightFMModel",
+        default_preset="fast",
         loss="bpr",
         presets={
             "fast": {"loss": "bpr", **lightfm_fast},
@@ -475,6 +828,7 @@ def default_registry() -> Registry:
     reg.register(
         "implicit-als",
         "models.implicit_model:ImplicitALS",
+        default_preset="fast",
         presets={
             # Chosen by a sweep on a validation split cut from the ua train positives.
             "fast": {
@@ -500,6 +854,7 @@ def default_registry() -> Registry:
     reg.register(
         "implicit-bpr",
         "models.implicit_model:ImplicitBPR",
+        default_preset="fast",
         presets={
             "fast": {
                 "factors": 64,
@@ -532,6 +887,7 @@ def default_registry() -> Registry:
     reg.register(
         "fm",
         "models.fm:FactorizationMachine",
+        default_preset="fast",
         presets={
             "fast": {
                 "latent_dim": 64,
@@ -579,4 +935,6 @@ def default_registry() -> Registry:
         },
         **torch,
     )
+    if plugins:
+        load_plugins(reg)
     return reg

@@ -44,6 +44,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Serialises the environment swap around starting an isolated run's process.
+_SPAWN_LOCK = threading.Lock()
+
 TIES = ("expected", "pessimistic")
 EXCLUSIONS = ("train-positives", "train-all", "none")
 #: Largest seed: an unsigned 32-bit integer (every framework seed and the Parquet
@@ -377,10 +380,30 @@ class Runner:
         model.validate_params()
         return json.dumps(model.get_params(), sort_keys=True, default=str)
 
+    #: Log file isolated workers append their records and their stdout/stderr
+    #: (framework start-up noise) to; None leaves them on the terminal.
+    worker_log: str | None = None
+
     def run(self, spec: RunSpec) -> RunResult:
-        """Execute one spec; any exception is caught and recorded as a failed run."""
+        """Execute one spec; any exception is caught and recorded as a failed run.
+
+        With ``isolate``, a model whose class cannot be imported by name in a
+        fresh process (defined in ``__main__``: a script or a notebook cell)
+        runs in this process instead; this is logged.
+        """
         if self.isolate:
-            return self._run_isolated(spec)
+            try:
+                entry = self.registry.get(spec.model)
+            except (ValueError, ImportError):
+                return self._run_here(spec)  # records the failure
+            if entry.importable:
+                return self._run_isolated(spec)
+            log.info(
+                "%s is defined in %s, which a spawned process cannot import: running it "
+                "in this process",
+                spec.label,
+                entry.entry_point.partition(":")[0],
+            )
         return self._run_here(spec)
 
     def _run_isolated(self, spec: RunSpec) -> RunResult:
@@ -388,18 +411,32 @@ class Runner:
         receiver, sender = ctx.Pipe(duplex=False)
         args = (
             sender,
-            self.registry,
+            self.registry.only(spec.model),
             self.loader,
             self.block_size,
             self.curves,
             spec,
-            logging.getLogger().level,
+            logging.getLogger().getEffectiveLevel(),
             os.getpid(),
+            self.worker_log,
         )
         process = ctx.Process(target=_child_main, args=args, daemon=True)
         started = time.time()
         clock = time.monotonic()
-        process.start()
+        # The child inherits the environment at start: quiet framework start-up
+        # and, for a CPU run, no CUDA probing at all (set before any import).
+        # One start at a time: the process executor starts runs from several threads,
+        # and os.environ is process-wide.
+        with _SPAWN_LOCK:
+            saved = dict(os.environ)
+            os.environ.update(
+                worker_environment(spec, self.registry, quiet=self.worker_log is not None)
+            )
+            try:
+                process.start()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
         sender.close()
         try:
             result = self._wait_for(process, receiver, spec, started, clock)
@@ -703,10 +740,52 @@ def _watch_parent(parent_pid: int, interval: float) -> None:
         time.sleep(interval)
 
 
-def _child_main(conn, registry, loader, block_size, curves, spec, level, parent_pid) -> None:
-    """Entry point of an isolated run's process: run ``spec`` and send back the result."""
+def worker_environment(spec: RunSpec, registry: Registry, *, quiet: bool) -> dict[str, str]:
+    """Environment variables an isolated worker of ``spec`` starts with.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` silences TensorFlow's C++ start-up logging (3 when
+    ``quiet``: errors too, since they land in the log file anyway) unless the
+    user set it; a run whose parameters do not ask for a ``cuda`` device gets
+    ``CUDA_VISIBLE_DEVICES=""``, so a CPU run never initialises CUDA (no
+    ``failed call to cuInit`` on machines without a GPU).
+    """
+    env = {}
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3" if quiet else "2"
+    try:
+        params = registry.params(spec.model, spec.preset, **dict(spec.params))
+    except ValueError:
+        params = dict(spec.params)
+    if not str(params.get("device", "cpu")).startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def _child_main(
+    conn, registry, loader, block_size, curves, spec, level, parent_pid, log_path=None
+) -> None:
+    """Entry point of an isolated run's process: run ``spec`` and send back the result.
+
+    The process ends with its parent (:func:`_die_with_parent`). With
+    ``log_path``, the process's stdout and stderr (file descriptors 1 and 2,
+    so native framework output too) and its log records are appended to that
+    file instead of the terminal.
+    """
     _die_with_parent(parent_pid)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if log_path is not None:
+        stream = open(log_path, "a", buffering=1, encoding="utf-8")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        logging.basicConfig(
+            level=min(level, logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s",
+            stream=stream,
+        )
+        logging.captureWarnings(True)
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     runner = Runner(registry, loader=loader, block_size=block_size, curves=curves)
     try:
         conn.send(runner.run(spec))

@@ -278,7 +278,7 @@ def build_tune_config(options: Mapping[str, Any], *, source: str = "<command lin
 
 
 def load_tune_config(path: str | Path) -> TuneConfig:
-    """Read a TOML tuning file (see ``experiments/tuned.toml``)."""
+    """Read a TOML tuning file (see the shipped suite ``bench/suites/tuned.toml``)."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ A space maps a hyperparameter name to one of::
 Any entry may add ``"when": {"negatives": "hard"}`` (or a list of values): the
 parameter is suggested only when the other parameter (sampled earlier or fixed
 by the preset) has that value; otherwise it keeps its preset value. The dicts
-are JSON/TOML-friendly, so ``experiments/*.toml`` can override a space entry by
+are JSON/TOML-friendly, so a TOML suite can override a space entry by
 entry. Nothing here imports Optuna at module level.
 """
 

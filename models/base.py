@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -26,6 +29,8 @@ __all__ = [
 ]
 
 EpochCallback = Callable[[int], None]
+
+_log = logging.getLogger(__name__)
 
 #: Similarities of the notebook's bilinear model (cosine is the notebook's choice).
 SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
@@ -83,6 +88,9 @@ class Recommender(ABC):
 
     Class attributes
     ----------------
+    deterministic : bool
+        True when ``fit`` draws no random numbers (closed form or counting):
+        the contract then does not expect another seed to change the scores.
     uses_sampler : bool
         True for models trained on the common sampler's triplets.
     deterministic : bool
@@ -98,6 +106,7 @@ class Recommender(ABC):
         own negatives").
     """
 
+    deterministic: ClassVar[bool] = False
     uses_sampler: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
     uses_features: ClassVar[bool] = False
@@ -215,14 +224,134 @@ class Recommender(ABC):
 class TripletRecommender(Recommender):
     """Base of models trained on (user, positive, negative) triplets from the common sampler.
 
+    The training loop lives here, once: :meth:`fit` checks its inputs, builds
+    the sampler (:meth:`make_sampler`) unless one is given, checks that it
+    draws from the train catalogue, draws one framework seed from ``rng``,
+    then per epoch samples fresh triplets (``score_pairs`` feeds the ``hard``
+    strategy), trains on them, checks the weights are finite, records the
+    epoch's loss in :attr:`loss_history_` and calls ``on_epoch``.
+
+    A new triplet model implements only its step and its scoring:
+
+    * :meth:`_start_training` ``(train, seed, features)``: build weights and
+      optimizer, seeding the framework from ``seed``;
+    * :meth:`_train_epoch` ``(triplets) -> float``: one pass over the epoch's
+      triplets, returning its mean loss;
+    * :meth:`_score_pairs` ``(user_ids, item_ids)``: current similarity of
+      (user, item) pairs (used by the ``hard`` sampler);
+    * :meth:`score`;
+
+    and optionally :meth:`_epoch_context` (e.g. thread settings around each
+    epoch) and :meth:`_check_weights` (raise ``FloatingPointError`` for
+    non-finite weights).
+
     Subclasses must have hyperparameters ``negatives`` (sampler strategy) and
     may have ``negatives_alpha`` (popularity exponent) and ``hard_candidates``
     (number of candidates for the ``hard`` strategy); :meth:`make_sampler`
     builds the shared :class:`bench.sampler.NegativeSampler` from them.
+
+    Attributes
+    ----------
+    loss_history_ : list of float
+        Mean training loss of each epoch of the last fit (after ``fit``).
     """
 
     uses_sampler: ClassVar[bool] = True
     iterative: ClassVar[bool] = True
+
+    # -- the hooks a triplet model implements ---------------------------------
+    def _start_training(
+        self,
+        train: Interactions,
+        seed: int,
+        features: tuple[SideFeatures | None, SideFeatures | None] | None,
+    ) -> None:
+        """Build the weights and optimizer for ``train``; ``seed`` seeds the framework."""
+        raise NotImplementedError
+
+    def _train_epoch(self, triplets: Any) -> float:
+        """Train on one epoch of :class:`~bench.sampler.Triplets`; return the mean loss."""
+        raise NotImplementedError
+
+    def _score_pairs(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Current similarity of each (user, item) pair (the ``hard`` sampler's callback)."""
+        raise NotImplementedError
+
+    def _epoch_context(self) -> AbstractContextManager[Any]:
+        """Context around sampling, training and checking of one epoch (default: none)."""
+        return contextlib.nullcontext()
+
+    def _check_weights(self, epoch: int) -> None:
+        """Raise ``FloatingPointError`` for a non-finite weight after ``epoch`` (default: no-op)."""
+
+    def _end_training(self) -> None:
+        """Release what only training needed (called once after the last epoch; default: no-op)."""
+
+    # -- the loop ---------------------------------------------------------------
+    def fit(
+        self,
+        train: Interactions,
+        *,
+        sampler: NegativeSampler | None = None,
+        epochs: int | None = None,
+        rng: np.random.Generator,
+        on_epoch: EpochCallback | None = None,
+        features: tuple[SideFeatures | None, SideFeatures | None] | None = None,
+    ) -> TripletRecommender:
+        """Train on ``train`` for ``epochs`` epochs of triplets and return ``self``.
+
+        Parameters
+        ----------
+        train : Interactions
+            Positive training interactions.
+        sampler : NegativeSampler, optional
+            Source of each epoch's triplets; default :meth:`make_sampler`. It
+            must draw from ``train.num_items`` items.
+        epochs : int, optional
+            Default: the ``epochs`` hyperparameter.
+        rng : numpy.random.Generator
+            The only source of randomness: one seed drawn from it seeds the
+            framework (initial weights, dropout), then the sampler draws every
+            epoch's triplets from it.
+        on_epoch : callable, optional
+            Called with the 1-based epoch number after every epoch, outside
+            :meth:`_epoch_context`; ``score`` works inside it.
+        features : (SideFeatures or None, SideFeatures or None), optional
+            Side features, for models with ``uses_features``.
+
+        Returns
+        -------
+        self
+        """
+        epochs = self._begin_fit(train, rng, epochs)
+        if sampler is None:
+            sampler = self.make_sampler(train)
+        sampler_items = getattr(sampler, "num_items", train.num_items)
+        if sampler_items != train.num_items:
+            raise ValueError(
+                f"sampler draws from {sampler_items} items but train has {train.num_items}"
+            )
+        self._fitted = False
+        self._num_users, self._num_items = train.shape
+        self._start_training(train, derive_seed(rng), features)
+        self.loss_history_: list[float] = []
+        name = type(self).__name__
+        for epoch in range(1, epochs + 1):
+            with self._epoch_context():
+                triplets = sampler.sample(rng, score_pairs=self._score_pairs)
+                loss = self._train_epoch(triplets)
+                try:
+                    self._check_weights(epoch)
+                except FloatingPointError:
+                    self._fitted = False
+                    raise
+            self.loss_history_.append(float(loss))
+            self._fitted = True
+            _log.debug("%s epoch %d/%d: mean batch loss %.5f", name, epoch, epochs, loss)
+            if on_epoch is not None:
+                on_epoch(epoch)
+        self._end_training()
+        return self
 
     def _validate_triplet_params(self, optimizers: tuple[str, ...]) -> None:
         """Check the hyperparameters every triplet model shares (see the class docstring)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -12,17 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.interactions import Interactions
-from models.base import (
-    EpochCallback,
-    TripletRecommender,
-    check_finite,
-    check_positive,
-    derive_seed,
-)
+from models.base import TripletRecommender, check_finite, check_positive
+from models.torch_triplet import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from bench.dataset import SideFeatures
-    from bench.sampler import NegativeSampler
+    from bench.sampler import Triplets
 
 __all__ = ["LOSSES", "OPTIMIZERS", "FactorizationMachine"]
 
@@ -32,20 +25,6 @@ LOSSES: dict[str, str] = {
     "margin": "max(0, margin - d) (the notebook's hinge)",
 }
 OPTIMIZERS: tuple[str, ...] = ("adam", "adagrad", "sgd")
-_NEGATIVES: tuple[str, ...] = ("uniform", "uniform-unseen", "popularity", "hard")
-
-
-@contextlib.contextmanager
-def _torch_threads(num_threads: int) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(num_threads)``, restoring the old value."""
-    previous = torch.get_num_threads()
-    if previous != num_threads:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def _padded_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -231,20 +210,10 @@ class FactorizationMachine(TripletRecommender):
     # -- parameters -------------------------------------------------------
     def validate_params(self) -> None:
         """Raise ``ValueError`` naming the first impossible hyperparameter."""
-        super().validate_params()
+        self._validate_triplet_params(OPTIMIZERS)
         check_positive("latent_dim", self.latent_dim, integer=True)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
-        check_positive("margin", self.margin, allow_zero=True)
-        check_positive("l2_reg", self.l2_reg, allow_zero=True)
-        check_positive("learning_rate", self.learning_rate)
-        check_positive("batch_size", self.batch_size, integer=True)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.negatives not in _NEGATIVES:
-            raise ValueError(f"negatives must be one of {_NEGATIVES}, got {self.negatives!r}")
-        check_positive("negatives_alpha", self.negatives_alpha, allow_zero=True)
-        check_positive("hard_candidates", self.hard_candidates, integer=True)
         for name in ("use_user_features", "use_item_features"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
@@ -306,11 +275,11 @@ class FactorizationMachine(TripletRecommender):
             return torch.optim.Adagrad(params, lr=lr)
         return torch.optim.SGD(params, lr=lr)
 
-    def _pair_scores(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    def _score_pairs(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """FM scores of ``(user_ids[n], item_ids[n])`` pairs (the ``hard`` sampler's callback)."""
         users = torch.from_numpy(np.asarray(user_ids, dtype=np.int64))
         items = torch.from_numpy(np.asarray(item_ids, dtype=np.int64))
-        with torch.no_grad(), _torch_threads(int(self.num_threads)):
+        with torch.no_grad(), torch_threads(int(self.num_threads)):
             s_u, sq_u, lin_u, _ = self._model.part(
                 self._user_columns[users], self._user_values[users]
             )
@@ -321,108 +290,75 @@ class FactorizationMachine(TripletRecommender):
             scores = self._model.w0 + lin_u + lin_i + pairs
         return scores.numpy().astype(np.float64)
 
-    def _train_epoch(
-        self, sampler: NegativeSampler, rng: np.random.Generator, optimizer: torch.optim.Optimizer
-    ) -> float:
-        """One pass over a fresh epoch of triplets; returns the mean pairwise loss."""
+    def _start_training(
+        self,
+        train: Interactions,
+        seed: int,
+        features: tuple[SideFeatures | None, SideFeatures | None] | None,
+    ) -> None:
+        """Lay out the feature rows, draw the initial factors from ``seed``, set the optimizer."""
+        num_features = self._build_rows(train, features)
+        generator = torch.Generator().manual_seed(seed)
+        with torch_threads(int(self.num_threads)):
+            self._model = _FMParameters(
+                num_features, int(self.latent_dim), float(self.init_std), generator
+            )
+        self._optimizer = self._make_optimizer(self._model.parameters())
+        self._cache = None
+
+    def _epoch_context(self):
+        return torch_threads(int(self.num_threads))
+
+    def _train_epoch(self, triplets: Triplets) -> float:
+        """One pass over an epoch of triplets; returns the mean pairwise loss."""
         model = self._model
+        optimizer = self._optimizer
         l2 = float(self.l2_reg)
         margin = float(self.margin)
         total = torch.zeros((), dtype=torch.float64)
         count = 0
-        with _torch_threads(int(self.num_threads)):
-            triplets = sampler.sample(rng, score_pairs=self._pair_scores)
-            for users, pos, neg in triplets.batches(int(self.batch_size)):
-                n = users.shape[0]
-                users = torch.from_numpy(users.astype(np.int64))
-                items = torch.from_numpy(np.concatenate([pos, neg]).astype(np.int64))
-                s_u, sq_u, _, lin_sq_u = model.part(
-                    self._user_columns[users], self._user_values[users]
-                )
-                s_i, sq_i, lin_i, lin_sq_i = model.part(
-                    self._item_columns[items], self._item_values[items]
-                )
-                # fm(u, i) = w0 + lin_u + lin_i + 1/2 (|s_u + s_i|^2 - sq_u - sq_i), the
-                # sum-square trick on x = [x_u, x_i]; w0, lin_u and sq_u are the same for
-                # pos and neg and cancel in the difference, so they are left out.
-                fm = lin_i + 0.5 * ((s_u.repeat(2, 1) + s_i).pow(2).sum(1) - sq_i)
-                diff = fm[:n] - fm[n:]
-                if self.loss == "bpr":
-                    loss = F.softplus(-diff).mean()
-                else:
-                    loss = F.relu(margin - diff).mean()
-                objective = loss
-                if l2 > 0:
-                    # sum over the batch's non-zero features of x_j^2 (|v_j|^2 + w_j^2)
-                    penalty = (sq_u + lin_sq_u).sum() + (sq_i + lin_sq_i).sum()
-                    objective = loss + l2 * penalty / n
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                optimizer.step()
-                total += loss.detach() * n
-                count += n
+        for users, pos, neg in triplets.batches(int(self.batch_size)):
+            n = users.shape[0]
+            users = torch.from_numpy(users.astype(np.int64))
+            items = torch.from_numpy(np.concatenate([pos, neg]).astype(np.int64))
+            s_u, sq_u, _, lin_sq_u = model.part(self._user_columns[users], self._user_values[users])
+            s_i, sq_i, lin_i, lin_sq_i = model.part(
+                self._item_columns[items], self._item_values[items]
+            )
+            # fm(u, i) = w0 + lin_u + lin_i + 1/2 (|s_u + s_i|^2 - sq_u - sq_i), the
+            # sum-square trick on x = [x_u, x_i]; w0, lin_u and sq_u are the same for
+            # pos and neg and cancel in the difference, so they are left out.
+            fm = lin_i + 0.5 * ((s_u.repeat(2, 1) + s_i).pow(2).sum(1) - sq_i)
+            diff = fm[:n] - fm[n:]
+            if self.loss == "bpr":
+                loss = F.softplus(-diff).mean()
+            else:
+                loss = F.relu(margin - diff).mean()
+            objective = loss
+            if l2 > 0:
+                # sum over the batch's non-zero features of x_j^2 (|v_j|^2 + w_j^2)
+                penalty = (sq_u + lin_sq_u).sum() + (sq_i + lin_sq_i).sum()
+                objective = loss + l2 * penalty / n
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            total += loss.detach() * n
+            count += n
+        self._cache = None  # the scoring parts are stale
         return float(total) / max(count, 1)
 
-    def fit(
-        self,
-        train: Interactions,
-        *,
-        sampler: NegativeSampler | None = None,
-        epochs: int | None = None,
-        rng: np.random.Generator,
-        on_epoch: EpochCallback | None = None,
-        features: tuple[SideFeatures | None, SideFeatures | None] | None = None,
-    ) -> FactorizationMachine:
-        """Train on the sampler's triplets, one sampler epoch per epoch.
+    def _check_weights(self, epoch: int) -> None:
+        for name, param in self._model.named_parameters():
+            check_finite(param.detach().numpy(), f"FM parameter {name} after epoch {epoch}")
 
-        Parameters
-        ----------
-        train : Interactions
-            Train positives.
-        sampler : NegativeSampler, optional
-            Defaults to :meth:`make_sampler` (this model's ``negatives`` strategy).
-        epochs : int, optional
-            Overrides ``self.epochs``.
-        rng : numpy.random.Generator
-            Seeds the factor initialisation and drives the sampler.
-        on_epoch : callable, optional
-            Called with the 1-based epoch after each epoch.
-        features : (SideFeatures or None, SideFeatures or None), optional
-            User and item side features (rows in index order).
-
-        Returns
-        -------
-        FactorizationMachine
-            ``self``.
-        """
-        epochs = self._begin_fit(train, rng, epochs)
-        if sampler is None:
-            sampler = self.make_sampler(train)
-        num_features = self._build_rows(train, features)
-        generator = torch.Generator().manual_seed(derive_seed(rng))
-        with _torch_threads(int(self.num_threads)):
-            self._model = _FMParameters(
-                num_features, int(self.latent_dim), float(self.init_std), generator
-            )
-        optimizer = self._make_optimizer(self._model.parameters())
-        self._num_users, self._num_items = train.shape
-        self.loss_history_: list[float] = []
-        for epoch in range(1, epochs + 1):
-            epoch_loss = self._train_epoch(sampler, rng, optimizer)
-            for name, param in self._model.named_parameters():
-                check_finite(param.detach().numpy(), f"FM parameter {name} after epoch {epoch}")
-            self.loss_history_.append(epoch_loss)
-            self._cache = None
-            self._fitted = True
-            if on_epoch is not None:
-                on_epoch(epoch)
-        return self
+    def _end_training(self) -> None:
+        del self._optimizer
 
     # -- scoring ----------------------------------------------------------
     def _parts(self):
         """Cached ``(a_u, s_u, b_i, s_i^T)`` as float32 numpy arrays."""
         if self._cache is None:
-            with torch.no_grad(), _torch_threads(int(self.num_threads)):
+            with torch.no_grad(), torch_threads(int(self.num_threads)):
                 s_u, sq_u, lin_u, _ = self._model.part(self._user_columns, self._user_values)
                 s_i, sq_i, lin_i, _ = self._model.part(self._item_columns, self._item_values)
                 user_bias = self._model.w0 + lin_u + 0.5 * (s_u.pow(2).sum(1) - sq_u)

@@ -39,12 +39,10 @@ import numpy as np
 import tensorflow as tf
 
 from bench.interactions import Interactions
-from bench.sampler import NegativeSampler, Triplets
+from bench.sampler import Triplets
 from models.base import (
-    EpochCallback,
     TripletRecommender,
     check_finite,
-    derive_seed,
 )
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
@@ -591,7 +589,10 @@ class _KerasFitTrainer:
 
 # -- the adapters -------------------------------------------------------------------
 class _KerasTriplet(TripletRecommender):
-    """Shared fit loop, validation and pair scoring of the two Keras adapters."""
+    """Validation, network set-up and epoch step shared by the two Keras adapters.
+
+    The training loop itself is :meth:`models.base.TripletRecommender.fit`.
+    """
 
     def _validate_common(self) -> None:
         self._validate_triplet_params(OPTIMIZERS)
@@ -607,85 +608,35 @@ class _KerasTriplet(TripletRecommender):
     def _build_net(self, num_users: int, num_items: int, seeds: np.ndarray) -> _TripletNet:
         raise NotImplementedError
 
-    def fit(
-        self,
-        train: Interactions,
-        *,
-        sampler: NegativeSampler | None = None,
-        epochs: int | None = None,
-        rng: np.random.Generator,
-        on_epoch: EpochCallback | None = None,
-        features: Any = None,
-    ) -> _KerasTriplet:
-        """Train on ``train`` for ``epochs`` epochs of triplets and return ``self``.
-
-        Parameters
-        ----------
-        train : Interactions
-            Positive training interactions.
-        sampler : NegativeSampler, optional
-            Source of each epoch's triplets; default :meth:`make_sampler`.
-        epochs : int, optional
-            Default: the ``epochs`` hyperparameter.
-        rng : numpy.random.Generator
-            The only source of randomness: weight initialisation and dropout
-            (through seeds drawn from it) and the sampler's triplets.
-        on_epoch : callable, optional
-            Called with the 1-based epoch number after every epoch; ``score``
-            works inside it.
-        features : ignored
-            These models use no side features.
-
-        Returns
-        -------
-        self
-        """
-        epochs = self._begin_fit(train, rng, epochs)
-        if sampler is None:
-            sampler = self.make_sampler(train)
-        sampler_items = getattr(sampler, "num_items", train.num_items)
-        if sampler_items != train.num_items:
-            raise ValueError(
-                f"sampler draws from {sampler_items} items but train has {train.num_items}"
-            )
+    def _start_training(self, train: Interactions, seed: int, features: Any) -> None:
+        """Build the network and the chosen trainer; ``seed`` seeds every framework draw."""
+        del features  # these models use no side features
         _configure_threads(self.num_threads)
-
-        self._fitted = False
-        self._num_users, self._num_items = train.shape
         # One draw from rng seeds everything framework-side: the Keras
         # initializers and dropout layers, and the compiled trainer's masks.
-        init_seq, dropout_seq = np.random.SeedSequence(derive_seed(rng)).spawn(2)
+        init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         seeds = init_seq.generate_state(self._seed_count()) % (2**31 - 1)
         self._net = self._build_net(train.num_users, train.num_items, seeds)
         optimizer = _make_optimizer(self.optimizer, self.learning_rate)
         if self.trainer == "compiled":
             # PCG64 explicitly: the trainer uses its raw 64-bit outputs as random bits.
             dropout_rng = np.random.Generator(np.random.PCG64(dropout_seq))
-            trainer = _CompiledTrainer(
+            self._trainer = _CompiledTrainer(
                 self._net, optimizer, self.batch_size, self.jit_compile, dropout_rng
             )
         else:
-            trainer = _KerasFitTrainer(self._net, optimizer, self.batch_size)
-        self._epoch_losses: list[float] = []
+            self._trainer = _KerasFitTrainer(self._net, optimizer, self.batch_size)
 
-        for epoch in range(1, epochs + 1):
-            triplets = sampler.sample(rng, score_pairs=self._score_pairs)
-            loss = trainer.run_epoch(triplets)
-            try:
-                for variable in self._net.trainable_variables:
-                    where = f"{type(self).__name__} weight {variable.path} after epoch {epoch}"
-                    check_finite(variable.numpy(), where)
-            except FloatingPointError:
-                self._fitted = False
-                raise
-            self._epoch_losses.append(loss)
-            self._fitted = True
-            logger.debug(
-                "%s epoch %d/%d: mean batch loss %.5f", type(self).__name__, epoch, epochs, loss
-            )
-            if on_epoch is not None:
-                on_epoch(epoch)
-        return self
+    def _train_epoch(self, triplets: Triplets) -> float:
+        return self._trainer.run_epoch(triplets)
+
+    def _end_training(self) -> None:
+        del self._trainer  # its compiled graphs are not needed for scoring
+
+    def _check_weights(self, epoch: int) -> None:
+        for variable in self._net.trainable_variables:
+            where = f"{type(self).__name__} weight {variable.path} after epoch {epoch}"
+            check_finite(variable.numpy(), where)
 
     def _score_pairs(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """Current similarity of each (user, item) pair (for the ``hard`` sampler), float32."""

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import SIMILARITIES, TripletRecommender, check_finite, derive_seed
+from models.base import SIMILARITIES, TripletRecommender, check_finite
 
 __all__ = ["OPTIMIZERS", "SIMILARITIES", "TorchBilinear", "TorchDeep"]
 
@@ -60,7 +60,7 @@ _SCORE_BLOCK_CELLS = 4_000_000
 
 # -- helpers ------------------------------------------------------------------
 @contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
+def torch_threads(num_threads: int | None) -> Iterator[None]:
     """Run the body with ``torch.set_num_threads(num_threads)``, restoring the old count."""
     if num_threads is None:
         yield
@@ -162,7 +162,10 @@ class _Optimizer:
 
 # -- the shared adapter ------------------------------------------------------------
 class _TorchTriplet(TripletRecommender):
-    """Shared validation, fit loop, threads and device handling of the torch adapters."""
+    """Shared validation, epoch step, threads and device handling of the torch adapters.
+
+    The training loop itself is :meth:`models.base.TripletRecommender.fit`.
+    """
 
     def _validate_common(self) -> None:
         self._validate_triplet_params(OPTIMIZERS)
@@ -183,70 +186,38 @@ class _TorchTriplet(TripletRecommender):
     def _pair_similarity(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
-        """Train on ``train`` for ``epochs`` epochs of triplets and return ``self``.
-
-        Parameters
-        ----------
-        train : Interactions
-            Positive training interactions.
-        sampler : NegativeSampler, optional
-            Source of each epoch's triplets; default :meth:`make_sampler`.
-        epochs : int, optional
-            Default: the ``epochs`` hyperparameter.
-        rng : numpy.random.Generator
-            The only source of randomness: a ``torch.Generator`` seeded from it
-            draws the initial weights and dropout masks; the sampler draws the
-            triplets from it.
-        on_epoch : callable, optional
-            Called with the 1-based epoch number after every epoch, outside
-            the thread/device settings of training; ``score`` works inside it.
-        features : ignored
-            These models use no side features.
-
-        Returns
-        -------
-        self
-        """
-        epochs = self._begin_fit(train, rng, epochs)
-        if sampler is None:
-            sampler = self.make_sampler(train)
-        sampler_items = getattr(sampler, "num_items", train.num_items)
-        if sampler_items != train.num_items:
-            raise ValueError(
-                f"sampler draws from {sampler_items} items but train has {train.num_items}"
-            )
+    def _start_training(self, train, seed: int, features) -> None:
+        """Resolve the device and build the weights from a CPU generator seeded by ``seed``."""
+        del features  # these models use no side features
         self._device = _resolve_device(self.device)
-        self._fitted = False
-        self._num_users, self._num_items = train.shape
         # A CPU generator, so that the same seed gives the same weights on any device.
-        self._generator = torch.Generator().manual_seed(derive_seed(rng))
-        with _torch_threads(self.num_threads):
+        self._generator = torch.Generator().manual_seed(seed)
+        with torch_threads(self.num_threads):
             self._build(train.num_users, train.num_items, self._generator)
-        self._epoch_losses: list[float] = []
+
+    def _epoch_context(self) -> contextlib.AbstractContextManager:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch_threads(self.num_threads))
+        stack.enter_context(torch.no_grad())
+        return stack
+
+    def _train_epoch(self, triplets) -> float:
         batch_size = int(self.batch_size)
+        users, pos, neg = (
+            _index_tensor(ids, self._device)
+            for ids in (triplets.user_ids, triplets.pos_item_ids, triplets.neg_item_ids)
+        )
+        self._loss_sum = torch.zeros((), device=self._device)
+        for start in range(0, users.shape[0], batch_size):
+            end = start + batch_size
+            self._train_batch(users[start:end], pos[start:end], neg[start:end])
+        num_batches = -(-users.shape[0] // batch_size)
+        return float(self._loss_sum) / max(num_batches, 1)
+
+    def _check_weights(self, epoch: int) -> None:
         name = type(self).__name__
-        for epoch in range(1, epochs + 1):
-            with _torch_threads(self.num_threads), torch.no_grad():
-                triplets = sampler.sample(rng, score_pairs=self._score_pairs)
-                users, pos, neg = (
-                    _index_tensor(ids, self._device)
-                    for ids in (triplets.user_ids, triplets.pos_item_ids, triplets.neg_item_ids)
-                )
-                self._loss_sum = torch.zeros((), device=self._device)
-                for start in range(0, users.shape[0], batch_size):
-                    end = start + batch_size
-                    self._train_batch(users[start:end], pos[start:end], neg[start:end])
-                num_batches = -(-users.shape[0] // batch_size)
-                for what, weight in self._weights().items():
-                    _check_tensor(weight, f"{name} weight {what}")
-                loss = float(self._loss_sum) / max(num_batches, 1)
-            self._epoch_losses.append(loss)
-            self._fitted = True
-            logger.debug("%s epoch %d/%d: mean batch loss %.5f", name, epoch, epochs, loss)
-            if on_epoch is not None:
-                on_epoch(epoch)
-        return self
+        for what, weight in self._weights().items():
+            _check_tensor(weight, f"{name} weight {what}")
 
     def _score_pairs(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """Current similarity of each (user, item) pair (the ``hard`` sampler's callback)."""
@@ -487,7 +458,7 @@ class TorchBilinear(_TorchTriplet):
             Cosine similarities (or dot products), C-contiguous.
         """
         user_ids = self._check_user_ids(user_ids)
-        with _torch_threads(self.num_threads), torch.no_grad():
+        with torch_threads(self.num_threads), torch.no_grad():
             index = _index_tensor(user_ids, self._device)
             users, items = self._tables()
             scores = users.index_select(0, index) @ items.T
@@ -703,7 +674,7 @@ negatives_alpha, hard_candidates, num_threads, device
         width = first.shape[1]
         block = max(1, _SCORE_BLOCK_CELLS // (self._num_items * width))
         user_dim = int(self.user_dim)
-        with _torch_threads(self.num_threads), torch.no_grad():
+        with torch_threads(self.num_threads), torch.no_grad():
             index = _index_tensor(user_ids, self._device)
             item_part = torch.addmm(self._biases[0], self._item_table, first[user_dim:])
             user_part = self._user_table.index_select(0, index) @ first[:user_dim]

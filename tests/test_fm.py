@@ -101,7 +101,7 @@ def test_score_equals_brute_force_fm(loss, tiny, weighted_features):
     expected = _brute_force_fm(model, tiny, weighted_features, users)
     np.testing.assert_allclose(model.score(users), expected, rtol=1e-4, atol=1e-5)
     # The hard sampler's pair callback computes the same function.
-    pairs = model._pair_scores(np.repeat(users, 5), np.tile(np.arange(5), 3))
+    pairs = model._score_pairs(np.repeat(users, 5), np.tile(np.arange(5), 3))
     np.testing.assert_allclose(pairs, expected[:, :5].ravel(), rtol=1e-4, atol=1e-5)
 
 

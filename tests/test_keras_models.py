@@ -360,7 +360,7 @@ def test_training_lowers_the_loss_and_beats_popularity(cls, tiny):
     from models.baselines import Popularity
 
     model = _fit(cls(epochs=30, batch_size=128, learning_rate=0.01), tiny.train)
-    losses = model._epoch_losses
+    losses = model.loss_history_
     assert losses[-1] < 0.7 * losses[0]
     popularity = _fit(Popularity(), tiny.train)
     assert _auc(tiny, model)["auc"] > _auc(tiny, popularity)["auc"] + 0.02

@@ -1,19 +1,19 @@
-"""The shared contract every registered model must satisfy, on tiny synthetic data."""
+"""The shared contract every registered model satisfies, via bench.testing.check_recommender.
+
+Each class declares what the contract may expect of it (``deterministic``:
+another seed need not change its scores); nothing is listed here by name.
+"""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 
 from bench.registry import default_registry
+from bench.testing import check_recommender
 from models.base import NotFittedError, Recommender
 
-REGISTRY = default_registry()
-
-# Keep the suite fast: few epochs, small batches where a model has them.
-FAST = {"epochs": 2}
+REGISTRY = default_registry(plugins=False)
 
 
 def _cases():
@@ -23,78 +23,82 @@ def _cases():
             yield pytest.param(entry.name, preset, id=f"{entry.name}:{preset}")
 
 
-def _make(name: str, preset: str | None) -> Recommender:
+@pytest.mark.parametrize(("name", "preset"), list(_cases()))
+def test_contract(name, preset, tiny, tiny_features):
     entry = REGISTRY.get(name)
     for module in entry.requires:
         pytest.importorskip(module)
     model = REGISTRY.make(name, preset)
-    if "epochs" in model.get_params():
-        model.set_params(**FAST)
-    return model
+    check_recommender(model, data=tiny, features=tiny_features, epochs=2)
 
 
-def _fit(model: Recommender, data, features, seed: int = 0, on_epoch=None) -> Recommender:
-    return model.fit(
-        data.train,
-        sampler=model.make_sampler(data.train),
-        rng=np.random.default_rng(seed),
-        on_epoch=on_epoch,
-        features=features if model.uses_features else None,
-    )
+class _Good(Recommender):
+    """A well-behaved model: a seeded random score table."""
+
+    def __init__(self, *, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
+        self._begin_fit(train, rng, epochs)
+        self._num_users, self._num_items = train.shape
+        self._table = rng.random(train.shape) * self.scale
+        self._fitted = True
+        if on_epoch is not None:
+            on_epoch(1)
+        return self
+
+    def score(self, user_ids):
+        user_ids = self._check_user_ids(user_ids)
+        return self._finish_scores(self._table[user_ids])
 
 
-@pytest.mark.parametrize(("name", "preset"), list(_cases()))
-def test_contract(name, preset, tiny, tiny_features):
-    model = _make(name, preset)
-    users = np.arange(tiny.num_users)
+class _IgnoresSeed(_Good):
+    def fit(self, train, *, sampler=None, epochs=None, rng, on_epoch=None, features=None):
+        return super().fit(train, rng=np.random.default_rng(0), on_epoch=on_epoch)
 
-    # Constructor only stores: parameters round-trip and serialise.
-    params = model.get_params()
-    assert type(model)(**params).get_params() == params
-    json.dumps(params)
 
+class _ReturnsFloat64(_Good):
+    def score(self, user_ids):
+        user_ids = self._check_user_ids(user_ids)
+        return self._table[user_ids]
+
+
+class _ScoresBeforeFit(_Good):
+    def score(self, user_ids):
+        return np.zeros((len(user_ids), 3), dtype=np.float32)
+
+
+class _ChangesParams(_Good):
+    def fit(self, train, **kwargs):
+        self.scale = 2.0
+        return super().fit(train, **kwargs)
+
+
+def test_a_good_model_passes_and_comes_back_fitted(tiny):
+    model = check_recommender(_Good, params={"scale": 3.0}, data=tiny)
+    assert model.score(np.arange(2)).shape == (2, tiny.num_items)
+
+
+@pytest.mark.parametrize(
+    ("cls", "rule"),
+    [
+        (_IgnoresSeed, "another seed gave the same scores"),
+        (_ReturnsFloat64, "C-contiguous float32"),
+        (_ScoresBeforeFit, "NotFittedError"),
+        (_ChangesParams, "changed the hyperparameters"),
+    ],
+)
+def test_broken_models_fail_with_the_rule_they_break(cls, rule, tiny):
+    with pytest.raises(AssertionError, match=rule):
+        check_recommender(cls, data=tiny)
+
+
+def test_declaring_deterministic_waives_the_other_seed_check(tiny):
+    class Declared(_IgnoresSeed):
+        deterministic = True
+
+    check_recommender(Declared, data=tiny)
+    with pytest.raises(TypeError, match="Recommender"):
+        check_recommender(dict)
     with pytest.raises(NotFittedError):
-        model.score(users[:3])
-
-    epochs_seen = []
-    fitted = _fit(model, tiny, tiny_features, on_epoch=epochs_seen.append)
-    assert fitted is model
-    expected_epochs = params.get("epochs", 1)
-    assert epochs_seen == list(range(1, expected_epochs + 1))
-    assert model.get_params() == params  # fit does not change hyperparameters
-
-    scores = model.score(users)
-    assert scores.shape == (tiny.num_users, tiny.num_items)
-    assert scores.dtype == np.float32
-    assert scores.flags.c_contiguous
-    assert np.isfinite(scores).all()
-
-    # A user's scores do not depend on the block it is scored in.
-    np.testing.assert_allclose(model.score(users[[5, 2]]), scores[[5, 2]], rtol=1e-5, atol=1e-6)
-
-    # Same seed, same scores (a fresh clone fitted again).
-    again = _fit(model.clone(), tiny, tiny_features).score(users)
-    np.testing.assert_allclose(again, scores, rtol=1e-4, atol=1e-5)
-    # Another seed, other scores, for every model whose fit draws random numbers.
-    if not type(model).deterministic:
-        other = _fit(model.clone(), tiny, tiny_features, seed=1).score(users)
-        assert not np.allclose(other, scores), "the seed does not reach the model"
-    else:  # declared deterministic: another seed changes nothing
-        np.testing.assert_array_equal(
-            _fit(model.clone(), tiny, tiny_features, seed=1).score(users), scores
-        )
-    for fact in ("deterministic", "uses_sampler"):
-        assert isinstance(getattr(type(model), fact), bool), fact
-
-    with pytest.raises(ValueError):
-        model.score(np.array([tiny.num_users]))
-
-
-@pytest.mark.parametrize("name", REGISTRY.names())
-def test_impossible_epochs_raise(name, tiny, tiny_features):
-    model = _make(name, None)
-    if "epochs" not in model.get_params():
-        pytest.skip("model has no epochs parameter")
-    model.set_params(epochs=-1)
-    with pytest.raises(ValueError, match="epochs"):
-        _fit(model, tiny, tiny_features)
+        _Good().score(np.arange(2))

@@ -316,7 +316,10 @@ def test_crash_while_writing_keeps_the_previous_table(patched, tmp_path, monkeyp
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--models", "popularty"], "unknown model 'popularty'; known models:"),
+        (
+            ["run", "--models", "popularty"],
+            "unknown model 'popularty' (did you mean 'popularity'?); known models:",
+        ),
         (["run", "--models", "counting:fast"], "has no preset 'fast'"),
         (["run", "--models", "popularity", "--epochs", "-1"], "--epochs must be an integer in [1,"),
         (["run", "--models", "popularity", "--ks", "0,5"], "--ks: 0 is out of range [1,"),

@@ -295,7 +295,7 @@ def test_models_learn_the_synthetic_taste_structure(structured):
 
 def test_epoch_loss_decreases(structured, rng):
     model = TorchBilinear(epochs=6).fit(structured.train, rng=rng)
-    losses = model._epoch_losses
+    losses = model.loss_history_
     assert len(losses) == 6
     assert losses[-1] < 0.8 * losses[0]
 

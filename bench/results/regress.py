@@ -232,7 +232,12 @@ def _prepare(runs: pd.DataFrame, where: Path) -> pd.DataFrame:
         raise ResultsError(f"{where}: runs.csv lacks column(s) {sorted(missing)}")
     runs = runs.copy()
     runs["run_id"] = runs["run_id"].astype(str)
-    runs["label"] = runs["label"].astype(str)
+    # Results written before labels were canonical call a default-preset run by
+    # its bare name: read "torch-bilinear" as "torch-bilinear:fast".
+    from bench.registry import canonical_label, default_registry
+
+    registry = default_registry(plugins=False)
+    runs["label"] = [canonical_label(label, registry) for label in runs["label"].astype(str)]
     runs["_dataset"] = [run_identity(row).text() for row in runs.to_dict("records")]
     return runs
 

@@ -1,0 +1,100 @@
+"""Scores of every triplet model and preset on the tiny fixture, saved or compared.
+
+The triplet training loop was moved into ``models.base.TripletRecommender``
+(commit after e6deb22). That refactor must not change a single number: run
+this with the *old* tree on ``PYTHONPATH`` to save its scores, then with the
+new tree to compare, bit for bit::
+
+    PYTHONPATH=/path/to/old python tests/scripts/triplet_scores.py save old.npz
+    PYTHONPATH=$PWD python tests/scripts/triplet_scores.py compare old.npz
+
+``tests/test_triplet_loop.py`` does both against a ``git archive`` of e6deb22.
+Every model runs each of its presets (and its bare name), 2 epochs, seed 11,
+with its own negatives and, where it does not use them already, ``hard``
+negatives (the path that calls ``score_pairs`` during training).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import scipy.sparse as sp
+
+MODELS = ("keras-bilinear", "keras-deep", "torch-bilinear", "torch-deep", "fm")
+
+
+def scores() -> dict[str, np.ndarray]:
+    """``{"model|preset|negatives": scores}`` for every case (frameworks missing: skipped)."""
+    import importlib.util
+
+    from bench.dataset import SideFeatures
+    from bench.registry import default_registry
+    from bench.synthetic import synthetic
+
+    data = synthetic(num_users=60, num_items=80, num_positives=1_200, test_per_user=2, seed=7)
+    gen = np.random.default_rng(3)
+    user_group = gen.integers(0, 4, data.num_users)
+    users = sp.csr_matrix(
+        (np.ones(data.num_users), (np.arange(data.num_users), user_group)),
+        shape=(data.num_users, 4),
+    )
+    item_group = gen.integers(0, 5, data.num_items)
+    items = sp.csr_matrix(
+        (np.ones(data.num_items), (np.arange(data.num_items), item_group)),
+        shape=(data.num_items, 5),
+    )
+    features = (
+        SideFeatures(users, tuple(f"g{g}" for g in range(4))),
+        SideFeatures(items, tuple(f"k{g}" for g in range(5))),
+    )
+    reg = default_registry()
+    saved = {}
+    for name in MODELS:
+        entry = reg.get(name)
+        if any(importlib.util.find_spec(module) is None for module in entry.requires):
+            continue
+        for preset in [None, *sorted(entry.presets)]:
+            for negatives in (None, "hard"):
+                model = reg.make(name, preset)
+                overrides: dict = {"epochs": 2}
+                if negatives is not None:
+                    if model.get_params()["negatives"] == "hard":
+                        continue
+                    overrides["negatives"] = negatives
+                model.set_params(**overrides)
+                model.fit(
+                    data.train,
+                    sampler=model.make_sampler(data.train),
+                    rng=np.random.default_rng(11),
+                    features=features if model.uses_features else None,
+                )
+                key = f"{name}|{preset or ''}|{negatives or ''}"
+                saved[key] = model.score(np.arange(data.num_users))
+    return saved
+
+
+def compare(old: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> list[str]:
+    """Keys whose arrays differ in any bit (or exist on one side only)."""
+    differ = sorted(set(old) ^ set(new))
+    differ += [k for k in sorted(set(old) & set(new)) if not np.array_equal(old[k], new[k])]
+    return differ
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("save", "compare"):
+        print(__doc__)
+        return 2
+    command, path = argv
+    if command == "save":
+        np.savez(path, **scores())
+        return 0
+    old = dict(np.load(path))
+    new = scores()
+    differ = compare(old, new)
+    print(f"{len(new)} score arrays compared; {len(differ)} differ: {differ}")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
