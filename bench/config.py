@@ -63,16 +63,11 @@ MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds"}
 DATASET_KEYS = {"dataset", "split", "min_rating", "options"}
 
 
-# Split and positive threshold used when an experiment names a dataset but not them.
-DATASET_DEFAULTS: dict[str, tuple[str, float | None]] = {
-    "ml-100k": ("ua", 4.0),
-    "synthetic": ("random", None),
-}
-
-
 def dataset_defaults(name: str) -> tuple[str, float | None]:
-    """``(split, min_rating)`` defaults of dataset ``name`` (ML-100K's for unknown names)."""
-    return DATASET_DEFAULTS.get(name, DATASET_DEFAULTS["ml-100k"])
+    """``(split, min_rating)`` defaults of dataset ``name``, from the dataset registry."""
+    from bench.data import dataset_defaults as registry_defaults
+
+    return registry_defaults(name)
 
 
 class ConfigError(ValueError):
@@ -184,10 +179,21 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
         if not datasets:
             raise ConfigError(f"{source}: 'datasets' is empty")
     else:
+        dataset = options.get("dataset", "ml-100k")
+        dataset_options = options.get("dataset_options", {})
+        if isinstance(dataset, dict) and isinstance(dataset_options, dict):
+            # A [dataset] table: your own log (path plus column mapping and options).
+            if "path" not in dataset:
+                raise ConfigError(f"{source}: the [dataset] table needs a 'path'")
+            dataset_options = {
+                **{k: v for k, v in dataset.items() if k != "path"},
+                **dataset_options,
+            }
+            dataset = str(dataset["path"])
         datasets = [
             {
-                "dataset": options.get("dataset", "ml-100k"),
-                "options": options.get("dataset_options", {}),
+                "dataset": dataset,
+                "options": dataset_options,
                 **{k: options[k] for k in ("split", "min_rating") if k in options},
             }
         ]
@@ -201,6 +207,7 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
             for model in models:
                 name = ds.get("dataset", "ml-100k")
                 split, min_rating = dataset_defaults(name)
+                _check_dataset(name, ds.get("split", split), ds.get("min_rating", min_rating), ds)
                 for seed in parse_int_list(model.get("seeds", seeds), f"{source}: seeds"):
                     specs.append(
                         RunSpec(
@@ -240,6 +247,13 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
         source=source,
         raw=dict(options),
     )
+
+
+def _check_dataset(name: str, split: Any, min_rating: Any, entry: dict) -> None:
+    """Dataset-specific checks (splits, min_rating, options) from the dataset registry."""
+    from bench.data import check_options
+
+    check_options(name, split, min_rating, entry.get("options", {}))
 
 
 def _boolean(value: Any, where: str) -> bool:

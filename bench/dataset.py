@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,14 @@ class Dataset:
         Where the data came from (path, cache, URL, package).
     sha256 : str
         SHA-256 of the canonical ratings content (same for every source).
+    test_all : Interactions or None
+        Every test interaction whatever its rating.
+    stage : {"test", "validation"}
+        ``"validation"``: ``train`` is train' and ``test`` the validation rows
+        carved from train (the real test rows are not in it).
+    facts : mapping
+        What ``summary()`` adds: the split rule, the validation rule, cut-off
+        time, k-core counts, file hashes...
     """
 
     name: str
@@ -90,6 +100,8 @@ class Dataset:
     source: str = ""
     sha256: str = ""
     test_all: Interactions | None = None
+    stage: str = "test"
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("test", "train_all"):
@@ -106,6 +118,16 @@ class Dataset:
     def num_items(self) -> int:
         """Number of items in the full catalogue."""
         return self.train.num_items
+
+    def cold_users(self) -> np.ndarray:
+        """Indices (int32) of users with a test positive but no train interaction at all."""
+        test_users = self.test.user_counts() > 0
+        return np.flatnonzero(test_users & (self.train_all.user_counts() == 0)).astype(np.int32)
+
+    def cold_items(self) -> np.ndarray:
+        """Indices (int32) of items with a test positive but no train interaction at all."""
+        test_items = self.test.item_counts() > 0
+        return np.flatnonzero(test_items & (self.train_all.item_counts() == 0)).astype(np.int32)
 
     def eval_users(self) -> np.ndarray:
         """Indices (int32) of users with at least one test positive."""
@@ -148,4 +170,8 @@ class Dataset:
             "eval_users": int(self.eval_users().shape[0]),
             "source": self.source,
             "sha256": self.sha256,
+            "stage": self.stage,
+            "cold_users": int(self.cold_users().shape[0]),
+            "cold_items": int(self.cold_items().shape[0]),
+            **dict(self.facts),
         }

@@ -251,17 +251,9 @@ class Runner:
         framework is not installed.
         """
         if self.loader is None:
-            from bench.data import DATASET_SPLITS
+            from bench.data import check_options
 
-            if spec.dataset not in DATASET_SPLITS:
-                raise ValueError(
-                    f"unknown dataset {spec.dataset!r}; known datasets: {', '.join(DATASET_SPLITS)}"
-                )
-            if spec.split not in DATASET_SPLITS[spec.dataset]:
-                raise ValueError(
-                    f"unknown split {spec.split!r} for {spec.dataset!r}; known splits: "
-                    f"{', '.join(DATASET_SPLITS[spec.dataset])}"
-                )
+            check_options(spec.dataset, spec.split, spec.min_rating, dict(spec.dataset_options))
         self.registry.params(spec.model, spec.preset, **dict(spec.params))
         if not self.registry.get(spec.model).available:
             return None

@@ -55,27 +55,35 @@ def user_items(data: Dataset, side: str, raw_user: int) -> set[int]:
 
 
 def test_listings_cover_every_name():
-    assert set(DATASETS) == {"ml-100k", "synthetic"}
-    assert set(SPLITS) == {"ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "temporal"}
+    assert set(DATASETS) == {
+        "ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-latest-small", "synthetic"
+    }  # fmt: skip
+    assert set(SPLITS) == {
+        "ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "temporal",
+        "random-fraction", "time-cutoff", "cold-users", "cold-items",
+    }  # fmt: skip
     assert DATASET_SPLITS["synthetic"] == ("random",)
+    assert all(set(splits) <= set(SPLITS) for splits in DATASET_SPLITS.values())
     assert all(isinstance(v, str) and v for v in (*DATASETS.values(), *SPLITS.values()))
 
 
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(
         ValueError,
-        match=r"unknown dataset 'ml-1m'; known datasets: ml-100k, "
-        r"synthetic",
+        match=r"unknown dataset 'ml-2m'; known datasets: ml-100k, ml-1m, .*synthetic "
+        r"\(or a path to your own log",
     ):
-        load_dataset("ml-1m")
+        load_dataset("ml-2m")
     with pytest.raises(
         ValueError,
         match=r"unknown split 'uc' for 'ml-100k'; known splits: ua, "
-        r"ub, u1, u2, u3, u4, u5, random, temporal",
+        r"ub, u1, u2, u3, u4, u5, random, temporal, random-fraction, time-cutoff",
     ):
         load_dataset("ml-100k", split="uc")
     with pytest.raises(ValueError, match="unknown split 'uc'"):
         split_mask("uc", np.zeros(3, dtype=int), np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match="unknown split 'ua' for 'ml-1m'"):
+        load_dataset("ml-1m", "ua")
 
 
 @pytest.mark.parametrize(
@@ -106,9 +114,10 @@ def test_synthetic_delegates_with_its_defaults():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"split": "ua"}, "only its own 'random' .* split, got split='ua'"),
+        ({"split": "ua"}, "unknown split 'ua' for 'synthetic'; known splits: random"),
         ({"min_rating": 4.0}, "has no ratings .* min_rating must be None, got 4.0"),
-        ({"path": "/data/ml-100k"}, "path applies to 'ml-100k' only"),
+        ({"path": "/data/ml-100k"}, r"unknown option\(s\) \['path'\] for 'synthetic'"),
+        ({"num_users": -5}, "num_users must be an integer >= 1, got -5"),
     ],
 )
 def test_synthetic_rejects_movielens_options(kwargs, match):
