@@ -337,7 +337,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             store.add(result)
             if result.ok:
                 data = runner.dataset(spec)
-                datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
+                datasets[spec.dataset_key()] = {
+                    "sha256": data.sha256,
+                    "source": data.source,
+                    **json.loads(json.dumps(dict(data.facts), default=str)),
+                }
                 log.info(
                     "%-28s seed %d  auc %.4f  fit %.2fs",
                     spec.label,
@@ -345,6 +349,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     result.row["auc"],
                     result.row["fit_seconds"],
                 )
+            elif result.row.get("status") == "not-applicable":
+                log.info("%s seed %d: %s", spec.label, spec.seed, result.row["error"])
             else:
                 failed += 1
                 log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])

@@ -84,6 +84,8 @@ SPLITS: dict[str, str] = {
 }
 
 _FIXED = ("ua", "ub", "u1", "u2", "u3", "u4", "u5")
+#: Splits whose cold users/items are set aside for models that cannot score them.
+_COLD_START = ("time-cutoff", "cold-users", "cold-items")
 _PER_USER = ("random", "temporal", "random-fraction")
 #: What a split needs from a dataset.
 _SPLIT_NEEDS: dict[str, frozenset[str]] = {
@@ -479,6 +481,8 @@ def dataset_from_index(
     mask, rule = split_mask(split, user_idx, timestamps, item_ids=item_idx, **split_args)
     positive = np.ones_like(mask) if min_rating is None else weights >= min_rating
     summary_facts: dict[str, Any] = {"split_rule": rule, **dict(facts or {})}
+    if split in _COLD_START:
+        summary_facts["cold_start"] = True
     if split == "time-cutoff":
         cutoff = split_args["cutoff"]
         if cutoff is None:
