@@ -111,7 +111,7 @@ def test_a_u_data_that_is_not_a_regular_file_is_named_precisely(tmp_path, make, 
 
 def test_a_broken_symlink_is_named(tmp_path):
     folder = _folder_with(tmp_path, lambda p: p.symlink_to(tmp_path / "gone"))
-    with pytest.raises(DataError, match="u.data: a symlink to .*gone, which does not exist"):
+    with pytest.raises(DataError, match=r"u.data: a symlink to .*gone, which does not exist"):
         read_local(folder)
 
 
