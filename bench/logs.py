@@ -50,6 +50,7 @@ DUPLICATE_POLICIES: dict[str, str] = {
 
 #: Largest log accepted (bytes).
 MAX_LOG_BYTES = 16 * 2**30
+_EMPTY = "empty field (or the line has too few fields)"
 _TOKENIZE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
@@ -112,16 +113,42 @@ def _read_table(
     return frame[list(dict.fromkeys(columns.values()))], 2 if header else 1
 
 
+def _column_names(path: Path, separator: str | None, header: bool) -> list:
+    """The header's column names (empty without a header)."""
+    if not header:
+        return []
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # pyarrow raises its own types for corrupt files
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    sep = separator if separator is not None else ("\t" if path.suffix.lower() == ".tsv" else ",")
+    try:
+        return list(pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8").columns)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read its header line ({exc})") from None
+
+
 def _ids(values: pd.Series, file: str, first: int, column: str) -> np.ndarray:
     text = values.astype(str)
     empty = (text.str.strip() == "").to_numpy() | values.isna().to_numpy()
     if empty.any():
         i = int(np.flatnonzero(empty)[0])
-        raise _line_error(file, first + i, column, "empty id")
+        raise _line_error(file, first + i, column, _EMPTY)
     return values.to_numpy() if values.dtype != object else text.to_numpy(dtype=str)
 
 
+def _no_empty(values: pd.Series, file: str, first: int, column: str) -> None:
+    if not pd.api.types.is_numeric_dtype(values):
+        empty = (values.astype(str).str.strip() == "").to_numpy()
+        if empty.any():
+            raise _line_error(file, first + int(np.flatnonzero(empty)[0]), column, _EMPTY)
+
+
 def _numbers(values: pd.Series, file: str, first: int, column: str) -> np.ndarray:
+    _no_empty(values, file, first, column)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
     bad = ~np.isfinite(numbers)
     if bad.any():
@@ -131,7 +158,13 @@ def _numbers(values: pd.Series, file: str, first: int, column: str) -> np.ndarra
 
 
 def _timestamps(values: pd.Series, file: str, first: int, column: str) -> np.ndarray:
+    _no_empty(values, file, first, column)
     numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().any() and numbers.isna().any():
+        i = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+        raise _line_error(
+            file, first + i, column, f"{values.iloc[i]!r} is not Unix seconds like the other rows"
+        )
     if numbers.notna().all():
         stamps = numbers.to_numpy(np.float64)
         if (stamps != np.floor(stamps)).any():
@@ -145,7 +178,7 @@ def _timestamps(values: pd.Series, file: str, first: int, column: str) -> np.nda
         raise _line_error(
             file, first + i, column, f"{values.iloc[i]!r} is neither Unix seconds nor an ISO date"
         )
-    return (times.astype("int64") // 10**9).to_numpy(np.int64)
+    return ((times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
 
 def k_core(
@@ -217,8 +250,8 @@ def read_log(
     *,
     user: str | int = "user",
     item: str | int = "item",
-    rating: str | int | None = None,
-    timestamp: str | int | None = None,
+    rating: str | int | None = "auto",
+    timestamp: str | int | None = "auto",
     separator: str | None = None,
     header: bool = True,
     duplicates: str = "error",
@@ -232,8 +265,10 @@ def read_log(
     path : path
         ``.csv``, ``.tsv`` or ``.parquet``.
     user, item, rating, timestamp : str or int
-        Column names (0-based positions when ``header`` is false). Without
-        ``rating`` every row is a positive (weight 1).
+        Column names (0-based positions when ``header`` is false). ``"auto"``
+        (the default for ``rating`` and ``timestamp``) uses a column of that
+        name when the file has one; ``None`` ignores it. Without a rating
+        column every row is a positive (weight 1).
     separator : str, optional
         Default ``,`` for ``.csv`` and a tab for ``.tsv``.
     header : bool
@@ -276,6 +311,12 @@ def read_log(
     if not path.is_file():
         read_regular_file(path, MAX_LOG_BYTES)  # raises, naming what the path is instead
     digests = file_digests(path, MAX_LOG_BYTES)
+    if rating == "auto" or timestamp == "auto":
+        names = _column_names(path, separator, header)
+        rating = ("rating" if "rating" in names else None) if rating == "auto" else rating
+        timestamp = (
+            ("timestamp" if "timestamp" in names else None) if timestamp == "auto" else timestamp
+        )
     columns = {"user": user, "item": item}
     if rating is not None:
         columns["rating"] = rating
