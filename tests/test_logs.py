@@ -82,7 +82,7 @@ def test_k_core_counts_land_in_the_summary(tmp_path):
             ("d", 1),
             ("d", 4),
             ("e", 3),
-        ]  # fmt: skip
+        ]
     )
     log = write(tmp_path / "core.csv", text)
     data = load_dataset(
@@ -162,7 +162,7 @@ def test_a_csv_with_string_ids_runs_end_to_end(tmp_path, capsys):
             "popularity,ease",
             "--out",
             str(out),
-        ]  # fmt: skip
+        ]
     )
     assert code == 0
     runs = pd.read_csv(out / "runs.csv")

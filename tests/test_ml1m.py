@@ -205,12 +205,11 @@ def test_ml1m_from_a_grouplens_folder_built_from_the_same_data(ml1m_tables, tmp_
     (folder / "movies.dat").write_bytes(("\n".join(lines[::-1]) + "\n").encode("latin-1"))
     r = tables.ratings
     movie_of = dict(zip(items.index, movie_ids, strict=True))
-    ratings = pd.DataFrame(
-        {"u": r["user_id"], "m": r["item_id"].map(movie_of), "r": r["rating"], "t": r["timestamp"]}
-    )
-    (folder / "ratings.dat").write_bytes(
-        ratings.astype(str).agg("::".join, axis=1).str.cat(sep="\n").encode() + b"\n"
-    )
+    lines = (
+        r["user_id"].astype(str) + "::" + r["item_id"].map(movie_of).astype(str) + "::"
+        + r["rating"].astype(str) + "::" + r["timestamp"].astype(str)
+    )  # fmt: skip
+    (folder / "ratings.dat").write_bytes(lines.str.cat(sep="\n").encode() + b"\n")
     u = tables.users.reset_index()
     users = u["user_id"].astype(str) + "::" + u["gender"] + "::" + u["age"].astype(str)
     users = users + "::" + u["occupation"] + "::" + u["zip_code"]
