@@ -25,8 +25,9 @@ def install(session: nox.Session, extras: str = "all,dev") -> None:
 
 
 def fetch_data(session: nox.Session) -> None:
-    """Fetch and verify MovieLens 100K into the cache (the realdata tests need it)."""
+    """Fetch and verify MovieLens 100K and 1M into the cache (the realdata tests need them)."""
     session.run("rsbench", "data", "ml-100k", "--split", "ua", "--min-rating", "4")
+    session.run("rsbench", "data", "ml-1m", "--split", "temporal", "--k", "10", "--min-rating", "4")
 
 
 @nox.session
@@ -73,6 +74,26 @@ def bench_quick(session: nox.Session) -> None:
 def bench_scale(session: nox.Session) -> None:
     """Run the scale suite (synthetic data up to ML-20M size) and write its report."""
     _bench(session, "scale", "results/scale")
+
+
+@nox.session(name="bench-ml1m")
+def bench_ml1m(session: nox.Session) -> None:
+    """Run the ML-1M suite (temporal leave-last-10, every adapter, 2 seeds) and its report."""
+    _bench(session, "ml-1m", "results/ml-1m")
+
+
+@nox.session(name="bench-ml1m-ci")
+def bench_ml1m_ci(session: nox.Session) -> None:
+    """Run the CI-sized subset of the ML-1M suite (at most 3 minutes) and its report."""
+    _bench(session, "ml-1m-ci", "results/ml-1m-ci")
+
+
+@nox.session(name="regression-ml1m")
+def regression_ml1m(session: nox.Session) -> None:
+    """Gate results/ml-1m-ci against results/baseline/ml-1m-ci (posargs: any other pair)."""
+    install(session, "dev")
+    args = session.posargs or ["results/ml-1m-ci", "--baseline", "results/baseline/ml-1m-ci"]
+    session.run("rsbench", "regress", *args)
 
 
 @nox.session

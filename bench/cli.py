@@ -189,6 +189,7 @@ def _option_value(text: str):
 # -- run --------------------------------------------------------------------
 def _experiment_from_args(args: argparse.Namespace):
     from bench.config import build_experiment, load_experiment, parse_int_list
+    from bench.data import DEFAULT_DATASET
 
     if args.config:
         given = [
@@ -217,7 +218,7 @@ def _experiment_from_args(args: argparse.Namespace):
     options = {
         "models": args.models,
         "seeds": parse_int_list(args.seeds or "0", "--seeds"),
-        "dataset": args.dataset or "ml-100k",
+        "dataset": args.dataset or DEFAULT_DATASET,
         "ties": args.ties or "expected",
         "exclude": args.exclude or "train-positives",
         "ks": parse_int_list(args.ks or "5,10,20", "--ks"),

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.data import DEFAULT_DATASET
 from bench.runner import RunSpec
 
 if sys.version_info >= (3, 11):
@@ -179,7 +180,7 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
         if not datasets:
             raise ConfigError(f"{source}: 'datasets' is empty")
     else:
-        dataset = options.get("dataset", "ml-100k")
+        dataset = options.get("dataset", DEFAULT_DATASET)
         dataset_options = options.get("dataset_options", {})
         if isinstance(dataset, dict) and isinstance(dataset_options, dict):
             # A [dataset] table: your own log (path plus column mapping and options).
@@ -205,7 +206,7 @@ def build_experiment(options: dict[str, Any], *, source: str = "<command line>")
     try:
         for ds in datasets:
             for model in models:
-                name = ds.get("dataset", "ml-100k")
+                name = ds.get("dataset", DEFAULT_DATASET)
                 split, min_rating = dataset_defaults(name)
                 _check_dataset(name, ds.get("split", split), ds.get("min_rating", min_rating), ds)
                 for seed in parse_int_list(model.get("seeds", seeds), f"{source}: seeds"):

@@ -40,6 +40,7 @@ from bench.synthetic import synthetic
 __all__ = [
     "DATASETS",
     "DATASET_SPLITS",
+    "DEFAULT_DATASET",
     "DEFAULT_SPLITS",
     "LOG_SUFFIXES",
     "REGISTRY",
@@ -50,6 +51,7 @@ __all__ = [
     "dataset_defaults",
     "dataset_from_index",
     "dataset_from_tables",
+    "is_generated",
     "load_dataset",
     "split_mask",
 ]
@@ -167,6 +169,11 @@ class DatasetEntry:
         Extra options it accepts (besides :data:`SPLIT_OPTIONS`), with meanings.
     rating_range : tuple of float or None
         Lowest and highest rating, for checking ``min_rating``.
+    split_options : bool
+        Whether the shared split options (:data:`SPLIT_OPTIONS`) apply.
+    generated : bool
+        Generated from its options rather than read (its content hash may
+        change with the generator; the regression gate compares it anyway).
     """
 
     name: str
@@ -181,6 +188,7 @@ class DatasetEntry:
     options: Mapping[str, str] = field(default_factory=dict)
     rating_range: tuple[float, float] | None = (1.0, 5.0)
     split_options: bool = True
+    generated: bool = False
 
     def accepted_options(self) -> dict[str, str]:
         """Every option name it accepts, with its meaning."""
@@ -857,6 +865,7 @@ def _default_registry() -> DatasetRegistry:
             },
             rating_range=None,
             split_options=False,
+            generated=True,
         )
     )
     reg.register_logs(
@@ -887,6 +896,18 @@ DATASETS: dict[str, str] = {e.name: e.description for e in REGISTRY.entries()}
 DATASET_SPLITS: dict[str, tuple[str, ...]] = {e.name: e.splits for e in REGISTRY.entries()}
 #: The split used when ``split`` is None.
 DEFAULT_SPLITS: dict[str, str] = {e.name: e.default_split for e in REGISTRY.entries()}
+
+
+#: The dataset used when none is named (the notebook's).
+DEFAULT_DATASET = "ml-100k"
+
+
+def is_generated(name: str) -> bool:
+    """Whether dataset ``name`` is generated (synthetic) rather than read; False if unknown."""
+    try:
+        return REGISTRY.get(name).generated
+    except ValueError:
+        return False
 
 
 def dataset_defaults(name: str) -> tuple[str, float | None]:
