@@ -383,3 +383,60 @@ def test_loading_from_a_warm_cache_is_fast(ml100k):
         load_dataset("ml-100k", "ua", 4.0)
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 1.0, times
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_refuses_duplicates_and_impossible_splits():
+    from bench.data import REGISTRY, DatasetEntry, DatasetRegistry
+
+    reg = DatasetRegistry()
+    entry = REGISTRY.get("ml-1m")
+    reg.register(entry)
+    with pytest.raises(ValueError, match="'ml-1m' is already registered"):
+        reg.register(entry)
+    no_time = DatasetEntry(
+        name="no-time",
+        description="ratings without timestamps",
+        sources=("x",),
+        checksums={},
+        loader=entry.loader,
+        default_split="random",
+        default_min_rating=4.0,
+        splits=("random", "temporal"),
+        carries=frozenset({"ratings"}),
+    )
+    with pytest.raises(ValueError, match="cannot offer split 'temporal': it lacks timestamps"):
+        reg.register(no_time)
+    assert REGISTRY.get("data/my-log.CSV").name == "<your log>"
+
+
+def test_an_unknown_dataset_in_a_config_is_an_error_not_ml100k(tmp_path):
+    from bench.config import ConfigError, build_experiment
+
+    with pytest.raises((ConfigError, ValueError), match="unknown dataset 'ml-2m'"):
+        build_experiment({"models": ["popularity"], "dataset": "ml-2m"})
+    experiment = build_experiment({"models": ["popularity"], "dataset": "ml-1m"})
+    spec = experiment.specs[0]
+    assert (spec.split, spec.min_rating) == ("temporal", 4.0)  # ml-1m's own defaults
+    with pytest.raises(ValueError, match="num_users must be an integer >= 1, got -5"):
+        build_experiment(
+            {"models": ["popularity"], "dataset": "synthetic", "dataset_options": {"num_users": -5}}
+        )
+
+
+def test_list_json_carries_the_registry(capsys):
+    import json
+
+    from bench import cli
+
+    assert cli.main(["list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    entries = {e["name"]: e for e in listing["dataset_entries"]}
+    assert entries["ml-1m"]["default_split"] == "temporal"
+    assert entries["ml-1m"]["checksums"]["grouplens:ml-1m.zip md5"] == (
+        "c4d9eecfca2ab87c1945afe126590906"
+    )
+    assert "user_features" in entries["ml-1m"]["carries"]
+    assert "validation_seed" in entries["ml-100k"]["options"]
