@@ -311,6 +311,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "%s: %d of %d runs already complete, skipping them", out, skipped, len(experiment.specs)
         )
     started = now_iso()
+    # What earlier invocations learnt about the datasets survives a resume.
+    datasets = dict(store.manifest.get("datasets", {}))
     store.write_manifest(
         {
             "command": shlex.join(["rsbench", *args.argv]),
@@ -328,7 +330,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         }
     )
     failed = 0
-    datasets = dict(store.manifest.get("datasets", {}))
     bar = _progress(len(todo), "runs")
     t0 = time.perf_counter()
     try:
