@@ -66,8 +66,10 @@ def run(session: nox.Session, env: dict[str, str], program: str, *args: str) -> 
 
 
 def fetch_data(session: nox.Session, env: dict[str, str]) -> None:
-    """Fetch and verify MovieLens 100K into the cache (the realdata tests need it)."""
+    """Fetch and verify MovieLens 100K and 1M into the cache (the realdata tests need them)."""
     run(session, env, "rsbench", "data", "ml-100k", "--split", "ua", "--min-rating", "4")
+    run(session, env, "rsbench", "data", "ml-1m", "--split", "temporal", "--k", "10",
+        "--min-rating", "4")  # fmt: skip
 
 
 @nox.session(venv_backend="none")
@@ -127,6 +129,26 @@ def bench_tuned(session: nox.Session) -> None:
     finally:
         out_dir = args[args.index("--out") + 1] if "--out" in args else "results/tuned"
         run(session, env, "rsbench", "report", out_dir)
+
+
+@nox.session(name="bench-ml1m", venv_backend="none")
+def bench_ml1m(session: nox.Session) -> None:
+    """Run the ML-1M suite (temporal leave-last-10, every adapter, 2 seeds) and its report."""
+    _bench(session, "ml-1m", "results/ml-1m")
+
+
+@nox.session(name="bench-ml1m-ci", venv_backend="none")
+def bench_ml1m_ci(session: nox.Session) -> None:
+    """Run the CI-sized subset of the ML-1M suite (at most 3 minutes) and its report."""
+    _bench(session, "ml-1m-ci", "results/ml-1m-ci")
+
+
+@nox.session(name="regression-ml1m", venv_backend="none")
+def regression_ml1m(session: nox.Session) -> None:
+    """Gate results/ml-1m-ci against results/baseline/ml-1m-ci (posargs: any other pair)."""
+    env = install(session)
+    args = session.posargs or ["results/ml-1m-ci", "--baseline", "results/baseline/ml-1m-ci"]
+    run(session, env, "rsbench", "regress", *args)
 
 
 @nox.session(venv_backend="none")

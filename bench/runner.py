@@ -23,7 +23,7 @@ import pandas as pd
 import psutil
 from threadpoolctl import threadpool_limits
 
-from bench.dataset import Dataset
+from bench.dataset import Dataset, NotApplicableError
 from bench.registry import Registry, default_registry
 from bench.threads import check_threads, thread_limits
 
@@ -504,6 +504,10 @@ class Runner:
             log.info("run %s (%s seed %d) stopped: %s", spec.run_id, spec.label, spec.seed, exc)
             row = {"status": "stopped", "error": str(exc)}
             per_user, curve = pd.DataFrame(), pd.DataFrame()
+        except NotApplicableError as exc:  # e.g. a cold-start split the model cannot score
+            log.info("run %s (%s seed %d): %s", spec.run_id, spec.label, spec.seed, exc)
+            row = {"status": "not-applicable", "error": str(exc)}
+            per_user, curve = pd.DataFrame(), pd.DataFrame()
         except Exception as exc:  # a failed model must not stop the others
             log.error("run %s (%s seed %d) failed: %s", spec.run_id, spec.label, spec.seed, exc)
             log.debug("%s", traceback.format_exc())
@@ -536,8 +540,9 @@ class Runner:
         if model.uses_features and (data.user_features or data.item_features):
             features = (data.user_features, data.item_features)
         train_csr = data.train.to_bool_csr()
+        test, cold_counts = data.evaluation_test(*model.scores_cold())
         evaluator = Evaluator(
-            data.test.to_bool_csr(),
+            test.to_bool_csr(),
             data.exclusion(spec.exclude),
             ks=spec.ks,
             ties=spec.ties,
@@ -628,6 +633,7 @@ class Runner:
             "test_positives": len(data.test),
             "eval_users": int(per_user.shape[0]),
             "dataset_sha256": data.sha256,
+            **cold_counts,
             **metric_values,
             "params": json.dumps(params, sort_keys=True, default=str),
             "uses_sampler": bool(model.uses_sampler),

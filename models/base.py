@@ -104,9 +104,16 @@ class Recommender(ABC):
     notes : str
         Anything a reader of the result table must know (e.g. "samples its
         own negatives").
+    can_score_cold_users, can_score_cold_items : bool
+        True when the model gives a meaningful score to a user (item) without
+        any train interaction, e.g. from side features (FM, LightFM with
+        features) or because its ranking ignores the user (popularity). On
+        cold-start splits the others are reported "not applicable"; see
+        :meth:`scores_cold`.
     """
 
-    deterministic: ClassVar[bool] = False
+    can_score_cold_users: ClassVar[bool] = False
+    can_score_cold_items: ClassVar[bool] = False
     uses_sampler: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
     uses_features: ClassVar[bool] = False
@@ -169,6 +176,14 @@ class Recommender(ABC):
         if epochs is None:
             epochs = getattr(self, "epochs", 1)
         return int(check_positive("epochs", epochs, integer=True))
+
+    def scores_cold(self) -> tuple[bool, bool]:
+        """Whether this configured model scores cold users and cold items.
+
+        The class attributes, narrowed by the parameters where a model uses
+        side features only when asked to (FM, LightFM).
+        """
+        return type(self).can_score_cold_users, type(self).can_score_cold_items
 
     @abstractmethod
     def fit(

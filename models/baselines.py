@@ -61,11 +61,14 @@ class Popularity(_FitState):
     """Every user gets the same ranking: items by number of train positives.
 
     Ties (items with equal counts, e.g. never-seen items) are left as ties, so
-    the metrics' tie policy decides how they rank.
+    the metrics' tie policy decides how they rank. It is the reference every
+    cold-start evaluation reports, so it counts as scoring cold users and items.
     """
 
     uses_sampler: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True
+    can_score_cold_users: ClassVar[bool] = True
+    can_score_cold_items: ClassVar[bool] = True
 
     def __init__(self, *, epochs: int = 1) -> None:
         self.epochs = epochs

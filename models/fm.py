@@ -167,10 +167,16 @@ class FactorizationMachine(TripletRecommender):
     uses_sampler: ClassVar[bool] = True
     deterministic: ClassVar[bool] = False
     uses_features: ClassVar[bool] = True
+    can_score_cold_users: ClassVar[bool] = True
+    can_score_cold_items: ClassVar[bool] = True
     notes: ClassVar[str] = (
         "factorization machine over user/item one-hots plus side features, pairwise loss on "
         "the common sampler's triplets"
     )
+
+    def scores_cold(self) -> tuple[bool, bool]:
+        """Cold users (items) are scored from their side features, when those are used."""
+        return bool(self.use_user_features), bool(self.use_item_features)
 
     def __init__(
         self,

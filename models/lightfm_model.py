@@ -87,11 +87,17 @@ class LightFMModel(Recommender):
     uses_sampler: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
     uses_features: ClassVar[bool] = True
+    can_score_cold_users: ClassVar[bool] = True
+    can_score_cold_items: ClassVar[bool] = True
     iterative: ClassVar[bool] = True
     notes: ClassVar[str] = (
         "LightFM samples its own negatives (WARP/BPR inside LightFM); the common sampler is "
         "not used. num_threads > 1 is Hogwild and not bit-reproducible."
     )
+
+    def scores_cold(self) -> tuple[bool, bool]:
+        """Cold users and items are scored from side features only with ``use_features``."""
+        return bool(self.use_features), bool(self.use_features)
 
     def __init__(
         self,

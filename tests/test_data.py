@@ -55,27 +55,35 @@ def user_items(data: Dataset, side: str, raw_user: int) -> set[int]:
 
 
 def test_listings_cover_every_name():
-    assert set(DATASETS) == {"ml-100k", "synthetic"}
-    assert set(SPLITS) == {"ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "temporal"}
+    assert set(DATASETS) == {
+        "ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-latest-small", "synthetic"
+    }  # fmt: skip
+    assert set(SPLITS) == {
+        "ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "temporal",
+        "random-fraction", "time-cutoff", "cold-users", "cold-items",
+    }  # fmt: skip
     assert DATASET_SPLITS["synthetic"] == ("random",)
+    assert all(set(splits) <= set(SPLITS) for splits in DATASET_SPLITS.values())
     assert all(isinstance(v, str) and v for v in (*DATASETS.values(), *SPLITS.values()))
 
 
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(
         ValueError,
-        match=r"unknown dataset 'ml-1m'; known datasets: ml-100k, "
-        r"synthetic",
+        match=r"unknown dataset 'ml-2m'; known datasets: ml-100k, ml-1m, .*synthetic "
+        r"\(or a path to your own log",
     ):
-        load_dataset("ml-1m")
+        load_dataset("ml-2m")
     with pytest.raises(
         ValueError,
         match=r"unknown split 'uc' for 'ml-100k'; known splits: ua, "
-        r"ub, u1, u2, u3, u4, u5, random, temporal",
+        r"ub, u1, u2, u3, u4, u5, random, temporal, random-fraction, time-cutoff",
     ):
         load_dataset("ml-100k", split="uc")
     with pytest.raises(ValueError, match="unknown split 'uc'"):
         split_mask("uc", np.zeros(3, dtype=int), np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match="unknown split 'ua' for 'ml-1m'"):
+        load_dataset("ml-1m", "ua")
 
 
 @pytest.mark.parametrize(
@@ -106,9 +114,10 @@ def test_synthetic_delegates_with_its_defaults():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"split": "ua"}, "only its own 'random' .* split, got split='ua'"),
+        ({"split": "ua"}, "unknown split 'ua' for 'synthetic'; known splits: random"),
         ({"min_rating": 4.0}, "has no ratings .* min_rating must be None, got 4.0"),
-        ({"path": "/data/ml-100k"}, "path applies to 'ml-100k' only"),
+        ({"path": "/data/ml-100k"}, r"unknown option\(s\) \['path'\] for 'synthetic'"),
+        ({"num_users": -5}, "num_users must be an integer >= 1, got -5"),
     ],
 )
 def test_synthetic_rejects_movielens_options(kwargs, match):
@@ -374,3 +383,60 @@ def test_loading_from_a_warm_cache_is_fast(ml100k):
         load_dataset("ml-100k", "ua", 4.0)
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 1.0, times
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_refuses_duplicates_and_impossible_splits():
+    from bench.data import REGISTRY, DatasetEntry, DatasetRegistry
+
+    reg = DatasetRegistry()
+    entry = REGISTRY.get("ml-1m")
+    reg.register(entry)
+    with pytest.raises(ValueError, match="'ml-1m' is already registered"):
+        reg.register(entry)
+    no_time = DatasetEntry(
+        name="no-time",
+        description="ratings without timestamps",
+        sources=("x",),
+        checksums={},
+        loader=entry.loader,
+        default_split="random",
+        default_min_rating=4.0,
+        splits=("random", "temporal"),
+        carries=frozenset({"ratings"}),
+    )
+    with pytest.raises(ValueError, match="cannot offer split 'temporal': it lacks timestamps"):
+        reg.register(no_time)
+    assert REGISTRY.get("data/my-log.CSV").name == "<your log>"
+
+
+def test_an_unknown_dataset_in_a_config_is_an_error_not_ml100k(tmp_path):
+    from bench.config import ConfigError, build_experiment
+
+    with pytest.raises((ConfigError, ValueError), match="unknown dataset 'ml-2m'"):
+        build_experiment({"models": ["popularity"], "dataset": "ml-2m"})
+    experiment = build_experiment({"models": ["popularity"], "dataset": "ml-1m"})
+    spec = experiment.specs[0]
+    assert (spec.split, spec.min_rating) == ("temporal", 4.0)  # ml-1m's own defaults
+    with pytest.raises(ValueError, match="num_users must be an integer >= 1, got -5"):
+        build_experiment(
+            {"models": ["popularity"], "dataset": "synthetic", "dataset_options": {"num_users": -5}}
+        )
+
+
+def test_list_json_carries_the_registry(capsys):
+    import json
+
+    from bench import cli
+
+    assert cli.main(["list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    entries = {e["name"]: e for e in listing["dataset_entries"]}
+    assert entries["ml-1m"]["default_split"] == "temporal"
+    assert entries["ml-1m"]["checksums"]["grouplens:ml-1m.zip md5"] == (
+        "c4d9eecfca2ab87c1945afe126590906"
+    )
+    assert "user_features" in entries["ml-1m"]["carries"]
+    assert "validation_seed" in entries["ml-100k"]["options"]

@@ -136,7 +136,7 @@ def test_bad_tables_raise():
     bad_flags = item_table([(1, 1990, [])]).astype({"Drama": "int64"})
     bad_flags.loc[1, "Drama"] = 2
     with pytest.raises(ValueError, match="genre flags must be 0/1 or bool, found 2"):
-        item_side_features(bad_flags)
+        item_side_features(bad_flags, genres=GENRES)
     with pytest.raises(ValueError, match=r"user_table lacks column\(s\) \['occupation'\]"):
         user_side_features(user_table([(1, 30, "F", "x")]).drop(columns="occupation"))
     with pytest.raises(ValueError, match="ages must be >= 0, found -3"):

@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import subprocess
-import urllib.error
 import zipfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pandas as pd
 import pytest
 
 import bench.movielens as ml
+from bench import sources
 from bench.dataset import DataError
 from bench.movielens import (
     CANONICAL_FILES,
@@ -433,24 +433,28 @@ class FakeSources:
         self.downloads = 0
         self.pip_calls = 0
         self.wheel, self.grouplens_zip = wheel, grouplens_zip
-        monkeypatch.setattr(ml, "_download", self.download)
-        monkeypatch.setattr(ml, "_pip_download", self.pip_download)
+        monkeypatch.setattr(sources, "download", self.download)
+        monkeypatch.setattr(sources, "pip_download", self.pip_download)
         if wheel is not None:
             digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
             monkeypatch.setattr(ml, "RECBOLE_WHEEL_SHA256", digest)
 
-    def download(self, url, timeout):
+    def download(self, url, cap, timeout):
         self.downloads += 1
         assert url == ml.GROUPLENS_URL
         if self.grouplens_zip is None:
-            raise urllib.error.URLError("no route to host (test)")
-        return self.grouplens_zip
+            raise sources.SourceError(f"{url}: cannot connect (no route to host (test))")
+        data = self.grouplens_zip
+        return data, sources.Digests(
+            hashlib.md5(data, usedforsecurity=False).hexdigest(), hashlib.sha256(data).hexdigest()
+        )
 
-    def pip_download(self, folder, timeout):
+    def pip_download(self, requirement, wheel_name, folder, timeout):
         self.pip_calls += 1
+        assert requirement == ml.RECBOLE_REQUIREMENT
         if self.wheel is None:
-            raise ml._SourceError("pip download exited with 1: no network (test)")
-        target = folder / ml.RECBOLE_WHEEL
+            raise sources.SourceError("pip download exited with 1: no network (test)")
+        target = folder / wheel_name
         target.write_bytes(self.wheel.read_bytes())
         return target
 
@@ -525,12 +529,13 @@ def test_no_source_works_lists_every_reason(tmp_path, tiny_tables, monkeypatch, 
     with pytest.raises(DataError) as info:
         load_movielens(cache_dir=tmp_path, expected=tiny_tables.sha256())
     message = str(info.value)
-    assert "grouplens: URLError" in message and "pypi: _SourceError" in message
+    assert "grouplens: https://" in message and "cannot connect" in message
+    assert "pypi: pip download exited with 1" in message
     assert "pass path=" in message
     # A wheel that is not the pinned one is refused.
     FakeSources(monkeypatch, fixture_wheel, None)
     monkeypatch.setattr(ml, "RECBOLE_WHEEL_SHA256", "f" * 64)
-    with pytest.raises(DataError, match=r"pypi: _SourceError: .*expected the pinned ffff"):
+    with pytest.raises(DataError, match=r"pypi: .*expected the pinned ffff"):
         load_movielens(cache_dir=tmp_path, expected=tiny_tables.sha256())
 
 
@@ -554,7 +559,50 @@ def test_unwritable_cache_still_returns_the_data(
         tables, source = load_movielens(cache_dir=blocker, expected=tiny_tables.sha256())
     assert source == "pypi:recbole==1.2.1"
     assert_tables_equal(tables, tiny_tables)
-    assert any("could not write the MovieLens cache" in r.getMessage() for r in caplog.records)
+    # The verified data went to the private fallback cache, so it is not fetched again.
+    fake = FakeSources(monkeypatch, fixture_wheel, None)
+    _, source = load_movielens(cache_dir=blocker, expected=tiny_tables.sha256())
+    assert source.startswith("cache:") and (fake.downloads, fake.pip_calls) == (0, 0)
+
+
+def test_read_only_cache_with_a_corrupt_file_is_reported_once_and_used_around(
+    tmp_path, tiny_tables, fixture_wheel, monkeypatch, caplog
+):
+    expected = tiny_tables.sha256()
+    folder = tmp_path / "ml-100k"
+    write_cache(folder, tiny_tables.canonical(), expected)
+    ratings = folder / "ratings.tsv"
+    ratings.write_bytes(ratings.read_bytes()[:-7])
+    # A read-only cache: deleting the corrupt file fails (simulated: tests may run as root).
+    real_unlink = Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self.parent == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    monkeypatch.setattr(ml, "_atomic_write", _refuse_in(folder, ml._atomic_write))
+    ml._REPORTED.clear()
+    fake = FakeSources(monkeypatch, fixture_wheel, None)
+    with caplog.at_level(logging.INFO, logger="bench.movielens"):
+        for _ in range(3):
+            tables, _ = load_movielens(cache_dir=tmp_path, expected=expected)
+            assert_tables_equal(tables, tiny_tables)
+    messages = [r.getMessage() for r in caplog.records if str(ratings) in r.getMessage()]
+    assert len(messages) == 1 and "cannot be deleted" in messages[0]
+    assert not any("deleted it" in m for m in messages)
+    assert fake.pip_calls == 1  # fetched once, then served from the fallback cache
+    assert ratings.exists()
+
+
+def _refuse_in(folder, write):
+    def guarded(path, data, sha256):
+        if path.parent == folder:
+            raise PermissionError(13, "Read-only file system", str(path))
+        return write(path, data, sha256)
+
+    return guarded
 
 
 def test_explicit_path_is_verified(tmp_path, tiny_tables, monkeypatch):
@@ -576,13 +624,16 @@ def test_pip_download_command_installs_nothing(tmp_path, monkeypatch):
 
     def fake_run(command, **kwargs):
         seen["command"] = command
+        seen["cwd"] = kwargs.get("cwd")
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution\n")
 
-    monkeypatch.setattr(ml.subprocess, "run", fake_run)
-    with pytest.raises(ml._SourceError, match="exited with 1: ERROR: No matching distribution"):
-        ml._pip_download(tmp_path, 5.0)
+    monkeypatch.setattr(sources.subprocess, "run", fake_run)
+    with pytest.raises(sources.SourceError, match="exited with 1: ERROR: No matching distribution"):
+        sources.pip_download(ml.RECBOLE_REQUIREMENT, ml.RECBOLE_WHEEL, tmp_path, 5.0)
     command = seen["command"]
-    assert command[:4] == [ml.sys.executable, "-m", "pip", "download"]
+    # Isolated (-I: no current directory on sys.path), run from rsbench's own temp folder.
+    assert command[:5] == [sources.sys.executable, "-I", "-m", "pip", "download"]
+    assert seen["cwd"] == sources.rsbench_temp_dir()
     assert "--no-deps" in command and "install" not in command
     assert "recbole==1.2.1" in command and command[-2:] == ["-d", str(tmp_path)]
 
