@@ -47,9 +47,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolE
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import psutil
 
+from bench.results.tables import timing_grade_runs
 from bench.runner import Runner, RunResult, RunSpec, _failed_result
 from bench.threads import thread_limits
 
@@ -156,39 +156,6 @@ def check_executor_options(
         "ray_address": ray_address,
         "retries": 1 if retries is None else int(retries),
     }
-
-
-def timing_grade_runs(runs: pd.DataFrame, *, include_all: bool = False) -> pd.DataFrame:
-    """The rows of ``runs`` whose timings were measured with the run alone on its node.
-
-    Rows without a ``timing_grade`` column (results written before executors
-    existed, all made one run at a time) count as timing-grade.
-
-    Parameters
-    ----------
-    runs : pandas.DataFrame
-        ``runs.csv`` rows.
-    include_all : bool
-        Return every row (the user asked for all timings).
-
-    Returns
-    -------
-    pandas.DataFrame
-        A filtered copy, index reset.
-    """
-    if include_all or "timing_grade" not in runs:
-        return runs.reset_index(drop=True)
-    mask = [_is_timing_grade(value) for value in runs["timing_grade"]]
-    return runs[mask].reset_index(drop=True)
-
-
-def _is_timing_grade(value: Any) -> bool:
-    # From CSV: booleans or "True"/"False"; missing for rows older than the column.
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-        return True
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "")
-    return bool(value)
 
 
 class Overlaps:

@@ -313,3 +313,21 @@ def test_ray_task_options_declare_threads_and_gpu():
     assert task_options(runner, cuda, 1)["num_gpus"] == 1
     cpu = RunSpec(model="torch-bilinear", preset="notebook")  # device = "cpu"
     assert "num_gpus" not in task_options(runner, cpu, 1)
+
+
+def test_cost_and_pareto_use_only_timing_grade_runs():
+    from bench.results import tables
+
+    runs = pd.DataFrame(
+        {
+            "label": ["a", "a", "b"],
+            "seed": [0, 1, 0],
+            "fit_seconds": [1.0, 9.0, 2.0],
+            "auc": [0.8, 0.8, 0.9],
+            "timing_grade": [True, False, False],
+        }
+    )
+    cost = tables.cost_summary(runs)
+    assert cost.loc["a", "fit_seconds"] == 1.0 and cost.loc["a", "timing_grade"] == "1/2"
+    assert np.isnan(cost.loc["b", "fit_seconds"]) and cost.loc["b", "timing_grade"] == "0/1"
+    assert tables.cost_summary(runs, include_all_timings=True).loc["a", "fit_seconds"] == 5.0

@@ -463,3 +463,28 @@ def test_names_and_parameters_with_markdown_and_html_are_escaped(folder, tmp_pat
     row = next(line for line in section if line.startswith("| &lt;img"))
     cells = re.split(r"(?<!\\)\|", row.strip().strip("|"))
     assert len(cells) == header.strip().strip("|").count("|") + 1
+
+
+def test_not_applicable_runs_are_listed_apart_from_failures():
+    import pandas as pd
+
+    from bench.results.render import Doc, render_markdown
+    from bench.results.report import _failed_section
+
+    runs = pd.DataFrame(
+        {
+            "label": ["ease", "fm"],
+            "seed": [0, 0],
+            "run_id": ["1", "2"],
+            "dataset": ["ml-1m", "ml-1m"],
+            "split": ["cold-users", "cold-users"],
+            "status": ["not-applicable", "failed"],
+            "error": ["cannot score cold users", "boom"],
+        }
+    )
+    doc = Doc()
+    _failed_section(doc, runs)
+    text = render_markdown(doc)
+    head, failed = text.split("## Failed runs")
+    assert "## Not applicable" in head and "cannot score cold users" in head
+    assert "boom" in failed and "cannot score cold users" not in failed

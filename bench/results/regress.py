@@ -33,7 +33,7 @@ Rules (``rsbench regress RESULTS --baseline BASELINE``):
   folder (on that dataset), a metric column missing or non-finite in the new
   runs, any failed new run of a baseline label, and a dataset whose content
   hash differs between the two folders. A changed hash is accepted (as a
-  warning) only for ``synthetic`` datasets, whose identity is their generator
+  warning) only for generated datasets (``synthetic``), whose identity is their generator
   spec (the same options were compared). Labels only in the new folder are
   listed as ``new`` and not gated. A baseline without any successful run is
   an error (``ValueError``): there would be nothing to gate.
@@ -433,9 +433,10 @@ def _dataset_check(dataset: str, base_rows: pd.DataFrame, new_rows: pd.DataFrame
         )
     if base_hash == new_hash:
         return Comparison(dataset, "", "dataset", note=f"same sha256 {_short(base_hash)}")
-    synthetic = (
-        set(base_rows["dataset"].astype(str)) == {"synthetic"} if "dataset" in base_rows else False
-    )
+    from bench.data import is_generated
+
+    names = set(base_rows["dataset"].astype(str)) if "dataset" in base_rows else set()
+    synthetic = bool(names) and all(is_generated(name) for name in names)
     text = f"sha256 {_short(base_hash)} -> {_short(new_hash)}"
     if synthetic:
         return Comparison(

@@ -351,7 +351,9 @@ def _cost_section(doc: Doc, cost: pd.DataFrame) -> None:
     doc.para(
         "Means over seeds, the seed-to-seed standard deviation and the median of the fit "
         "time (compare medians on a shared machine). Fit time includes the negative "
-        "sampler's set-up, also shown on its own. Peak memory is the resident set of the "
+        "sampler's set-up, also shown on its own. Only timing-grade runs (each alone on "
+        "its node) enter these costs and the Pareto plot; the last column counts them. "
+        "Peak memory is the resident set of the "
         "whole process during fit and evaluation; growth is the increase over the run."
     )
     rows = [
@@ -367,6 +369,7 @@ def _cost_section(doc: Doc, cost: pd.DataFrame) -> None:
             _fmt_seconds(r["eval_seconds"]),
             _fmt_int(r["peak_rss_mb"]),
             _fmt_int(r["rss_growth_mb"]),
+            str(r["timing_grade"]),
         ]
         for label, r in cost.iterrows()
     ]
@@ -383,9 +386,10 @@ def _cost_section(doc: Doc, cost: pd.DataFrame) -> None:
             "eval s",
             "peak RSS MiB",
             "RSS growth MiB",
+            "timing-grade runs",
         ],
         rows,
-        [False, *[True] * 10],
+        [False, *[True] * 11],
     )
 
 
@@ -505,14 +509,27 @@ def _scale_sections(doc: Doc, groups: list[DatasetGroup], styles, figures: list[
 
 
 def _failed_section(doc: Doc, runs: pd.DataFrame) -> None:
+    status = runs["status"].astype(str) if "status" in runs else pd.Series([], dtype=str)
+    inapplicable = runs[status == "not-applicable"]
+    if not inapplicable.empty:
+        doc.heading(2, "Not applicable")
+        doc.para(
+            f"{len(inapplicable)} run(s) were not scored: the model cannot score the split's "
+            "cold users or items (no side features), so it is reported here, not as random."
+        )
+        _run_table(doc, inapplicable, "reason")
     doc.heading(2, "Failed runs")
-    failed = runs[runs["status"] != "ok"] if "status" in runs else runs.iloc[0:0]
+    failed = runs[~status.isin(["ok", "not-applicable"])] if "status" in runs else runs.iloc[0:0]
     if failed.empty:
         doc.para("None: every run finished.")
         return
     doc.para(f"{len(failed)} run(s) failed; they are left out of every table above.")
+    _run_table(doc, failed, "error")
+
+
+def _run_table(doc: Doc, runs: pd.DataFrame, last: str) -> None:
     rows = []
-    for r in failed.to_dict("records"):
+    for r in runs.to_dict("records"):
         key = tables.run_identity(r)
         rows.append(
             [
@@ -524,7 +541,7 @@ def _failed_section(doc: Doc, runs: pd.DataFrame) -> None:
             ]
         )
     doc.table(
-        ["model", "seed", "dataset", "run id", "error"], rows, [False, True, False, False, False]
+        ["model", "seed", "dataset", "run id", last], rows, [False, True, False, False, False]
     )
 
 

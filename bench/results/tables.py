@@ -54,6 +54,7 @@ __all__ = [
     "paired_tables",
     "pareto_front",
     "pareto_points",
+    "timing_grade_runs",
     "popularity_label",
     "preset_differences",
     "quality_summary",
@@ -597,7 +598,40 @@ def beyond_summary(runs: pd.DataFrame, registry: MetricRegistry = METRICS, k: in
 
 
 # -- cost -------------------------------------------------------------------------------------
-def cost_summary(runs: pd.DataFrame) -> pd.DataFrame:
+def timing_grade_runs(runs: pd.DataFrame, *, include_all: bool = False) -> pd.DataFrame:
+    """The rows of ``runs`` whose timings were measured with the run alone on its node.
+
+    Rows without a ``timing_grade`` column (results written before executors
+    existed, all made one run at a time) count as timing-grade.
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        ``runs.csv`` rows.
+    include_all : bool
+        Return every row (the user asked for all timings).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A filtered copy, index reset.
+    """
+    if include_all or "timing_grade" not in runs:
+        return runs.reset_index(drop=True)
+    mask = [_is_timing_grade(value) for value in runs["timing_grade"]]
+    return runs[mask].reset_index(drop=True)
+
+
+def _is_timing_grade(value: Any) -> bool:
+    # From CSV: booleans or "True"/"False"; missing for rows older than the column.
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "")
+    return bool(value)
+
+
+def cost_summary(runs: pd.DataFrame, *, include_all_timings: bool = False) -> pd.DataFrame:
     """Mean (and seed-to-seed std, median) of the cost columns per label.
 
     Returns
@@ -605,8 +639,12 @@ def cost_summary(runs: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         Indexed by label: ``seeds, epochs, fit_seconds, fit_seconds_std,
         fit_seconds_median, sampler_setup_seconds, seconds_per_epoch, eval_seconds,
-        peak_rss_mb, rss_growth_mb`` (std is NaN with one seed; the sampler set-up is
-        part of ``fit_seconds`` and NaN for folders written before it was recorded).
+        peak_rss_mb, rss_growth_mb, timing_grade`` (std is NaN with one seed; the
+        sampler set-up is part of ``fit_seconds`` and NaN for folders written before
+        it was recorded). Time and memory come from timing-grade runs only (each
+        alone on its node, :func:`timing_grade_runs`) unless ``include_all_timings``;
+        ``timing_grade`` says how many of a label's runs those are ("k/n"), and a
+        label without any has NaN costs.
     """
     columns = [
         "epochs",
@@ -620,11 +658,15 @@ def cost_summary(runs: pd.DataFrame) -> pd.DataFrame:
     frame = runs.copy()
     for column in columns:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
-    grouped = frame.groupby("label", sort=False)
-    out = grouped[columns].mean()
-    out.insert(0, "seeds", grouped["seed"].nunique())
-    out.insert(3, "fit_seconds_std", grouped["fit_seconds"].std(ddof=1))
-    out.insert(4, "fit_seconds_median", grouped["fit_seconds"].median())
+    labels = list(dict.fromkeys(frame["label"]))
+    everything = frame.groupby("label", sort=False)
+    timed = timing_grade_runs(frame, include_all=include_all_timings).groupby("label", sort=False)
+    out = timed[columns].mean().reindex(labels)
+    out.insert(0, "seeds", everything["seed"].nunique())
+    out.insert(3, "fit_seconds_std", timed["fit_seconds"].std(ddof=1).reindex(labels))
+    out.insert(4, "fit_seconds_median", timed["fit_seconds"].median().reindex(labels))
+    counts = timed.size().reindex(labels).fillna(0).astype(int)
+    out["timing_grade"] = [f"{counts[label]}/{everything.size()[label]}" for label in labels]
     return out
 
 
@@ -653,6 +695,10 @@ def pareto_points(group: DatasetGroup, metrics: Sequence[str]) -> pd.DataFrame:
     columns = ["fit_seconds", *metrics]
     runs = group.runs.assign(**{c: pd.to_numeric(group.runs[c], errors="coerce") for c in columns})
     points = runs.groupby("label", sort=False)[columns].mean()
+    # Cost from timing-grade runs only (runs that shared a node are not comparable).
+    timed = timing_grade_runs(runs).groupby("label", sort=False)["fit_seconds"].mean()
+    points["fit_seconds"] = timed.reindex(points.index)
+    points = points.dropna(subset=["fit_seconds"])
     for metric in metrics:
         points[f"front_{metric}"] = pareto_front(
             points["fit_seconds"].to_numpy(), points[metric].to_numpy()
