@@ -408,6 +408,26 @@ def _count_warnings(path) -> int:
 
 # -- tune (issue 14) -------------------------------------------------------------------
 def _tune_config_from_args(args: argparse.Namespace):
+    """The tuning configuration, with ``--executor/--jobs/--ray-address/--retries`` applied.
+
+    Executor flags are put into the options and validated by :mod:`bench.config`
+    like the TOML keys of the same names.
+    """
+    from bench.config import CLI_SOURCE
+    from bench.tune import build_tune_config
+
+    config = _tune_config_from_flags(args)
+    flags = {
+        key: getattr(args, key, None)
+        for key in ("executor", "jobs", "ray_address", "retries", "threads")
+    }
+    flags = {key: value for key, value in flags.items() if value is not None}
+    if not flags:
+        return config
+    return build_tune_config({**config.raw, **flags}, source=args.config or CLI_SOURCE)
+
+
+def _tune_config_from_flags(args: argparse.Namespace):
     from bench.config import parse_int_list
     from bench.tune import build_tune_config, load_tune_config
 
@@ -490,7 +510,30 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "tolerance_se": config.experiment.tolerance_se,
         "environment": environment(),
     }
-    studies, (done, failed) = tune(config, out, phase=args.phase, manifest=manifest)
+    execution = config.experiment.execution
+    if args.phase in ("all", "tune") and execution["executor"] != "local":
+        # Study workers on the executor share the study storage; the budget is counted
+        # there, per model, whatever the number of workers (then the final runs here).
+        from bench.executors import make_executor
+        from bench.runner import Runner
+        from bench.tune import study_worker
+
+        workers = execution["jobs"] or 2  # study workers (the executor's runs at a time)
+        with make_executor(
+            execution["executor"],
+            Runner(curves=False),
+            jobs=execution["jobs"],
+            ray_address=execution["ray_address"],
+            retries=execution["retries"],
+        ) as executor:
+            executor.map_workers(study_worker, workers, config, str(out))
+        phase = "final" if args.phase == "all" else "tune"
+        if phase == "tune":
+            print(f"tuning done by {workers} worker(s) on {execution['executor']}")
+            return 0
+    else:
+        phase = args.phase
+    studies, (done, failed) = tune(config, out, phase=phase, manifest=manifest)
     import pandas as pd
 
     summary = pd.read_csv(f"{out}/tuning_summary.csv", keep_default_na=False)
@@ -687,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tune only (extra workers on a shared --storage), final runs only, or both "
         "(default: all)",
     )
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("report", help="write report.md and report.html into a results folder")

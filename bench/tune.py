@@ -76,6 +76,7 @@ __all__ = [
     "load_tune_config",
     "run_final",
     "run_studies",
+    "study_worker",
     "trials_table",
     "tune",
 ]
@@ -974,6 +975,24 @@ def run_final(
             finished_at=now_iso(), datasets=datasets, wall_seconds=time.perf_counter() - t0
         )
     return len(todo) - failed, failed
+
+
+def study_worker(index: int, config: TuneConfig, out: str) -> int:
+    """One study worker (``index``) of an executor: tune every model until its budget is spent.
+
+    The budget of each model is counted in the shared study storage, so it stays
+    equal whatever the number of workers (:meth:`bench.executors.Executor.map_workers`
+    runs ``n`` of these, in processes or as Ray tasks). Returns the trials that
+    this worker finished.
+    """
+    studies = run_studies(config, out)
+    worker = _worker_id()
+    return sum(
+        1
+        for _, study in studies
+        for trial in study.get_trials(deepcopy=False)
+        if trial.user_attrs.get("worker") == worker and trial_state(trial) != "running"
+    )
 
 
 def tune(

@@ -127,3 +127,22 @@ def test_two_workers_share_one_budget(tmp_path):
     assert "running" not in states and "interrupted" not in states
     done_by = {t.user_attrs["worker"] for t in trials if trial_state(t) == "complete"}
     assert len(done_by) == 2
+
+
+def test_cli_tune_on_the_process_executor_keeps_one_budget_per_model(tmp_path):
+    """rsbench tune --executor process --jobs 2: two study workers, the budget counted once."""
+    import pandas as pd
+
+    from bench.cli import main
+
+    out = tmp_path / "tuned"
+    argv = ["tune", "--models", "ease,itemknn", "--dataset", "synthetic", "--seeds", "0",
+            "--budget-trials", "5", "--executor", "process", "--jobs", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    trials = pd.read_csv(out / "trials.csv", keep_default_na=False)
+    done = trials[trials["state"].isin(["complete", "pruned", "failed"])]
+    assert done.groupby("model").size().to_dict() == {"ease": 5, "itemknn": 5}
+    # The trials ran in the executor's worker processes, not in this one.
+    assert all(f":{os.getpid()}:" not in worker for worker in done["worker"])
+    runs = pd.read_csv(out / "runs.csv", dtype={"run_id": str})
+    assert {"ease (tuned)", "itemknn (tuned)"} <= set(runs["label"])
