@@ -39,7 +39,7 @@ fits the int64 ``seed`` column of the Parquet tables); a seed list must not
 repeat a seed (a repeated seed is the same run, so it is an error rather than
 a silently shorter list). ``epochs`` and each ``k`` are integers in
 ``[1, 2**31 - 1]`` (frameworks count epochs in 32-bit integers).
-``min_rating`` is a finite number in ``[0, 5]`` (the 1-5 star scale).
+``min_rating`` is a finite number inside the dataset's rating range (from the dataset registry).
 """
 
 from __future__ import annotations
@@ -104,7 +104,6 @@ DATASET_KEYS = {"dataset", "split", "min_rating", "options"}
 #: Largest ``k`` (like ``epochs``, a signed 32-bit integer); seeds and epochs: see RunSpec.
 MAX_K = MAX_EPOCHS
 #: Top of the rating scale (1-5 stars) that ``min_rating`` thresholds.
-MAX_RATING = 5.0
 #: Command-line flags that override an experiment file, by the key they override.
 #: The ``source`` of options given as ``rsbench run`` flags (errors then name the flag).
 CLI_SOURCE = "command line"
@@ -443,13 +442,16 @@ def build_experiment(
         ]
     resolved = []
     for ds in datasets:
-        dataset = _string(ds.get("dataset", "ml-100k"), where("dataset"))
-        split, min_rating = dataset_defaults(dataset)
+        dataset = _string(ds.get("dataset", DEFAULT_DATASET), where("dataset"))
+        try:
+            split, min_rating = dataset_defaults(dataset)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         split = _string(ds.get("split", split), where("split"))
         if "min_rating" in ds:
             min_rating = parse_number(
-                ds["min_rating"], where("min_rating"), low=0.0, high=MAX_RATING
-            )
+                ds["min_rating"], where("min_rating")
+            )  # finite here; the dataset's own rating range is checked by check_options
         dataset_options = ds.get("options", {})
         if not isinstance(dataset_options, dict):
             raise ConfigError(f"{source}: dataset options must be a table, got {dataset_options!r}")

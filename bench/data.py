@@ -771,6 +771,16 @@ def _load_synthetic(split: str, min_rating: float | None, options: dict[str, Any
 
 
 def _check_synthetic_sizes(options: Mapping[str, Any]) -> None:
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(synthetic).parameters.items()}
+    users = options.get("num_users", defaults["num_users"])
+    positives = options.get("num_positives", defaults["num_positives"])
+    if isinstance(users, int) and isinstance(positives, int) and positives < 2 * users:
+        # synthetic()'s own rule, checked before anything runs
+        raise ValueError(
+            f"num_positives={positives} is below 2 per user ({2 * users} for num_users={users})"
+        )
     if "validation_seed" in options:
         _check_int("validation_seed", options["validation_seed"], 0)
     for key in ("num_users", "num_items", "num_positives", "test_per_user", "rank"):

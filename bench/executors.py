@@ -173,6 +173,8 @@ class Overlaps:
     def begin(self, key: str, node: str, start: float) -> None:
         """Record that an attempt of run ``key`` started on ``node`` at ``start``."""
         with self._lock:
+            if any(span[0] == key and span[2] == start for span in self._spans):
+                return  # its finish arrived first (actor calls from two callers are unordered)
             for span in self._spans:
                 if span[0] == key and span[3] is None:
                     span[3] = start
@@ -181,6 +183,9 @@ class Overlaps:
     def finish(self, key: str, node: str, start: float, end: float) -> tuple[int, int]:
         """Close the attempt; return ``(other runs overlapping it on node, attempts of key)``."""
         with self._lock:
+            if not any(span[0] == key and span[2] == start for span in self._spans):
+                # The attempt's begin has not reached the ledger yet: record it closed.
+                self._spans.append([key, node, start, end])
             for span in self._spans:
                 if span[0] == key and span[2] == start and span[3] is None:
                     span[3] = end

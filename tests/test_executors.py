@@ -31,9 +31,9 @@ METRICS = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
 def suite_specs(threads: int | None = 1) -> list[RunSpec]:
     """Cheap models that are deterministic per seed, on the synthetic dataset."""
     common = {"dataset": "synthetic", "split": "random", "min_rating": None, "threads": threads}
-    specs = [
-        RunSpec(model=m, seed=s, **common) for m in ("popularity", "ease", "random") for s in (0, 1)
-    ]
+    # popularity and ease are deterministic: a suite runs them once (seed 0), as the CLI does.
+    specs = [RunSpec(model=m, seed=0, **common) for m in ("popularity", "ease")]
+    specs += [RunSpec(model="random", seed=s, **common) for s in (0, 1)]
     specs.append(RunSpec(model="lightfm-bpr", preset="fast", seed=0, epochs=2, **common))
     return specs
 
@@ -85,6 +85,15 @@ def test_local_rows_are_timing_grade(local_results):
     assert (rows["executor"] == "local").all()
     assert (rows["concurrent_runs"] == 0).all() and rows["timing_grade"].all()
     assert (rows["attempts"] == 1).all()
+
+
+def test_overlaps_when_the_finish_reaches_the_ledger_before_the_begin():
+    """Ray orders no actor calls from two callers: a late begin must not count twice."""
+    ledger = Overlaps()
+    assert ledger.finish("a", "n1", 0.0, 1.0) == (0, 1)  # a run that reported had an attempt
+    ledger.begin("a", "n1", 0.0)  # arrives late: ignored, the attempt is closed already
+    ledger.begin("b", "n1", 2.0)
+    assert ledger.finish("b", "n1", 2.0, 3.0) == (0, 1)  # a is not left open to overlap b
 
 
 def test_overlaps_counts_other_runs_on_the_same_node():
@@ -143,7 +152,7 @@ def test_process_retries_a_worker_that_died(tmp_path, monkeypatch):
         results = by_run(run_all(executor, specs))
     assert all(r.ok for r in results.values())
     attempts = {r.row["label"] + str(r.row["seed"]): r.row["attempts"] for r in results.values()}
-    assert sorted(attempts.values()) == [1, 1, 1, 2]
+    assert sorted(attempts.values()) == [1, 2]  # popularity once, ease retried once
 
     died["n"] = -5  # dies twice more than retries allow
     with make_executor("process", Runner(curves=False), jobs=2, retries=1) as executor:
