@@ -246,8 +246,9 @@ def test_evaluator_ml20m_shape(benchmark):
     138,493 users x 26,744 items, about 20 M test positives and 10 M excluded
     train positives (see :func:`_ml20m_problem`), 64-d float32 factor scores,
     through the Evaluator in blocks of 1,024 users. The same evaluation is run
-    with the pre-issue-18 ranking pass (``metrics._reference``) side by side;
-    values must agree to 1e-12. Targets (issue 18): <= 20 s and <= 2 GiB peak
+    with the pre-issue-18 ranking pass and the dense top-k inclusion of the
+    coverage metric (both in ``metrics._reference``) side by side; values
+    must agree to 1e-12. Targets (issue 18): <= 20 s and <= 2 GiB peak
     RSS growth on 2 cores. ``RSBENCH_EVAL_USERS`` subsamples users (scale factor
     138,493 / that number); ``RSBENCH_EVAL_REFERENCE=0`` skips the old pass.
     """
@@ -255,7 +256,7 @@ def test_evaluator_ml20m_shape(benchmark):
     import os
     from unittest import mock
 
-    from metrics._reference import reference_rank
+    from metrics._reference import reference_rank, reference_topk_entries
 
     num_users = int(os.environ.get("RSBENCH_EVAL_USERS", ML20M_USERS))
     test, exclude, users, items = _ml20m_problem(num_users)
@@ -284,7 +285,10 @@ def test_evaluator_ml20m_shape(benchmark):
         "mean_auc": float(summarize(frame)["auc"]),
     }
     if os.environ.get("RSBENCH_EVAL_REFERENCE", "1") != "0":
-        with mock.patch("metrics.evaluator._rank", reference_rank):
+        with (
+            mock.patch("metrics.evaluator._rank", reference_rank),
+            mock.patch("metrics.beyond.topk_entries", reference_topk_entries),
+        ):
             old = _timed_evaluation(evaluator, scorer)
         np.testing.assert_allclose(
             frame.to_numpy(), old["frame"].to_numpy(), rtol=0, atol=1e-12, equal_nan=True

@@ -5,6 +5,9 @@ is :func:`metrics.ranking.evaluate` with the ranking pass as it was before the
 counting kernel (two comparison passes per positive tie group, or a full sort
 of the row). The metric formulas are shared with :mod:`metrics.ranking`, so any
 difference between the two comes from the ranking pass alone.
+:func:`reference_topk_inclusion` is the dense top-k inclusion of the beyond-accuracy
+metrics as it was before their sparse pass (a float64 copy, a partition and dense
+masks per cut-off); :func:`reference_topk_entries` gives it the sparse pass's form.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ from metrics.ranking import (
     _Ranked,
 )
 
-__all__ = ["reference_evaluate", "reference_rank"]
+__all__ = [
+    "reference_evaluate",
+    "reference_rank",
+    "reference_topk_entries",
+    "reference_topk_inclusion",
+]
 
 
 def _lane_layout(num_items: int) -> tuple[int, int]:
@@ -289,3 +297,61 @@ def reference_evaluate(
     ranked = reference_rank(scores, test, exclude, ties, user_ids)
     labels = ranked.rows if user_ids is None else np.asarray(user_ids)[ranked.rows]
     return _frame(labels, _metric_values(ranked, ks), ks, ties)
+
+
+def reference_topk_inclusion(
+    scores: np.ndarray, test: Any, exclude: Any, k: int, ties: str = "expected"
+) -> np.ndarray:
+    """:func:`metrics.beyond.topk_inclusion` as it was before the sparse pass (dense, per k).
+
+    Parameters
+    ----------
+    scores : array of float, shape (n_rows, num_items)
+    test, exclude : scipy.sparse.csr_matrix of bool, shape (n_rows, num_items)
+        Test positives (used by the pessimistic policy) and excluded items
+        (``exclude`` may be ``None``).
+    k : int
+        Cut-off (a row with fewer candidates recommends all of them).
+    ties : {"expected", "pessimistic"}
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_rows, num_items)
+        Row sums are ``min(k, candidates)``; excluded items get 0.
+    """
+    s = np.array(scores, dtype=np.float64)
+    n_rows, num_items = s.shape
+    candidate = np.ones(s.shape, dtype=bool)
+    if exclude is not None and exclude.nnz:
+        rows, cols = exclude.nonzero()
+        candidate[rows, cols] = False
+    s[~candidate] = -np.inf
+    kk = min(k, num_items)
+    kth = -np.partition(-s, kk - 1, axis=1)[:, kk - 1] if num_items else np.zeros(n_rows)
+    above = s > kth[:, None]
+    tied = (s == kth[:, None]) & candidate
+    slots = np.minimum(k, candidate.sum(axis=1)) - above.sum(axis=1)
+    weights = above.astype(np.float64)
+    if ties == "pessimistic":
+        positive = test.toarray().astype(bool)
+        groups = [(tied & ~positive), (tied & positive)]
+    else:
+        groups = [tied]
+    for group in groups:
+        size = group.sum(axis=1)
+        take = np.minimum(slots, size)
+        share = np.zeros(n_rows)
+        np.divide(take, size, out=share, where=size > 0)
+        weights += group * share[:, None]
+        slots = slots - take
+    return weights
+
+
+def reference_topk_entries(scores, test, exclude, ks, ties="expected"):
+    """:func:`metrics.beyond.topk_entries` computed through :func:`reference_topk_inclusion`."""
+    out = {}
+    for k in ks:
+        weights = reference_topk_inclusion(scores, test, exclude, int(k), ties)
+        rows, cols = np.nonzero(weights)
+        out[int(k)] = (rows, cols, weights[rows, cols])
+    return out

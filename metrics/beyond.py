@@ -14,10 +14,109 @@ from typing import Any
 
 import numpy as np
 
-from metrics import ranking as _ranking  # noqa: F401  (its metrics come first in column order)
+from metrics import ranking as _ranking
 from metrics.registry import METRICS, Metric, MetricInputs
 
-__all__ = ["catalogue_coverage", "mean_popularity", "topk_inclusion"]
+__all__ = ["catalogue_coverage", "mean_popularity", "topk_entries", "topk_inclusion"]
+
+
+def _top_candidates(
+    scores: np.ndarray, exclude: Any, k_max: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every candidate whose score may reach a row's top ``k_max``, by row then decreasing score.
+
+    Excluded items are -inf in a working copy. The bound: split the columns
+    into ``k_max`` chunks; the smallest chunk maximum is at most the row's
+    ``k_max``-th largest value (the chunk maxima are ``k_max`` distinct
+    entries), so every entry at or above any cut-off ``k <= k_max`` -- the
+    whole tie group at the cut-off included -- is kept, and a row typically
+    keeps a few times ``k_max`` entries instead of the whole catalogue.
+
+    Returns
+    -------
+    rows, cols, values : numpy.ndarray
+        Kept entries (values in the working dtype; excluded ones are -inf).
+    start : numpy.ndarray of int64, shape (n_rows + 1,)
+        Entry offsets of each row.
+    candidates : numpy.ndarray of int64, shape (n_rows,)
+        Candidates per row (items not excluded).
+    """
+    work = np.array(scores, dtype=np.result_type(scores.dtype, np.float32))
+    n_rows, num_items = work.shape
+    excluded = np.zeros(n_rows, dtype=np.int64)
+    if exclude is not None and exclude.nnz:
+        e = exclude.tocsr()
+        excluded = np.diff(e.indptr).astype(np.int64)
+        e_rows = np.repeat(np.arange(n_rows, dtype=np.int64), excluded)
+        work.reshape(-1)[e_rows * num_items + e.indices] = -np.inf
+    candidates = num_items - excluded
+    chunks = max(1, min(k_max, num_items))
+    if num_items == 0 or n_rows == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, work.reshape(-1)[:0], np.zeros(n_rows + 1, np.int64), candidates
+    width = num_items // chunks
+    maxima = work[:, : chunks * width].reshape(n_rows, chunks, width).max(axis=2)
+    if chunks * width < num_items:
+        np.maximum(maxima[:, -1], work[:, chunks * width :].max(axis=1), out=maxima[:, -1])
+    bound = maxima.min(axis=1)
+    rows, cols = np.nonzero(work >= bound[:, None])
+    values = work[rows, cols]
+    order = _ranking._by_row_then_decreasing(rows, values)
+    rows, cols, values = rows[order], cols[order], values[order]
+    start = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=start[1:])
+    return rows, cols, values, start, candidates
+
+
+def topk_entries(
+    scores: np.ndarray,
+    test: Any,
+    exclude: Any,
+    ks: Sequence[int],
+    ties: str = "expected",
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per cut-off: the items of each row's top ``k`` candidates and their probability.
+
+    One selection pass serves every ``k`` (see :func:`_top_candidates`); the
+    probabilities are those of :func:`topk_inclusion`.
+
+    Returns
+    -------
+    dict
+        ``{k: (rows, cols, weights)}``: the (row, item) pairs with a positive
+        probability of being in the row's top ``k`` (``weights`` in (0, 1]).
+    """
+    ks = tuple(int(k) for k in ks)
+    rows, cols, values, start, candidates = _top_candidates(scores, exclude, max(ks))
+    out = {}
+    positive = np.zeros(rows.size, dtype=bool)
+    if ties == "pessimistic" and rows.size:
+        t = test.tocsr()
+        t_keys = np.repeat(np.arange(t.shape[0], dtype=np.int64), np.diff(t.indptr))
+        t_keys = np.sort(t_keys * t.shape[1] + t.indices)
+        positive = np.isin(rows * scores.shape[1] + cols, t_keys, assume_unique=False)
+    n_rows = start.size - 1
+    for k in ks:
+        listed = np.minimum(k, candidates)  # a row with fewer candidates lists them all
+        has = listed > 0
+        cut = np.full(n_rows, np.nan, dtype=values.dtype)  # NaN: nothing compares equal
+        cut[has] = values[start[:-1][has] + listed[has] - 1]
+        row_cut = cut[rows]
+        above = values > row_cut
+        tied = values == row_cut
+        slots = (listed - np.bincount(rows, weights=above, minlength=n_rows)).astype(np.float64)
+        weights = above.astype(np.float64)
+        groups = [tied & ~positive, tied & positive] if ties == "pessimistic" else [tied]
+        for group in groups:
+            size = np.bincount(rows, weights=group, minlength=n_rows)
+            take = np.minimum(slots, size)
+            share = np.zeros(n_rows)
+            np.divide(take, size, out=share, where=size > 0)
+            weights[group] = share[rows[group]]
+            slots = slots - take
+        keep = weights > 0
+        out[k] = (rows[keep], cols[keep], weights[keep])
+    return out
 
 
 def topk_inclusion(
@@ -38,43 +137,30 @@ def topk_inclusion(
     Returns
     -------
     numpy.ndarray of float64, shape (n_rows, num_items)
-        Row sums are ``min(k, candidates)``; excluded items get 0.
+        Row sums are ``min(k, candidates)``; excluded items get 0. The metrics
+        use the sparse :func:`topk_entries`; this dense form is for readers.
     """
-    s = np.array(scores, dtype=np.float64)
-    n_rows, num_items = s.shape
-    candidate = np.ones(s.shape, dtype=bool)
-    if exclude is not None and exclude.nnz:
-        rows, cols = exclude.nonzero()
-        candidate[rows, cols] = False
-    s[~candidate] = -np.inf
-    kk = min(k, num_items)
-    kth = -np.partition(-s, kk - 1, axis=1)[:, kk - 1] if num_items else np.zeros(n_rows)
-    above = s > kth[:, None]
-    tied = (s == kth[:, None]) & candidate
-    slots = np.minimum(k, candidate.sum(axis=1)) - above.sum(axis=1)
-    weights = above.astype(np.float64)
-    if ties == "pessimistic":
-        positive = test.toarray().astype(bool)
-        groups = [(tied & ~positive), (tied & positive)]
-    else:
-        groups = [tied]
-    for group in groups:
-        size = group.sum(axis=1)
-        take = np.minimum(slots, size)
-        share = np.zeros(n_rows)
-        np.divide(take, size, out=share, where=size > 0)
-        weights += group * share[:, None]
-        slots = slots - take
-    return weights
+    scores = np.asarray(scores)
+    rows, cols, weights = topk_entries(scores, test, exclude, (int(k),), ties)[int(k)]
+    out = np.zeros(scores.shape, dtype=np.float64)
+    out[rows, cols] = weights
+    return out
 
 
-def _inclusion(inputs: MetricInputs, k: int) -> np.ndarray:
-    def compute() -> np.ndarray:
+def _inclusion(inputs: MetricInputs, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, weights)`` of the evaluated rows at cut-off ``k`` (one pass for all ks)."""
+    ks = tuple(sorted(set(inputs.ks) | {int(k)}))
+
+    def compute() -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         rows = inputs.ranked.rows
-        exclude = None if inputs.exclude is None else inputs.exclude[rows]
-        return topk_inclusion(inputs.scores[rows], inputs.test[rows], exclude, k, inputs.ties)
+        scores, test, exclude = inputs.scores, inputs.test, inputs.exclude
+        if rows.size != scores.shape[0]:  # else every row is evaluated: no copies
+            scores, test = scores[rows], test[rows]
+            exclude = None if exclude is None else exclude[rows]
+        return topk_entries(scores, test, exclude, ks, inputs.ties)
 
-    return inputs.memo(("inclusion", k), compute)
+    entries = inputs.memo(("inclusion", ks), compute)
+    return entries[int(k)]
 
 
 def mean_popularity(inputs: MetricInputs, k: int | None) -> np.ndarray:
@@ -83,18 +169,23 @@ def mean_popularity(inputs: MetricInputs, k: int | None) -> np.ndarray:
     Higher means more mainstream recommendations; the popularity model scores
     the maximum possible for its ``k``.
     """
-    weights = _inclusion(inputs, int(k))
-    listed = weights.sum(axis=1)
+    rows, cols, weights = _inclusion(inputs, int(k))
+    n_rows = inputs.ranked.rows.size
+    listed = np.bincount(rows, weights=weights, minlength=n_rows)
+    total = np.bincount(rows, weights=weights * inputs.item_popularity[cols], minlength=n_rows)
     out = np.full(listed.shape, np.nan)
-    np.divide(weights @ inputs.item_popularity, listed, out=out, where=listed > 0)
+    np.divide(total, listed, out=out, where=listed > 0)
     return out
 
 
 def catalogue_coverage(inputs: MetricInputs, k: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Block partial of coverage@k: per item, ``(certainly listed, sum of log P(not listed))``."""
-    weights = np.minimum(_inclusion(inputs, int(k)), 1.0)
-    certain = (weights >= 1.0).any(axis=0)
-    log_miss = np.log1p(-np.where(weights >= 1.0, 0.0, weights)).sum(axis=0)
+    _, cols, weights = _inclusion(inputs, int(k))
+    num_items = inputs.scores.shape[1]
+    sure = weights >= 1.0
+    certain = np.zeros(num_items, dtype=bool)
+    certain[cols[sure]] = True
+    log_miss = np.bincount(cols[~sure], weights=np.log1p(-weights[~sure]), minlength=num_items)
     return certain, log_miss
 
 

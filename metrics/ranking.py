@@ -1159,7 +1159,7 @@ def _metric_values(
     Catalogue metrics append their block partial to ``partials[column]``
     when ``partials`` is given.
     """
-    inputs = MetricInputs(ranked, scores, test, exclude, ties, item_popularity)
+    inputs = MetricInputs(ranked, scores, test, exclude, ties, item_popularity, tuple(ks))
     available = () if item_popularity is None else ("item_popularity",)
     data: dict[str, np.ndarray] = {}
     for metric in METRICS:

@@ -52,6 +52,8 @@ class MetricInputs:
     item_popularity : numpy.ndarray of float64, shape (num_items,), optional
         Share of users with the item among their train positives (``None``
         when the caller did not give it; metrics that need it are skipped).
+    ks : tuple of int
+        Every cut-off of this evaluation (a pass may serve them all at once).
     """
 
     ranked: Any
@@ -60,6 +62,7 @@ class MetricInputs:
     exclude: Any
     ties: str
     item_popularity: np.ndarray | None = None
+    ks: tuple[int, ...] = ()
     _memo: dict = field(default_factory=dict, repr=False)
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:

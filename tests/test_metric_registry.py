@@ -132,6 +132,35 @@ def test_inclusion_weights_by_hand():
     np.testing.assert_allclose(topk_inclusion(scores, test, exclude, 9), [[0, 1, 1, 1]])
 
 
+@pytest.mark.parametrize("ties", ["expected", "pessimistic"])
+def test_sparse_inclusion_equals_the_dense_reference(ties):
+    """The one-pass sparse top-k (a chunk-maximum bound) against the old dense pass."""
+    from metrics._reference import reference_topk_inclusion
+    from metrics.beyond import topk_entries
+
+    gen = np.random.default_rng(7)
+    for trial in range(200):
+        n, m = int(gen.integers(1, 6)), int(gen.integers(1, 60))
+        if trial % 3 == 0:  # heavy ties (integer scores), as popularity gives
+            scores = gen.integers(0, 4, (n, m)).astype(np.float32)
+        elif trial % 3 == 1:
+            scores = gen.standard_normal((n, m)).astype(np.float32)
+        else:  # sorted rows: the chunk-maximum bound at its loosest
+            scores = np.sort(gen.standard_normal((n, m)), axis=1)
+        test = sp.csr_matrix(gen.random((n, m)) < 0.3)
+        exclude = sp.csr_matrix((gen.random((n, m)) < gen.random()) & ~test.toarray())
+        ks = (1, 3, 7, 80)
+        for ex in (None, exclude):
+            entries = topk_entries(scores, test, ex, ks, ties)
+            for k in ks:
+                dense = np.zeros((n, m))
+                rows, cols, weights = entries[k]
+                dense[rows, cols] = weights
+                expected = reference_topk_inclusion(scores, test, ex, k, ties)
+                np.testing.assert_allclose(dense, expected, rtol=0, atol=1e-15)
+                np.testing.assert_allclose(topk_inclusion(scores, test, ex, k, ties), expected)
+
+
 def _brute(scores, test, k, item_popularity):
     """Enumerate every order of tied items: exact expected coverage and popularity."""
     n, m = scores.shape
