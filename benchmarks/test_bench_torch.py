@@ -116,3 +116,54 @@ def test_preset_fit(benchmark, ml100k, name, preset):
     quality = _summary(fitted["model"], ml100k)
     benchmark.extra_info.update({"fit_s": benchmark.stats.stats.median, **quality})
     assert quality["auc"] >= 0.9, quality
+
+
+@pytest.mark.slow
+def test_torch_bilinear_fast_epoch_at_the_largest_scale_size(benchmark):
+    """One ``torch-bilinear:fast`` epoch at the scale suite's largest size, lazy vs eager decay.
+
+    Synthetic data at ML-20M shape (138,493 users x 26,744 items, 10 M
+    positives, the last row of ``bench/suites/scale.toml``), one seed. An
+    epoch is timed as the model's ``fit`` with ``epochs=1`` on a prepared
+    sampler: drawing 9.7 M ``uniform-unseen`` triplets plus 9,495 SGD
+    batches. The same epoch with the L2 decay applied eagerly to both whole
+    tables on every batch (``lazy_decay = False``, the pre-issue-18 update)
+    runs in alternating rounds; the ratio is the ratio of the medians.
+    Goal (issue 18): at most 7 s per epoch on 2 cores.
+    """
+    from bench.synthetic import synthetic
+
+    data = synthetic(num_users=138_493, num_items=26_744, num_positives=10_000_000, seed=0)
+    train = data.train
+    start = time.perf_counter()
+    sampler = REGISTRY.make("torch-bilinear", "fast").make_sampler(train)
+    setup_seconds = time.perf_counter() - start
+    eager_seconds: list[float] = []
+    seeds = iter(range(1000))
+
+    def setup():
+        seed = next(seeds)
+        eager = REGISTRY.make("torch-bilinear", "fast")
+        eager.lazy_decay = False
+        start = time.perf_counter()
+        eager.fit(train, rng=np.random.default_rng(seed), epochs=1, sampler=sampler)
+        eager_seconds.append(time.perf_counter() - start)
+        return (REGISTRY.make("torch-bilinear", "fast"), seed), {}
+
+    def epoch(model, seed):
+        model.fit(train, rng=np.random.default_rng(seed), epochs=1, sampler=sampler)
+
+    benchmark.pedantic(epoch, setup=setup, rounds=3, iterations=1)
+    lazy_median = benchmark.stats.stats.median
+    eager_median = float(np.median(eager_seconds))
+    info = {
+        "train_positives": len(train),
+        "sampler_setup_s": setup_seconds,
+        "epoch_median_s": lazy_median,
+        "eager_decay_epoch_median_s": eager_median,
+        "speedup_over_eager_decay": eager_median / lazy_median,
+        "us_per_triplet": lazy_median / len(train) * 1e6,
+    }
+    benchmark.extra_info.update(info)
+    print("\n" + ", ".join(f"{k}={v:.4g}" for k, v in info.items()))
+    assert lazy_median <= 7.0, f"one epoch took {lazy_median:.1f} s (goal 7 s)"

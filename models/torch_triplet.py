@@ -54,6 +54,11 @@ _ADAGRAD_INITIAL_ACCUMULATOR = 0.1
 _RMSPROP_RHO = 0.9
 # Keras's default embedding initialiser: uniform in [-0.05, 0.05].
 _EMBEDDING_INIT = 0.05
+# Lazy SGD decay (TorchBilinear): used when the per-step factor 1 - 2 lr l2 is at
+# least this far from 0, and folded into the tables once the scale drops below
+# _LAZY_FOLD_BELOW (float32 keeps its relative precision in between).
+_LAZY_MIN_DECAY = 0.5
+_LAZY_FOLD_BELOW = 2.0**-20
 # Deep scoring materialises (users x items x hidden_size) activations per block.
 _SCORE_BLOCK_CELLS = 4_000_000
 
@@ -246,8 +251,12 @@ class TorchBilinear(_TorchTriplet):
 
     plus ``2 l2_reg W`` on every row of each table (the test suite checks this
     against autograd). With ``optimizer="sgd"`` the rows' gradients are
-    scattered straight into the tables (``index_add_``), which is the dense
-    SGD update; the other optimizers update the whole tables, as Keras does.
+    scattered straight into the tables (``index_add_``), and the L2 term's
+    decay ``W <- (1 - 2 lr l2_reg) W`` of every row is kept as one scale
+    factor of the tables, folded in at the end of each epoch: the dense SGD
+    update, exactly (up to float rounding), at a cost that grows with the
+    batch, not with the tables. The other optimizers update the whole
+    tables, as Keras does.
 
     Parameters
     ----------
@@ -297,6 +306,10 @@ class TorchBilinear(_TorchTriplet):
     uses_sampler: ClassVar[bool] = True
     deterministic: ClassVar[bool] = False
     notes: ClassVar[str] = "PyTorch port of the notebook's bilinear model (closed-form gradients)"
+    #: SGD applies the L2 decay lazily (one scale factor for the tables, see
+    #: :meth:`_train_batch`): the same update, without touching every row per batch.
+    #: False applies it eagerly to both whole tables (the reference in tests).
+    lazy_decay: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -343,6 +356,9 @@ class TorchBilinear(_TorchTriplet):
         tables = [self._user_table, self._item_table]
         self._optim = _Optimizer(self.optimizer, tables, self.learning_rate)
         self._grads = None if self.optimizer == "sgd" else [torch.empty_like(t) for t in tables]
+        # SGD's L2 decay, applied lazily: the true tables are ``_decay_scale`` times
+        # the stored ones (see :meth:`_train_batch`); 1.0 outside a training epoch.
+        self._decay_scale = 1.0
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return {"user_embedding": self._user_table, "item_embedding": self._item_table}
@@ -395,17 +411,35 @@ class TorchBilinear(_TorchTriplet):
         n = items.index_select(0, neg_item_ids)
         l2 = float(self.l2_reg)
         if self._grads is None:
-            # Plain SGD: W <- W - lr (2 l2 W + G) = (1 - 2 lr l2) W - lr G, with
+            # Plain SGD: W <- W - lr (2 l2 W + G) = c W - lr G with c = 1 - 2 lr l2,
             # -lr G scattered row by row (index_add_ without ``alpha``: its
             # alpha path is several times slower on CPU).
             lr = float(self.learning_rate)
-            loss, step_u, step_p, step_n = self._row_gradients(u, p, n, -lr)
-            if l2 > 0:
-                users.mul_(1 - 2 * lr * l2)
-                items.mul_(1 - 2 * lr * l2)
+            decay = 1 - 2 * lr * l2
+            if l2 > 0 and self.lazy_decay and abs(decay) >= _LAZY_MIN_DECAY:
+                # Lazy decay: the true tables are W = s V (V stored, s one scalar
+                # shared by both tables, which decay alike). c W - lr G
+                # = (c s) (V - lr G / (c s)): scale s by c and scatter the step
+                # divided by the new s, so a batch touches only its own rows
+                # instead of streaming both whole tables through memory.
+                scale = self._decay_scale
+                if scale != 1.0:
+                    u.mul_(scale)
+                    p.mul_(scale)
+                    n.mul_(scale)
+                scale *= decay
+                loss, step_u, step_p, step_n = self._row_gradients(u, p, n, -lr / scale)
+                self._decay_scale = scale
+            else:
+                loss, step_u, step_p, step_n = self._row_gradients(u, p, n, -lr)
+                if l2 > 0:
+                    users.mul_(decay)
+                    items.mul_(decay)
             users.index_add_(0, user_ids, step_u)
             items.index_add_(0, pos_item_ids, step_p)
             items.index_add_(0, neg_item_ids, step_n)
+            if abs(self._decay_scale) < _LAZY_FOLD_BELOW:
+                self._fold_decay()
         else:
             loss, grad_u, grad_p, grad_n = self._row_gradients(u, p, n, 1.0)
             grad_users, grad_items = self._grads
@@ -420,6 +454,21 @@ class TorchBilinear(_TorchTriplet):
             grad_items.index_add_(0, neg_item_ids, grad_n)
             self._optim.step(self._grads)
         self._loss_sum += loss
+
+    def _fold_decay(self) -> None:
+        """Multiply the lazy decay scale into the stored tables (then it is 1 again)."""
+        if self._decay_scale != 1.0:
+            self._user_table.mul_(self._decay_scale)
+            self._item_table.mul_(self._decay_scale)
+            self._decay_scale = 1.0
+
+    def _train_epoch(self, triplets) -> float:
+        # The tables are true (scale folded in) between epochs: the ``hard``
+        # sampler, the weight checks and scoring read them directly.
+        try:
+            return super()._train_epoch(triplets)
+        finally:
+            self._fold_decay()
 
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """User and item tables, rows L2-normalised for cosine."""

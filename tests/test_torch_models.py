@@ -89,9 +89,56 @@ def test_bilinear_sgd_step_equals_autograd(similarity, l2):
     assert 0 < float(hinges) < 2 * margin + 2  # some active, some not: a real test
 
     model._train_batch(u_idx, p_idx, n_idx)
+    model._fold_decay()  # the lazy L2 decay's scale into the tables
     torch.testing.assert_close(model._user_table, users - lr * ref_users.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model._item_table, items - lr * ref_items.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model._loss_sum, hinges, rtol=1e-5, atol=1e-6)
+
+
+def _sgd_batches(lazy, *, lr, l2, steps, seed=3):
+    """Tables after ``steps`` SGD batches on random triplets, with lazy or eager decay."""
+    gen = torch.Generator().manual_seed(seed)
+    num_users, num_items = 11, 13
+    model = TorchBilinear(latent_dim=6, optimizer="sgd", learning_rate=lr, l2_reg=l2)
+    model.lazy_decay = lazy
+    model = _built(model, num_users, num_items)
+    # float64 tables: the two ways then agree to rounding, not float32 drift.
+    model._user_table = torch.randn(num_users, 6, generator=gen, dtype=torch.float64)
+    model._item_table = torch.randn(num_items, 6, generator=gen, dtype=torch.float64)
+    model._loss_sum = torch.zeros((), dtype=torch.float64)
+    for _ in range(steps):
+        u_idx = torch.randint(num_users, (8,), generator=gen)
+        p_idx = torch.randint(num_items, (8,), generator=gen)
+        n_idx = torch.randint(num_items, (8,), generator=gen)
+        model._train_batch(u_idx, p_idx, n_idx)
+    model._fold_decay()
+    return model._user_table, model._item_table, float(model._loss_sum)
+
+
+@pytest.mark.parametrize("lr, l2", [(0.5, 1e-2), (2.0, 0.1)])
+def test_lazy_sgd_decay_equals_decaying_whole_tables(lr, l2):
+    # (2.0, 0.1): factor 0.6 per batch, so the scale crosses the fold threshold
+    # (2**-20) after 28 of the 60 batches and is folded in mid-run.
+    lazy = _sgd_batches(True, lr=lr, l2=l2, steps=60)
+    eager = _sgd_batches(False, lr=lr, l2=l2, steps=60)
+    torch.testing.assert_close(lazy[0], eager[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(lazy[1], eager[1], rtol=1e-10, atol=1e-12)
+    assert lazy[2] == pytest.approx(eager[2], rel=1e-10)
+    assert float(lazy[1].abs().max()) > 1e-3  # not everything decayed to zero
+
+
+def test_lazy_sgd_decay_touches_only_the_batch_rows():
+    model = _built(
+        TorchBilinear(latent_dim=4, optimizer="sgd", learning_rate=1.0, l2_reg=0.01), 6, 7
+    )
+    before_users, before_items = model._user_table.clone(), model._item_table.clone()
+    model._train_batch(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 4]))
+    assert model._decay_scale == pytest.approx(1 - 2 * 1.0 * 0.01)
+    assert torch.equal(model._user_table[2:], before_users[2:])  # stored rows, bit for bit
+    assert torch.equal(model._item_table[[0, 1, 5, 6]], before_items[[0, 1, 5, 6]])
+    assert not torch.equal(model._user_table[:2], before_users[:2])
+    model._fold_decay()  # then every row carries the decay
+    torch.testing.assert_close(model._user_table[2:], before_users[2:] * 0.98)
 
 
 def test_bilinear_adam_first_step_is_keras_adam():
