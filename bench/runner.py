@@ -639,6 +639,7 @@ class Runner:
             "uses_sampler": bool(model.uses_sampler),
             "deterministic": bool(model.deterministic),
             "notes": model.notes,
+            "fit_scaling": getattr(model, "fit_scaling", ""),
         }
         return row, per_user.reset_index(drop=True), pd.DataFrame(curve_rows)
 

@@ -104,6 +104,11 @@ class Recommender(ABC):
     notes : str
         Anything a reader of the result table must know (e.g. "samples its
         own negatives").
+    fit_scaling : str
+        Empty when the fit cost grows linearly with the data (train
+        positives); otherwise the algorithm's reason why it grows faster
+        (e.g. EASE's cubic cost in the catalogue). The report's scale
+        tables flag a fit-time exponent above 1.1 without a reason as a defect.
     can_score_cold_users, can_score_cold_items : bool
         True when the model gives a meaningful score to a user (item) without
         any train interaction, e.g. from side features (FM, LightFM with
@@ -119,6 +124,7 @@ class Recommender(ABC):
     uses_features: ClassVar[bool] = False
     iterative: ClassVar[bool] = False
     notes: ClassVar[str] = ""
+    fit_scaling: ClassVar[str] = ""
 
     # -- parameters -------------------------------------------------------
     @classmethod

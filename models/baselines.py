@@ -7,6 +7,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.linalg
 
+from bench.dataset import NotApplicableError
 from bench.interactions import Interactions
 from models.base import Recommender, check_finite, check_positive
 
@@ -96,7 +97,10 @@ class EASE(_FitState):
 
     ``B = I - P / diag(P)`` with ``P = (X^T X + lambda I)^{-1}`` and ``X`` the
     binary user-item train matrix; ``score(u) = X_u B``. Memory is
-    O(num_items^2): fine for ML-100K/1M, refuse catalogues above ``max_items``.
+    O(num_items^2) and time O(num_items^3), by design, whatever the number of
+    positives: fine for ML-100K/1M; ``fit`` raises
+    :class:`bench.dataset.NotApplicableError` (a ``ValueError``) for catalogues
+    above ``max_items``, which the runner records as "not-applicable".
 
     ``l2`` must also keep ``X^T X + lambda I`` numerically invertible: ``fit``
     refuses an ``l2`` below :meth:`min_l2` of the training data with a
@@ -124,6 +128,10 @@ class EASE(_FitState):
     MAX_CONDITION: float = 1e10
     uses_sampler: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True
+    fit_scaling: ClassVar[str] = (
+        "by design: inverting the num_items x num_items Gram matrix costs O(num_items^3) "
+        "time and O(num_items^2) memory, whatever the number of positives"
+    )
 
     def __init__(self, *, l2: float = 500.0, max_items: int = 20_000, epochs: int = 1) -> None:
         self.l2 = l2
@@ -163,7 +171,7 @@ class EASE(_FitState):
         """Solve the closed form once (``epochs`` only repeats the callback)."""
         epochs = self._start_fit(train, rng, epochs)
         if train.num_items > self.max_items:
-            raise ValueError(
+            raise NotApplicableError(
                 f"EASE needs a num_items x num_items matrix; num_items={train.num_items} "
                 f"exceeds max_items={self.max_items}"
             )

@@ -329,6 +329,7 @@ def scale_figure(
     columns: Sequence[tuple[str, str]],
     label_styles: Mapping[str, dict] | None = None,
     title: str = "",
+    exponents: pd.DataFrame | None = None,
 ):
     """Cost columns against train positives (log-log), one panel per column.
 
@@ -339,6 +340,9 @@ def scale_figure(
     columns : sequence of (column, axis name)
     label_styles, title
         As in :func:`curves_figure`.
+    exponents : pandas.DataFrame, optional
+        Indexed by label, one column per cost column: each panel's key then
+        gives every model's exponent (the slope of its line).
     """
     from matplotlib.ticker import LogFormatter
 
@@ -349,10 +353,17 @@ def scale_figure(
         rows = rows.sort_values("train_positives")
         for ax, (column, _) in zip(axes, columns):
             values = rows[column].where(rows[column] > 0)
+            if not values.notna().any():
+                continue  # e.g. no sampler: nothing to draw in this panel
+            shown = str(label)
+            if exponents is not None and label in exponents.index:
+                slope = exponents.loc[label, column]
+                if np.isfinite(slope):
+                    shown = f"{label} ({slope:.2f})"
             ax.plot(
                 rows["train_positives"],
                 values,
-                label=label,
+                label=shown,
                 markersize=5,
                 linewidth=1.4,
                 **label_styles.get(label, {}),
@@ -369,16 +380,13 @@ def scale_figure(
             axis.set_major_formatter(LogFormatter())
             axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         ax.grid(alpha=0.3, which="both")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        names,
-        loc="outside lower center",
-        ncol=min(5, len(handles)),
-        fontsize="small",
-        frameon=False,
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            # One key per panel: the exponent in brackets is that panel's slope.
+            ax.legend(fontsize="x-small", frameon=False, loc="upper left")
+    fig.suptitle(
+        f"Cost against dataset size (mean over seeds; exponent in brackets): {title}"
     )
-    fig.suptitle(f"Cost against dataset size (mean over seeds): {title}")
     return fig
 
 

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 SCALE_COLUMNS = (
     ("fit_seconds", "fit time (s)"),
-    ("seconds_per_epoch", "seconds per epoch (s)"),
+    ("sampler_setup_seconds", "sampler set-up time (s)"),
     ("eval_seconds", "evaluation time (s)"),
     ("peak_rss_mb", "peak resident memory (MiB)"),
 )
@@ -458,29 +458,36 @@ def _scale_sections(doc: Doc, groups: list[DatasetGroup], styles, figures: list[
                     }
                 )
         table = pd.DataFrame(rows)
+        facts = tables.model_facts(pd.concat([g.runs for g in members], ignore_index=True))
+        reasons = dict(zip(facts["label"], facts["fit_scaling"]))
+        # A model without the common sampler has no set-up to plot (only a timer's noise).
+        samplerless = set(facts.loc[facts["uses_sampler"] == "no", "label"])
+        table.loc[table["label"].astype(str).isin(samplerless), "sampler_setup_seconds"] = np.nan
         title = f"{family[0]} / {family[1]}"
         doc.heading(3, f"Scale suite: {title}")
         sizes = sorted(table["train_positives"].unique())
+        exponents = _scaling_exponents(table)
         out_rows = []
+        flagged = []
         for label, part in table.groupby("label", sort=False):
             part = part.set_index("train_positives")
             cells = [str(label)]
             for size in sizes:
-                if size in part.index:
+                if size in part.index and part.loc[size, "fit_seconds"] > 0:
                     r = part.loc[size]
                     cells.append(f"{_fmt_seconds(r['fit_seconds'])} s / {r['peak_rss_mb']:.0f} MiB")
                 else:
                     cells.append("-")
-            usable = part[part["fit_seconds"] > 0]
-            if len(usable) >= 2:
-                slope = np.polyfit(
-                    np.log(usable.index.to_numpy(dtype=float)),
-                    np.log(usable["fit_seconds"].to_numpy(dtype=float)),
-                    1,
-                )[0]
-                cells.append(f"{slope:.2f}")
-            else:
-                cells.append("-")
+            for column, _ in SCALE_COLUMNS:
+                value = exponents.loc[label, column]
+                cells.append("-" if not np.isfinite(value) else f"{value:.2f}")
+            fit_exponent = exponents.loc[label, "fit_seconds"]
+            if np.isfinite(fit_exponent) and fit_exponent > tables.SCALING_LIMIT:
+                reason = reasons.get(str(label)) or ""
+                flagged.append(
+                    f"{label} ({fit_exponent:.2f}): "
+                    + (reason if reason else "no reason in its algorithm recorded: a defect")
+                )
             out_rows.append(cells)
         size_names = []
         for size in sizes:
@@ -490,22 +497,55 @@ def _scale_sections(doc: Doc, groups: list[DatasetGroup], styles, figures: list[
                 f"{int(first['num_items']):,} items)"
             )
         doc.para(
-            "Cell: mean fit seconds / peak resident memory. Exponent: slope of log fit "
-            "time against log train positives (1 = linear)."
+            "Cell: mean fit seconds (sampler set-up included) / peak resident memory "
+            "(timing-grade runs). Exponents: slope of log cost against log train "
+            "positives (1 = linear) for fit time, sampler set-up, evaluation time and "
+            "peak memory; '-' where a model ran at fewer than two sizes or has no such cost."
         )
         doc.table(
-            ["model", *size_names, "fit-time exponent"],
+            [
+                "model",
+                *size_names,
+                "fit-time exponent",
+                "set-up exponent",
+                "evaluation exponent",
+                "memory exponent",
+            ],
             out_rows,
-            [False, *[True] * (len(sizes) + 1)],
+            [False, *[True] * (len(sizes) + 4)],
         )
+        if flagged:
+            doc.para(
+                f"Fit time growing faster than train positives^{tables.SCALING_LIMIT}: "
+                + "; ".join(flagged)
+                + "."
+            )
+        else:
+            doc.para(
+                f"Every model's fit time grows at most as train positives^{tables.SCALING_LIMIT}."
+            )
         item = Figure(
             f"scale-{_slug(title)}.png",
-            figs.png(figs.scale_figure(table, SCALE_COLUMNS, styles, title)),
-            f"Fit time, time per epoch, evaluation time and peak memory against "
-            f"train positives, log-log axes ({title}).",
+            figs.png(figs.scale_figure(table, SCALE_COLUMNS, styles, title, exponents=exponents)),
+            f"Fit time, sampler set-up, evaluation time and peak memory against "
+            f"train positives, log-log axes, each model's exponent in the key ({title}).",
         )
         figures.append(item)
         doc.figure(item)
+
+
+def _scaling_exponents(table: pd.DataFrame) -> pd.DataFrame:
+    """Per label (rows) and scale column: :func:`tables.scaling_exponent` over the sizes."""
+    out = {}
+    for label, part in table.groupby("label", sort=False):
+        out[label] = {
+            column: tables.scaling_exponent(
+                part["train_positives"].to_numpy(dtype=float),
+                pd.to_numeric(part[column], errors="coerce").to_numpy(dtype=float),
+            )
+            for column, _ in SCALE_COLUMNS
+        }
+    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def _failed_section(doc: Doc, runs: pd.DataFrame) -> None:
@@ -514,8 +554,10 @@ def _failed_section(doc: Doc, runs: pd.DataFrame) -> None:
     if not inapplicable.empty:
         doc.heading(2, "Not applicable")
         doc.para(
-            f"{len(inapplicable)} run(s) were not scored: the model cannot score the split's "
-            "cold users or items (no side features), so it is reported here, not as random."
+            f"{len(inapplicable)} run(s) were not scored: the model cannot run on that data "
+            "(e.g. cold users or items and no side features, or a catalogue too large for "
+            "its algorithm; the reason is given), so it is reported here, not as random "
+            "or as a failure."
         )
         _run_table(doc, inapplicable, "reason")
     doc.heading(2, "Failed runs")

@@ -40,6 +40,7 @@ from metrics.registry import METRICS, MetricRegistry
 __all__ = [
     "ALPHA",
     "NORMAL_ABOVE",
+    "SCALING_LIMIT",
     "DatasetGroup",
     "ProtocolKey",
     "activity_breakdown",
@@ -59,6 +60,7 @@ __all__ = [
     "preset_differences",
     "quality_summary",
     "run_identity",
+    "scaling_exponent",
     "user_means",
 ]
 
@@ -670,6 +672,33 @@ def cost_summary(runs: pd.DataFrame, *, include_all_timings: bool = False) -> pd
     return out
 
 
+#: A model whose cost grows faster than this power of the train positives needs a
+#: reason in its algorithm (the model's ``fit_scaling``); otherwise it is a defect.
+SCALING_LIMIT = 1.1
+
+
+def scaling_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares slope of ``log(values)`` against ``log(sizes)`` (1 = linear growth).
+
+    Points with a missing or non-positive value are left out; NaN with fewer
+    than two distinct sizes left.
+
+    Examples
+    --------
+    >>> round(scaling_exponent([1e3, 1e4, 1e5], [2.0, 20.0, 200.0]), 6)
+    1.0
+    """
+    x = np.asarray(sizes, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"sizes and values must be 1-d of one length, got {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    x, y = x[keep], y[keep]
+    if np.unique(x).size < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
 def pareto_front(cost: Sequence[float], quality: Sequence[float]) -> np.ndarray:
     """Which points no other point beats on both cost (lower) and quality (higher).
 
@@ -715,13 +744,19 @@ def _flag(values: pd.Series) -> str:
 
 
 def model_facts(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per label: ``model, uses_sampler, deterministic, notes`` (from the run rows).
+    """One row per label: ``model, uses_sampler, deterministic, notes, fit_scaling``.
 
-    Folders written before the facts were recorded say ``unknown``.
+    From the run rows. Folders written before the facts were recorded say
+    ``unknown`` (``fit_scaling``: empty).
     """
     rows = []
     for label, part in runs.groupby(runs["label"].astype(str), sort=False):
         notes = part["notes"].dropna().astype(str) if "notes" in part else pd.Series([], dtype=str)
+        scaling = (
+            part["fit_scaling"].dropna().astype(str)
+            if "fit_scaling" in part
+            else pd.Series([], dtype=str)
+        )
         rows.append(
             {
                 "label": label,
@@ -733,9 +768,12 @@ def model_facts(runs: pd.DataFrame) -> pd.DataFrame:
                 if "deterministic" in part
                 else "unknown",
                 "notes": notes.iloc[0] if len(notes) else "",
+                "fit_scaling": scaling.iloc[0] if len(scaling) else "",
             }
         )
-    return pd.DataFrame(rows, columns=["label", "model", "uses_sampler", "deterministic", "notes"])
+    return pd.DataFrame(
+        rows, columns=["label", "model", "uses_sampler", "deterministic", "notes", "fit_scaling"]
+    )
 
 
 def preset_differences(runs: pd.DataFrame) -> pd.DataFrame:
