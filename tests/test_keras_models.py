@@ -130,10 +130,20 @@ def test_presets_are_explicit_and_notebook_is_the_notebook():
         "trainer": "keras-fit",
         "num_threads": 1,
     }
-    # The class defaults are the fast preset.
+    # The class defaults are the fast preset, except the bilinear preset's two scale
+    # settings, whose class defaults are the notebook's whole-table L2 and Adam.
+    scale_settings = {"regularization": "batch-rows", "optimizer": "lazy-adam"}
+    assert {k: KerasBilinear().get_params()[k] for k in scale_settings} == {
+        "regularization": "tables",
+        "optimizer": "adam",
+    }
     for name, cls in (("keras-bilinear", KerasBilinear), ("keras-deep", KerasDeep)):
         fast = REGISTRY.params(name, "fast")
-        assert {k: cls().get_params()[k] for k in fast} == fast
+        defaults = {k: cls().get_params()[k] for k in fast}
+        if name == "keras-bilinear":
+            assert {k: fast[k] for k in scale_settings} == scale_settings
+            defaults.update(scale_settings)
+        assert defaults == fast
 
 
 def test_thread_request_after_tensorflow_started_is_logged_not_raised(caplog):
@@ -637,7 +647,8 @@ def test_deep_notebook_preset_reaches_the_notebook_target(ml100k):
 def test_fast_presets_reach_the_notebook_quality(name, target, ml100k):
     # The fast presets' whole point: the notebook presets' AUC (bilinear 0.923,
     # deep 0.915 over 3 seeds in the committed baseline) in a tenth of the time.
-    # The time half is measured by the notebook suite, not here.
+    # The time half is measured by the notebook suite, not here. keras-bilinear's
+    # fast preset regularises only the batch's rows (with lazy Adam): 0.924 at seeds 0-2.
     model = REGISTRY.make(name, "fast")
     _fit(model, ml100k.train)
     assert _auc(ml100k, model)["auc"] >= target
