@@ -697,9 +697,17 @@ def default_registry(*, plugins: bool = True) -> Registry:
         presets={
             # The notebook, run by Keras's own Model.fit loop.
             "notebook": {**NOTEBOOK_BILINEAR, "trainer": "keras-fit"},
-            # The same model trained for speed (= the class defaults).
+            # The same model trained for speed (= the class defaults, except the two
+            # scale settings below, whose class defaults are the notebook's).
             "fast": {
                 **NOTEBOOK_BILINEAR,
+                # Regularised differently from the notebook: L2 on the rows each batch
+                # looks up (per occurrence, as LightFM), not on the whole tables, and
+                # Adam moving only those rows (moments of untouched rows do not decay).
+                # Whole-table L2 makes every gradient dense, and Adam then updated both
+                # full tables on every step: ~381 s per epoch at ML-20M size.
+                "regularization": "batch-rows",
+                "optimizer": "lazy-adam",
                 "learning_rate": 1e-2,
                 "batch_size": 1024,
                 "epochs": 12,

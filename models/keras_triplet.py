@@ -2,9 +2,15 @@
 
 Both models are trained on (user, positive item, negative item) triplets from
 the common :class:`bench.sampler.NegativeSampler` with the margin loss
-``max(0, margin + sim(u, neg) - sim(u, pos))`` averaged over a batch, plus the
-L2 penalties of the Keras regularizers (summed over whole weight tables, as
-Keras does). Two training loops compute exactly that objective:
+``max(0, margin + sim(u, neg) - sim(u, pos))`` averaged over a batch, plus L2
+penalties. By default (``regularization="tables"``, the notebook's) these are
+the Keras regularizers, summed over whole weight tables as Keras does, which
+makes every embedding gradient dense. The bilinear model can instead penalise
+only the rows a batch looks up (``regularization="batch-rows"``, as LightFM
+does), so its gradients stay sparse ``tf.IndexedSlices``; with
+``optimizer="lazy-adam"`` (Adam whose moments and weights move on the touched
+rows only) a step then costs time in proportion to the batch, not to the
+tables. Two training loops compute the objective:
 
 * ``trainer="keras-fit"``: Keras's own ``Model.fit`` called one epoch at a time
   with an identity loss, as the notebook does (slow at batch 64: Python and
@@ -13,7 +19,8 @@ Keras does). Two training loops compute exactly that objective:
   of padded numpy batches in a graph loop (its step optionally XLA-compiled),
   so an epoch costs a single Python call and the graph is built once per fit.
   Adam runs as TensorFlow's fused kernel, which differs from Keras 3's Adam
-  only on repeated ids within a batch of a sparse gradient (see ``_FusedAdam``).
+  only on repeated ids within a batch of a sparse gradient (see ``_FusedAdam``);
+  ``lazy-adam`` (``_LazyAdam``) and ``batch-rows`` need this trainer.
 
 Scoring never calls ``predict`` per user: the bilinear model multiplies its
 (normalised) embedding tables, the deep model evaluates its MLP on every
@@ -79,8 +86,11 @@ class _OwnRetracingFilter(logging.Filter):
 
 logging.getLogger("tensorflow").addFilter(_OwnRetracingFilter())
 
-OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
+OPTIMIZERS = ("adam", "lazy-adam", "adagrad", "rmsprop", "sgd")
 TRAINERS = ("keras-fit", "compiled")
+#: Where the L2 penalty applies: whole tables (Keras regularizers, the notebook's)
+#: or the rows each batch looks up (KerasBilinear only).
+REGULARIZATIONS = ("tables", "batch-rows")
 
 # Keras's L2 normalisation caps 1 / norm at 1 / epsilon (keras.ops.normalize).
 _NORM_EPSILON = 1e-7
@@ -120,9 +130,14 @@ def _configure_threads(num_threads: int | None) -> None:
 
 
 def _make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """A Keras optimizer with its default settings except ``learning_rate``."""
+    """A Keras optimizer with its default settings except ``learning_rate``.
+
+    ``"lazy-adam"`` gives a Keras Adam too: it only carries the hyperparameters
+    that the compiled trainer's :class:`_LazyAdam` reads.
+    """
     classes = {
         "adam": keras.optimizers.Adam,
+        "lazy-adam": keras.optimizers.Adam,
         "adagrad": keras.optimizers.Adagrad,
         "rmsprop": keras.optimizers.RMSprop,
         "sgd": keras.optimizers.SGD,
@@ -160,14 +175,20 @@ class _TripletNet(keras.Model):
         l2_reg: float,
         seeds: np.ndarray,
         name: str,
+        regularization: str = "tables",
     ) -> None:
         super().__init__(name=name)
         self.margin = float(margin)
+        # "batch-rows": no Keras regularizer (it would make the gradients dense);
+        # objective() adds the looked-up rows' penalty instead.
+        self.regularization = regularization
+        table_l2 = l2_reg if regularization == "tables" else 0.0
+        self.row_l2 = float(l2_reg) if regularization == "batch-rows" else 0.0
         self.user_embedding = keras.layers.Embedding(
             num_users,
             user_dim,
             embeddings_initializer=_uniform_init(seeds[0]),
-            embeddings_regularizer=_l2(l2_reg),
+            embeddings_regularizer=_l2(table_l2),
             name="user_embedding",
         )
         # One item table encodes both the positive and the negative item.
@@ -175,7 +196,7 @@ class _TripletNet(keras.Model):
             num_items,
             item_dim,
             embeddings_initializer=_uniform_init(seeds[1]),
-            embeddings_regularizer=_l2(l2_reg),
+            embeddings_regularizer=_l2(table_l2),
             name="item_embedding",
         )
 
@@ -221,7 +242,46 @@ class _TripletNet(keras.Model):
         penalties = self.losses
         if penalties:
             loss = loss + keras.ops.sum(keras.ops.stack(penalties))
+        if self.row_l2 > 0:
+            loss = loss + self.batch_rows_penalty(inputs, mask)
         return loss
+
+    def batch_rows_penalty(self, inputs: Any, mask: Any = None) -> Any:
+        """``row_l2`` times the squared norms of the rows a batch looks up, per occurrence.
+
+        Each real triplet contributes its user's row once and the item table's
+        positive and negative rows once each: ``row_l2 * sum_b mask_b *
+        (|U[u_b]|**2 + |V[p_b]|**2 + |V[n_b]|**2)``, so a row looked up ``c``
+        times in the batch gets the gradient ``2 * row_l2 * c * row`` (LightFM
+        likewise regularises per training example). The penalty is summed,
+        not averaged, over the batch, as Keras adds its whole-table penalty
+        to every batch's mean loss. Being a gather, its gradient stays
+        ``tf.IndexedSlices`` on the looked-up rows.
+        """
+        user_ids, pos_item_ids, neg_item_ids = inputs
+        square_norms = (
+            keras.ops.sum(keras.ops.square(self.lookup(self.user_embedding, user_ids)), axis=-1)
+            + keras.ops.sum(keras.ops.square(self.lookup(self.item_embedding, pos_item_ids)), -1)
+            + keras.ops.sum(keras.ops.square(self.lookup(self.item_embedding, neg_item_ids)), -1)
+        )
+        if mask is not None:
+            square_norms = square_norms * mask
+        return self.row_l2 * keras.ops.sum(square_norms)
+
+    def lookup(self, embedding: keras.layers.Embedding, ids: Any) -> Any:
+        """Rows ``ids`` of ``embedding``'s table, ``(batch, dim)``.
+
+        With ``"tables"`` this is the Keras layer's call, as in the notebook.
+        With ``"batch-rows"`` it is a gather on the variable itself
+        (``ResourceGather``): the Keras layer first reads the whole table as a
+        dense tensor, and once a variable has had sparse updates TensorFlow
+        copies its whole buffer on every such read (copy-on-read), which would
+        cost about as much as the dense update the sparse one replaces. Same
+        values, same sparse gradient.
+        """
+        if self.regularization == "batch-rows":
+            return tf.gather(embedding.embeddings.value, ids)
+        return embedding(ids)
 
     def build_all(self) -> None:
         """Create every weight now, in a fixed order, without running the network.
@@ -248,6 +308,7 @@ class _BilinearNet(_TripletNet):
         margin: float,
         l2_reg: float,
         seeds: np.ndarray,
+        regularization: str = "tables",
     ) -> None:
         super().__init__(
             num_users,
@@ -258,14 +319,15 @@ class _BilinearNet(_TripletNet):
             l2_reg=l2_reg,
             seeds=seeds,
             name="bilinear_triplet",
+            regularization=regularization,
         )
         self.cosine = bool(cosine)
 
     def similarity(
         self, user_ids: Any, item_ids: Any, training: bool = False, dropout_mask: Any = None
     ) -> Any:
-        users = self.user_embedding(user_ids)
-        items = self.item_embedding(item_ids)
+        users = self.lookup(self.user_embedding, user_ids)
+        items = self.lookup(self.item_embedding, item_ids)
         if self.cosine:
             users, items = _l2_normalize(users), _l2_normalize(items)
         return keras.ops.sum(users * items, axis=-1)
@@ -444,6 +506,77 @@ class _FusedAdam:
             )
 
 
+class _LazyAdam:
+    """Adam that moves only the rows of a sparse gradient: ``optimizer="lazy-adam"``.
+
+    Hyperparameters are Keras Adam's (``beta_1``, ``beta_2``, ``epsilon`` at
+    their defaults). At step ``t`` (counted over every step, touched or not,
+    for the bias correction), a gradient arriving as ``tf.IndexedSlices`` is
+    first summed per unique id (``g_r``, as ``_FusedAdam`` does); then, for
+    each touched row ``r`` only,
+
+    ``m_r += (1 - beta_1) (g_r - m_r)``,
+    ``v_r += (1 - beta_2) (g_r**2 - v_r)``,
+    ``w_r -= lr sqrt(1 - beta_2**t) / (1 - beta_1**t) m_r / (sqrt(v_r) + epsilon)``.
+
+    Untouched rows keep their weights and moments bit for bit: their moments
+    do not decay, and they take no step on their remaining momentum (the
+    "lazy" Adam of TensorFlow Addons' ``LazyAdam`` and PyTorch's
+    ``SparseAdam``). So a step costs time in proportion to the batch's
+    distinct rows, while plain Adam reads and writes both whole tables and
+    their moments on every step. On a dense gradient every row is touched,
+    and this is exactly ``_FusedAdam`` (TensorFlow's fused kernel).
+    """
+
+    def __init__(self, optimizer: keras.optimizers.Adam, variables: list[Any]) -> None:
+        # The Keras Adam only carries the hyperparameters (see _make_optimizer).
+        self._dense = _FusedAdam(optimizer, variables)
+        self.learning_rate = self._dense.learning_rate
+        self.beta_1 = self._dense.beta_1
+        self.beta_2 = self._dense.beta_2
+        self.epsilon = self._dense.epsilon
+        self.moments = self._dense.moments
+        self.iterations = self._dense.iterations
+
+    def apply(self, grads: list[Any], variables: list[Any]) -> None:
+        sparse = [isinstance(grad, tf.IndexedSlices) for grad in grads]
+        if not any(sparse):
+            self._dense.apply(grads, variables)
+            return
+        # One step counter for both kinds of gradient: sparse rows are updated
+        # here, dense weights by the fused kernel at the same step t.
+        step = tf.cast(self.iterations.assign_add(1), tf.float32)
+        beta_1_power = tf.pow(tf.constant(self.beta_1, tf.float32), step)
+        beta_2_power = tf.pow(tf.constant(self.beta_2, tf.float32), step)
+        step_size = self.learning_rate * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
+        for grad, variable, (m, v), is_sparse in zip(grads, variables, self.moments, sparse):
+            handle = variable.value.handle
+            if not is_sparse:
+                tf.raw_ops.ResourceApplyAdam(
+                    var=handle,
+                    m=m.handle,
+                    v=v.handle,
+                    beta1_power=beta_1_power,
+                    beta2_power=beta_2_power,
+                    lr=tf.constant(self.learning_rate, tf.float32),
+                    beta1=tf.constant(self.beta_1, tf.float32),
+                    beta2=tf.constant(self.beta_2, tf.float32),
+                    epsilon=tf.constant(self.epsilon, tf.float32),
+                    grad=grad,
+                )
+                continue
+            ids, positions = tf.unique(grad.indices)
+            g = tf.math.unsorted_segment_sum(grad.values, positions, tf.shape(ids)[0])
+            m_rows = tf.gather(m, ids)
+            v_rows = tf.gather(v, ids)
+            m_rows = m_rows + (1.0 - self.beta_1) * (g - m_rows)
+            v_rows = v_rows + (1.0 - self.beta_2) * (tf.square(g) - v_rows)
+            m.scatter_update(tf.IndexedSlices(m_rows, ids))
+            v.scatter_update(tf.IndexedSlices(v_rows, ids))
+            delta = step_size * m_rows / (tf.sqrt(v_rows) + self.epsilon)
+            tf.raw_ops.ResourceScatterSub(resource=handle, indices=ids, updates=delta)
+
+
 class _CompiledTrainer:
     """One ``tf.function`` running many fixed-size batches in a graph loop.
 
@@ -459,6 +592,9 @@ class _CompiledTrainer:
     (and are far slower still under XLA). The masks are inverted-dropout
     masks, like Keras's: each unit is kept with probability ``1 - rate`` and
     scaled by ``1 / (1 - rate)`` (``rate`` rounded to a multiple of 2**-16).
+
+    ``lazy``: update with :class:`_LazyAdam` (hyperparameters from
+    ``optimizer``, a plain Keras Adam) instead of the optimizer itself.
     """
 
     def __init__(
@@ -468,12 +604,15 @@ class _CompiledTrainer:
         batch_size: int,
         jit_compile: bool,
         dropout_rng: np.random.Generator,
+        lazy: bool = False,
     ) -> None:
         self.net = net
         self.batch_size = batch_size
         self.dropout_rng = dropout_rng
         variables = net.trainable_variables
-        if _FusedAdam.covers(optimizer):
+        if lazy:
+            apply_gradients = _LazyAdam(optimizer, variables).apply
+        elif _FusedAdam.covers(optimizer):
             apply_gradients = _FusedAdam(optimizer, variables).apply
         else:
             optimizer.build(variables)
@@ -598,6 +737,11 @@ class _KerasTriplet(TripletRecommender):
         self._validate_triplet_params(OPTIMIZERS)
         if self.trainer not in TRAINERS:
             raise ValueError(f"unknown trainer {self.trainer!r}; known: {', '.join(TRAINERS)}")
+        if self.optimizer == "lazy-adam" and self.trainer != "compiled":
+            raise ValueError(
+                f"optimizer='lazy-adam' needs trainer='compiled' (Keras has no lazy Adam), "
+                f"got trainer={self.trainer!r}"
+            )
         if not isinstance(self.jit_compile, bool):
             raise ValueError(f"jit_compile must be True or False, got {self.jit_compile!r}")
 
@@ -622,7 +766,12 @@ class _KerasTriplet(TripletRecommender):
             # PCG64 explicitly: the trainer uses its raw 64-bit outputs as random bits.
             dropout_rng = np.random.Generator(np.random.PCG64(dropout_seq))
             self._trainer = _CompiledTrainer(
-                self._net, optimizer, self.batch_size, self.jit_compile, dropout_rng
+                self._net,
+                optimizer,
+                self.batch_size,
+                self.jit_compile,
+                dropout_rng,
+                lazy=self.optimizer == "lazy-adam",
             )
         else:
             self._trainer = _KerasFitTrainer(self._net, optimizer, self.batch_size)
@@ -650,7 +799,8 @@ class KerasBilinear(_KerasTriplet):
     the negative item), compared by cosine similarity (the value of Keras's
     ``Dot(axes=1, normalize=True)``, the notebook's choice, computed so that
     its gradient stays finite at a zero vector) or a plain dot product; margin
-    loss on triplets; Keras L2 regularizers on both tables.
+    loss on triplets; L2 penalties on both tables (whole tables, as the
+    notebook's Keras regularizers, or only the rows each batch looks up).
 
     Parameters
     ----------
@@ -661,14 +811,28 @@ class KerasBilinear(_KerasTriplet):
     margin : float
         Margin of the loss ``max(0, margin + sim(u, neg) - sim(u, pos))``.
     l2_reg : float
-        Keras L2 factor on each embedding table (``l2_reg * sum(W ** 2)`` over
-        the whole table, added to every batch's loss; 0 disables it).
+        L2 factor on the embeddings (0 disables it); ``regularization`` says
+        which rows it applies to.
+    regularization : {"tables", "batch-rows"}
+        ``"tables"`` (the notebook's): Keras L2 regularizers, ``l2_reg *
+        sum(W ** 2)`` over each whole table added to every batch's loss, so
+        every embedding gradient is dense. ``"batch-rows"`` (as LightFM):
+        ``l2_reg`` times the squared norms of the rows the batch looks up,
+        counted per occurrence (each triplet's user row, positive item row
+        and negative item row once each, summed over the batch), so the
+        gradients stay sparse ``tf.IndexedSlices`` and, with
+        ``optimizer="lazy-adam"``, a step costs time in proportion to the
+        batch instead of the tables. Needs ``trainer="compiled"``.
     learning_rate : float
         Optimizer learning rate.
     batch_size : int
         Triplets per optimizer step.
-    optimizer : {"adam", "adagrad", "rmsprop", "sgd"}
-        Keras optimizer, with Keras's defaults for everything but the learning rate.
+    optimizer : {"adam", "lazy-adam", "adagrad", "rmsprop", "sgd"}
+        Keras optimizer, with Keras's defaults for everything but the learning
+        rate. ``"lazy-adam"``: Adam with Keras's constants that updates the
+        moments and weights of only the rows a sparse gradient touches
+        (untouched rows' moments do not decay; see ``_LazyAdam``); on dense
+        gradients it is plain Adam. Needs ``trainer="compiled"``.
     epochs : int
         Passes over the training positives (each with fresh negatives).
     negatives : {"uniform", "uniform-unseen", "popularity", "hard"}
@@ -691,11 +855,17 @@ class KerasBilinear(_KerasTriplet):
 
     Notes
     -----
-    The defaults are the ``fast`` preset: the notebook's model trained with
-    batches of 1024 at learning rate 1e-2 for 12 epochs by the compiled
-    trainer. The ``notebook`` preset is 64-d cosine, margin 1, L2 1e-6, Adam
-    (learning rate 1e-3), batch 64, uniform negatives, 10 epochs,
-    ``trainer="keras-fit"``. Both presets ask for one intra-op thread: on a
+    The defaults are the ``fast`` preset except ``regularization`` and
+    ``optimizer``, which default to the notebook's whole-table L2 and Adam
+    (what ``trainer="keras-fit"`` supports). The ``fast`` preset is the
+    notebook's model trained with batches of 1024 by the compiled trainer,
+    with ``regularization="batch-rows"`` and ``optimizer="lazy-adam"`` (see
+    the registry for its learning rate and epochs): with whole-table L2 and
+    Adam, every step updated both full tables, which cost minutes per epoch at
+    ML-20M size. The ``notebook`` preset is 64-d cosine, margin 1, L2 1e-6
+    over the whole tables, Adam (learning rate 1e-3), batch 64, uniform
+    negatives, 10 epochs, ``trainer="keras-fit"``. Both presets ask for one
+    intra-op thread: on a
     small shared machine TensorFlow's default pools (one thread per core for
     intra-op *and* inter-op work) oversubscribe the cores and both loops run
     slower; the graph's independent branches still run in parallel.
@@ -712,6 +882,7 @@ class KerasBilinear(_KerasTriplet):
         similarity: str = "cosine",
         margin: float = 1.0,
         l2_reg: float = 1e-6,
+        regularization: str = "tables",
         learning_rate: float = 0.01,
         batch_size: int = 1024,
         optimizer: str = "adam",
@@ -727,6 +898,7 @@ class KerasBilinear(_KerasTriplet):
         self.similarity = similarity
         self.margin = margin
         self.l2_reg = l2_reg
+        self.regularization = regularization
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.optimizer = optimizer
@@ -742,6 +914,16 @@ class KerasBilinear(_KerasTriplet):
         """Raise ``ValueError`` naming the first impossible hyperparameter."""
         self._validate_common()
         self._validate_bilinear_params()
+        if self.regularization not in REGULARIZATIONS:
+            raise ValueError(
+                f"unknown regularization {self.regularization!r}; "
+                f"known: {', '.join(REGULARIZATIONS)}"
+            )
+        if self.regularization == "batch-rows" and self.trainer != "compiled":
+            raise ValueError(
+                f"regularization='batch-rows' needs trainer='compiled' (Model.fit adds "
+                f"only Keras's whole-table penalties), got trainer={self.trainer!r}"
+            )
 
     def _build_net(self, num_users: int, num_items: int, seeds: np.ndarray) -> _TripletNet:
         net = _BilinearNet(
@@ -752,6 +934,7 @@ class KerasBilinear(_KerasTriplet):
             margin=self.margin,
             l2_reg=self.l2_reg,
             seeds=seeds,
+            regularization=self.regularization,
         )
         net.build_all()
         return net
