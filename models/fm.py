@@ -115,9 +115,19 @@ class _LazyAdam:
     def __init__(self, table: torch.Tensor, learning_rate: float) -> None:
         self.table = table
         self.learning_rate = float(learning_rate)
-        self.m = torch.zeros_like(table)
-        self.v = torch.zeros_like(table)
+        # m and v side by side: one gather and one scatter per step for both.
+        self.moments = table.new_zeros(table.shape[0], 2, table.shape[1])
         self.iterations = 0
+
+    @property
+    def m(self) -> torch.Tensor:
+        """First moments, shape of the table."""
+        return self.moments[:, 0]
+
+    @property
+    def v(self) -> torch.Tensor:
+        """Second moments, shape of the table."""
+        return self.moments[:, 1]
 
     @torch.no_grad()
     def step(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
@@ -126,10 +136,11 @@ class _LazyAdam:
         beta1, beta2 = _ADAM_BETAS
         unique, inverse = torch.unique(rows, return_inverse=True)
         grad = grads.new_zeros(unique.shape[0], grads.shape[1]).index_add_(0, inverse, grads)
-        m = self.m.index_select(0, unique).lerp_(grad, 1 - beta1)
-        v = self.v.index_select(0, unique).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        self.m.index_copy_(0, unique, m)
-        self.v.index_copy_(0, unique, v)
+        moments = self.moments.index_select(0, unique)
+        m, v = moments[:, 0], moments[:, 1]
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        self.moments.index_copy_(0, unique, moments)
         t = self.iterations
         denom = v.sqrt_().div_(math.sqrt(1 - beta2**t)).add_(_ADAM_EPSILON)
         self.table.index_add_(0, unique, m.div_(denom).mul_(-self.learning_rate / (1 - beta1**t)))
@@ -206,8 +217,19 @@ class FactorizationMachine(TripletRecommender):
 
     Notes
     -----
-    Feature rows are stored padded to the longest row of their block, so a
-    step costs ``O(k * max_nnz)`` per row; fine for one-hot side information.
+    The batch gradient is written out (no autograd): ``d fm / d v_j = x_j (s -
+    x_j v_j)`` with ``s`` the pair's sum of ``x_j v_j``, ``d fm / d w_j = x_j``,
+    plus the L2 term, per feature slot of the batch (see
+    :meth:`_row_gradients`; ids only, :meth:`_ids_only_gradients` skips the
+    feature rows). The per-slot gradients are scattered into a whole-table
+    gradient for ``adam`` and ``adagrad`` (``torch.optim``'s fused
+    implementations: one pass over the table per step), straight into the
+    table for ``sgd``, and only onto the batch's rows for ``lazy-adam``. With
+    a dense optimizer a step therefore still costs ``O(table)``; with
+    ``lazy-adam`` it costs ``O(batch * k * max_nnz)``. The tests check the
+    gradients against autograd on the sum-square formulation. Feature rows
+    are stored padded to the longest row of their block, so a step costs
+    ``O(k * max_nnz)`` per row; fine for one-hot side information.
     Deterministic on CPU: the initial factors come from a ``torch.Generator``
     seeded by ``derive_seed(rng)`` (the global torch seed is never touched),
     and the triplets and their order from the sampler and ``rng``.
