@@ -458,13 +458,14 @@ class FactorizationMachine(TripletRecommender):
         item_part = table.index_select(0, item_rows)
         user_v = user_part[:, :k]
         item_v, item_w = item_part[:, :k], item_part[:, k]
-        diff = torch.linalg.vecdot(user_v, item_v[:n] - item_v[n:])
+        item_v_diff = item_v[:n] - item_v[n:]
+        diff = torch.linalg.vecdot(user_v, item_v_diff)
         diff += item_w[:n] - item_w[n:]
         loss, slope = self._loss_slope(diff)
         signed = torch.cat([slope, -slope]).unsqueeze_(1)  # dloss/dfm(u, i) per item row
         scale = 2 * float(self.l2_reg) / n
         grad_users = user_part * scale
-        grad_users[:, :k].addcmul_(item_v[:n] - item_v[n:], slope.unsqueeze(1))
+        grad_users[:, :k].addcmul_(item_v_diff, slope.unsqueeze(1))
         grad_items = item_part * scale
         grad_items[:, :k].addcmul_(user_v.repeat(2, 1), signed)
         grad_items[:, k:] += signed

@@ -243,12 +243,13 @@ def test_closed_form_gradients_equal_autograd(loss, with_features, tiny, weighte
 
 
 def _head_fit(data, features, epochs, **params):
-    """The training loop before the closed form: autograd through ``part``, torch.optim.Adam."""
+    """The training loop before the closed form: autograd through ``part``, unfused torch.optim."""
     model = FactorizationMachine(**params)
     rng = np.random.default_rng(0)
     model._num_users, model._num_items = data.train.shape
     model._start_training(data.train, models_base.derive_seed(rng), features)
-    optimizer = torch.optim.Adam([model._model.table], lr=model.learning_rate)
+    rule = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[model.optimizer]
+    optimizer = rule([model._model.table], lr=model.learning_rate)
     sampler = model.make_sampler(data.train)
     for _ in range(epochs):
         for users, pos, neg in sampler.sample(rng).batches(model.batch_size):
@@ -260,10 +261,13 @@ def _head_fit(data, features, epochs, **params):
     return model._model.table.detach().numpy()
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
 @pytest.mark.parametrize("with_features", [False, True])
-def test_dense_adam_training_matches_autograd_training(with_features, tiny, weighted_features):
+def test_dense_training_matches_autograd_training(
+    with_features, optimizer, tiny, weighted_features
+):
     features = weighted_features if with_features else None
-    params = {"latent_dim": 4, "batch_size": 128, "learning_rate": 0.01}
+    params = {"latent_dim": 4, "batch_size": 128, "learning_rate": 0.01, "optimizer": optimizer}
     expected = _head_fit(tiny, features, 2, **params)
     model = _fit(FactorizationMachine(epochs=2, **params), tiny, features=features)
     # Adam divides by sqrt(v): rounding-level gradient differences on rows with tiny
