@@ -920,10 +920,10 @@ def default_registry(*, plugins: bool = True) -> Registry:
                 "num_threads": 1,
             },
             # ids-only with Adam on the batch's rows only: a step costs O(batch), not
-            # O(table). Seed 0, same numbers otherwise: ML-1M AUC 0.8999 / p@10 0.0383
-            # against 0.8929 / 0.0364 with dense Adam, ML-100K 0.9303 / 0.1131 against
-            # 0.9303 / 0.1117. With side features it was lower on ML-100K, so "fast"
-            # keeps dense Adam.
+            # O(table). `rsbench run --seeds 0`, same numbers otherwise: ML-1M AUC
+            # 0.9007 / precision@10 0.0401 against 0.8932 / 0.0368 with dense Adam,
+            # ML-100K 0.9308 / 0.1149 against 0.9307 / 0.1131. With side features
+            # lazy-adam was lower on ML-100K (one seed), so "fast" keeps dense Adam.
             "ids-only-lazy": {
                 "latent_dim": 64,
                 "loss": "bpr",
