@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -24,14 +25,23 @@ LOSSES: dict[str, str] = {
     "bpr": "-log sigmoid(d) (Rendle et al. 2009)",
     "margin": "max(0, margin - d) (the notebook's hinge)",
 }
-OPTIMIZERS: tuple[str, ...] = ("adam", "adagrad", "sgd")
+#: Update rules. ``adam``, ``adagrad`` and ``sgd`` are ``torch.optim``'s, on the dense
+#: gradient of the whole table (Adam's moments decay, and every row moves, on every
+#: step); ``lazy-adam`` is Adam on the rows of the step's batch only (see
+#: :class:`_LazyAdam`).
+OPTIMIZERS: tuple[str, ...] = ("adam", "adagrad", "sgd", "lazy-adam")
+
+# torch.optim's Adam defaults, for ``lazy-adam``.
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPSILON = 1e-8
 
 
-def _padded_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+def _padded_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR rows as padded ``(n_rows, max_nnz)`` int64 column and float32 value arrays.
 
     Padding slots have column 0 and value 0, so they add nothing to any sum
-    (and get no gradient).
+    (and get a zero gradient); the third array, bool ``(n_rows, max_nnz)``,
+    marks the real slots.
     """
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
     matrix.sum_duplicates()
@@ -43,7 +53,9 @@ def _padded_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     values = np.zeros((matrix.shape[0], width), dtype=np.float32)
     columns[rows, slots] = matrix.indices
     values[rows, slots] = matrix.data
-    return columns, values
+    real = np.zeros((matrix.shape[0], width), dtype=bool)
+    real[rows, slots] = True
+    return columns, values, real
 
 
 class _FMParameters(torch.nn.Module):
@@ -86,6 +98,52 @@ class _FMParameters(torch.nn.Module):
         xv = self.table[columns] * values.unsqueeze(-1)
         factors, linear = xv[..., :k], xv[..., k]
         return (factors.sum(1), factors.pow(2).sum((1, 2)), linear.sum(1), linear.pow(2).sum(1))
+
+
+class _LazyAdam:
+    """Adam on the rows of each step's batch only ("lazy" Adam, as TF Addons' LazyAdam).
+
+    A row's moments and value change only on steps where the batch touches
+    it; rows outside the batch keep their moments and do not move (dense
+    Adam would decay the moments and move every row by its momentum). The
+    bias correction uses the global step count. Constants are
+    ``torch.optim.Adam``'s (betas 0.9 / 0.999, ``eps`` 1e-8 added to
+    ``sqrt(v_hat)``). A step costs ``O(rows in the batch)``, not
+    ``O(table)``.
+    """
+
+    def __init__(self, table: torch.Tensor, learning_rate: float) -> None:
+        self.table = table
+        self.learning_rate = float(learning_rate)
+        # m and v side by side: one gather and one scatter per step for both.
+        self.moments = table.new_zeros(table.shape[0], 2, table.shape[1])
+        self.iterations = 0
+
+    @property
+    def m(self) -> torch.Tensor:
+        """First moments, shape of the table."""
+        return self.moments[:, 0]
+
+    @property
+    def v(self) -> torch.Tensor:
+        """Second moments, shape of the table."""
+        return self.moments[:, 1]
+
+    @torch.no_grad()
+    def step(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
+        """Update the distinct ``rows`` by their summed ``grads`` (``(len(rows), width)``)."""
+        self.iterations += 1
+        beta1, beta2 = _ADAM_BETAS
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        grad = grads.new_zeros(unique.shape[0], grads.shape[1]).index_add_(0, inverse, grads)
+        moments = self.moments.index_select(0, unique)
+        m, v = moments[:, 0], moments[:, 1]
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        self.moments.index_copy_(0, unique, moments)
+        t = self.iterations
+        denom = v.sqrt_().div_(math.sqrt(1 - beta2**t)).add_(_ADAM_EPSILON)
+        self.table.index_add_(0, unique, m.div_(denom).mul_(-self.learning_rate / (1 - beta1**t)))
 
 
 class FactorizationMachine(TripletRecommender):
@@ -131,8 +189,10 @@ class FactorizationMachine(TripletRecommender):
         Optimizer step size.
     batch_size : int
         Triplets per step.
-    optimizer : {"adam", "adagrad", "sgd"}
-        ``torch.optim`` optimizer.
+    optimizer : {"adam", "adagrad", "sgd", "lazy-adam"}
+        ``torch.optim``'s Adam, Adagrad or SGD on the whole table (dense
+        gradient; Adam moves every row on every step), or Adam on the batch's
+        rows only (``lazy-adam``, see :data:`OPTIMIZERS`).
     epochs : int
         Passes over the train positives.
     negatives : {"uniform", "uniform-unseen", "popularity", "hard"}
@@ -157,8 +217,19 @@ class FactorizationMachine(TripletRecommender):
 
     Notes
     -----
-    Feature rows are stored padded to the longest row of their block, so a
-    step costs ``O(k * max_nnz)`` per row; fine for one-hot side information.
+    The batch gradient is written out (no autograd): ``d fm / d v_j = x_j (s -
+    x_j v_j)`` with ``s`` the pair's sum of ``x_j v_j``, ``d fm / d w_j = x_j``,
+    plus the L2 term, per feature slot of the batch (see
+    :meth:`_row_gradients`; ids only, :meth:`_ids_only_gradients` skips the
+    feature rows). The per-slot gradients are scattered into a whole-table
+    gradient for ``adam`` and ``adagrad`` (``torch.optim``'s fused
+    implementations: one pass over the table per step), straight into the
+    table for ``sgd``, and only onto the batch's rows for ``lazy-adam``. With
+    a dense optimizer a step therefore still costs ``O(table)``; with
+    ``lazy-adam`` it costs ``O(batch * k * max_nnz)``. The tests check the
+    gradients against autograd on the sum-square formulation. Feature rows
+    are stored padded to the longest row of their block, so a step costs
+    ``O(k * max_nnz)`` per row; fine for one-hot side information.
     Deterministic on CPU: the initial factors come from a ``torch.Generator``
     seeded by ``derive_seed(rng)`` (the global torch seed is never touched),
     and the triplets and their order from the sampler and ``rng``.
@@ -261,25 +332,35 @@ class FactorizationMachine(TripletRecommender):
                 parts.append(side.matrix)
             blocks.append(sp.hstack(parts, format="csr", dtype=np.float32))
         user_block, item_block = blocks
-        user_columns, user_values = _padded_rows(user_block)
-        item_columns, item_values = _padded_rows(item_block)
+        user_columns, user_values, user_real = _padded_rows(user_block)
+        item_columns, item_values, item_real = _padded_rows(item_block)
         offset = user_block.shape[1]
         self._user_columns = torch.from_numpy(user_columns)
         self._user_values = torch.from_numpy(user_values)
+        self._user_real = torch.from_numpy(user_real)
         self._item_columns = torch.from_numpy(item_columns + offset)
         self._item_values = torch.from_numpy(item_values)
+        self._item_real = torch.from_numpy(item_real)
+        self._item_offset = offset
         self._num_user_features = user_block.shape[1] - num_users
         self._num_item_features = item_block.shape[1] - num_items
+        # Ids only: every row is its own one-hot, so the step needs no feature rows.
+        self._ids_only = self._num_user_features == 0 and self._num_item_features == 0
         return offset + item_block.shape[1]
 
     # -- training ---------------------------------------------------------
-    def _make_optimizer(self, params) -> torch.optim.Optimizer:
+    def _make_optimizer(self, table: torch.Tensor):
+        """The update rule on ``table``; ``None`` for ``sgd`` (scattered in :meth:`_apply`)."""
         lr = float(self.learning_rate)
+        if self.optimizer == "lazy-adam":
+            return _LazyAdam(table, lr)
+        if self.optimizer == "sgd":
+            return None
+        # fused: one pass over the table per step instead of one per elementwise op;
+        # the same update rule as the default implementation.
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr)
-        if self.optimizer == "adagrad":
-            return torch.optim.Adagrad(params, lr=lr)
-        return torch.optim.SGD(params, lr=lr)
+            return torch.optim.Adam([table], lr=lr, fused=True)
+        return torch.optim.Adagrad([table], lr=lr, fused=True)
 
     def _score_pairs(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """FM scores of ``(user_ids[n], item_ids[n])`` pairs (the ``hard`` sampler's callback)."""
@@ -309,7 +390,12 @@ class FactorizationMachine(TripletRecommender):
             self._model = _FMParameters(
                 num_features, int(self.latent_dim), float(self.init_std), generator
             )
-        self._optimizer = self._make_optimizer(self._model.parameters())
+        table = self._model.table
+        self._optimizer = self._make_optimizer(table)
+        # The dense optimizers read a whole-table gradient, rebuilt every step.
+        self._dense_grad = (
+            torch.zeros_like(table) if isinstance(self._optimizer, torch.optim.Optimizer) else None
+        )
         self._cache = None
 
     def _epoch_context(self):
@@ -317,48 +403,156 @@ class FactorizationMachine(TripletRecommender):
 
     def _train_epoch(self, triplets: Triplets) -> float:
         """One pass over an epoch of triplets; returns the mean pairwise loss."""
-        model = self._model
-        optimizer = self._optimizer
-        l2 = float(self.l2_reg)
-        margin = float(self.margin)
+        batch_size = int(self.batch_size)
+        users, pos, neg = (
+            torch.from_numpy(np.array(ids, dtype=np.int64))
+            for ids in (triplets.user_ids, triplets.pos_item_ids, triplets.neg_item_ids)
+        )
+        gradients = self._ids_only_gradients if self._ids_only else self._row_gradients
         total = torch.zeros((), dtype=torch.float64)
-        count = 0
-        for users, pos, neg in triplets.batches(int(self.batch_size)):
-            n = users.shape[0]
-            users = torch.from_numpy(users.astype(np.int64))
-            items = torch.from_numpy(np.concatenate([pos, neg]).astype(np.int64))
-            s_u, sq_u, _, lin_sq_u = model.part(self._user_columns[users], self._user_values[users])
-            s_i, sq_i, lin_i, lin_sq_i = model.part(
-                self._item_columns[items], self._item_values[items]
-            )
-            # fm(u, i) = w0 + lin_u + lin_i + 1/2 (|s_u + s_i|^2 - sq_u - sq_i), the
-            # sum-square trick on x = [x_u, x_i]; w0, lin_u and sq_u are the same for
-            # pos and neg and cancel in the difference, so they are left out.
-            fm = lin_i + 0.5 * ((s_u.repeat(2, 1) + s_i).pow(2).sum(1) - sq_i)
-            diff = fm[:n] - fm[n:]
-            if self.loss == "bpr":
-                loss = F.softplus(-diff).mean()
-            else:
-                loss = F.relu(margin - diff).mean()
-            objective = loss
-            if l2 > 0:
-                # sum over the batch's non-zero features of x_j^2 (|v_j|^2 + w_j^2)
-                penalty = (sq_u + lin_sq_u).sum() + (sq_i + lin_sq_i).sum()
-                objective = loss + l2 * penalty / n
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            total += loss.detach() * n
-            count += n
+        with torch.no_grad():
+            for start in range(0, users.shape[0], batch_size):
+                end = start + batch_size
+                items = torch.cat([pos[start:end], neg[start:end]])
+                batch_users = users[start:end]
+                loss, rows, grads = gradients(batch_users, items)
+                self._apply(rows, grads)
+                total += loss * batch_users.shape[0]
         self._cache = None  # the scoring parts are stale
-        return float(total) / max(count, 1)
+        return float(total) / max(users.shape[0], 1)
+
+    def _loss_slope(self, diff: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch-mean pairwise loss on ``diff`` (n,) and its derivative ``dloss/ddiff`` (n,)."""
+        n = diff.shape[0]
+        if self.loss == "bpr":
+            # d softplus(-d) / dd = -sigmoid(-d)
+            return F.softplus(-diff).mean(), torch.sigmoid(-diff).div_(-n)
+        hinge = float(self.margin) - diff
+        # relu's derivative is 0 at 0, as autograd's
+        return hinge.clamp_min(0).mean(), (hinge > 0).to(diff.dtype).div_(-n)
+
+    def _ids_only_gradients(self, users: torch.Tensor, items: torch.Tensor):
+        """Loss, table rows and their gradients for a batch, ids only (closed form).
+
+        With one-hot rows ``fm(u, i) = w0 + w_u + w_i + <v_u, v_i>``, so for
+        ``d = fm(u, p) - fm(u, q)``, ``g = dloss/dd`` and ``c = 2 l2_reg / n``::
+
+            d/d[v_u, w_u] = [g (v_p - v_q), 0] + c [v_u, w_u]
+            d/d[v_p, w_p] = [g v_u, g] + c [v_p, w_p]
+            d/d[v_q, w_q] = -[g v_u, g] + c [v_q, w_q]
+
+        Returns
+        -------
+        loss : torch.Tensor, scalar
+            Batch-mean pairwise loss (without the L2 term).
+        rows : torch.Tensor, int64, shape (3n,)
+            Table rows (users, then positives, then negatives; repeats allowed).
+        grads : torch.Tensor, float32, shape (3n, k + 1)
+            Gradient of the batch objective with respect to each row (repeats add up).
+        """
+        table = self._model.table
+        k = self._model.latent_dim
+        n = users.shape[0]
+        item_rows = items + self._item_offset
+        user_part = table.index_select(0, users)
+        item_part = table.index_select(0, item_rows)
+        user_v = user_part[:, :k]
+        item_v, item_w = item_part[:, :k], item_part[:, k]
+        item_v_diff = item_v[:n] - item_v[n:]
+        diff = torch.linalg.vecdot(user_v, item_v_diff)
+        diff += item_w[:n] - item_w[n:]
+        loss, slope = self._loss_slope(diff)
+        signed = torch.cat([slope, -slope]).unsqueeze_(1)  # dloss/dfm(u, i) per item row
+        scale = 2 * float(self.l2_reg) / n
+        grad_users = user_part * scale
+        grad_users[:, :k].addcmul_(item_v_diff, slope.unsqueeze(1))
+        grad_items = item_part * scale
+        grad_items[:, :k].addcmul_(user_v.repeat(2, 1), signed)
+        grad_items[:, k:] += signed
+        return loss, torch.cat([users, item_rows]), torch.cat([grad_users, grad_items])
+
+    def _row_gradients(self, users: torch.Tensor, items: torch.Tensor):
+        """Loss, table rows and their gradients for a batch over padded feature rows.
+
+        With ``s = s_u + s_i`` the sum of ``x_j v_j`` over the pair's
+        features, ``d fm / d v_j = x_j (s - x_j v_j)`` and ``d fm / d w_j = x_j``;
+        the user block's ``w`` and its own pairs cancel in ``fm(u, p) - fm(u, q)``.
+        The L2 term adds ``2 l2_reg x_j^2 [v_j, w_j] / n`` per occurrence.
+
+        Returns
+        -------
+        loss : torch.Tensor, scalar
+        rows : torch.Tensor, int64, shape (r,)
+            The table rows of the batch's feature slots (with the padding
+            slots, whose gradient is zero, except for ``lazy-adam``).
+        grads : torch.Tensor, float32, shape (r, k + 1)
+            Gradient of the batch objective per slot (repeated rows add up).
+        """
+        table = self._model.table
+        k = self._model.latent_dim
+        n = users.shape[0]
+        width = k + 1
+        user_columns = self._user_columns.index_select(0, users)
+        item_columns = self._item_columns.index_select(0, items)
+        user_values = self._user_values.index_select(0, users)
+        item_values = self._item_values.index_select(0, items)
+        user_rows, item_rows = user_columns.view(-1), item_columns.view(-1)
+        # x_j [v_j, w_j] per slot; index_select: advanced indexing is several times slower
+        user_part = table.index_select(0, user_rows).view(*user_columns.shape, width)
+        user_part *= user_values.unsqueeze(-1)
+        item_part = table.index_select(0, item_rows).view(*item_columns.shape, width)
+        item_part *= item_values.unsqueeze(-1)
+        user_sum = user_part[..., :k].sum(1)
+        item_sum = item_part[..., :k].sum(1)
+        pair_sum = user_sum.repeat(2, 1) + item_sum  # s_u + s_i, (2n, k)
+        fm = item_part[..., k].sum(1)
+        fm += 0.5 * (pair_sum.pow(2).sum(1) - item_part[..., :k].pow(2).sum((1, 2)))
+        loss, slope = self._loss_slope(fm[:n] - fm[n:])
+        signed = torch.cat([slope, -slope])  # dloss/dfm(u, i) per item row
+        scale = 2 * float(self.l2_reg) / n
+        x_user, x_item = user_values.unsqueeze(-1), item_values.unsqueeze(-1)
+        grad_users = user_part * (x_user * scale)
+        user_slope = (item_sum[:n] - item_sum[n:]).mul_(slope.unsqueeze(1))
+        grad_users[..., :k] += x_user * user_slope.unsqueeze(1)
+        grad_items = item_part * (x_item * scale)
+        x_signed = x_item * signed.view(-1, 1, 1)
+        grad_items[..., :k] += x_signed * (pair_sum.unsqueeze(1) - item_part[..., :k])
+        grad_items[..., k:] += x_signed
+        rows = torch.cat([user_rows, item_rows])
+        grads = torch.cat([grad_users.view(-1, width), grad_items.view(-1, width)])
+        if self.optimizer == "lazy-adam":
+            # Padding slots add a zero gradient to row 0, a no-op for the dense rules
+            # and for sgd, but they would count as a touch for lazy-adam.
+            real = torch.cat(
+                [
+                    self._user_real.index_select(0, users).view(-1),
+                    self._item_real.index_select(0, items).view(-1),
+                ]
+            )
+            rows, grads = rows[real], grads[real]
+        return loss, rows, grads
+
+    def _apply(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
+        """One optimizer step on the table from per-row gradients (repeated rows add up)."""
+        table = self._model.table
+        if self._optimizer is None:
+            # Plain SGD: the rows outside the batch have zero gradient, so scattering
+            # -lr * grad is the dense update.
+            table.index_add_(0, rows, grads.mul_(-float(self.learning_rate)))
+        elif self._dense_grad is None:
+            self._optimizer.step(rows, grads)
+        else:
+            self._dense_grad.zero_().index_add_(0, rows, grads)
+            table.grad = self._dense_grad
+            self._optimizer.step()
 
     def _check_weights(self, epoch: int) -> None:
         for name, param in self._model.named_parameters():
             check_finite(param.detach().numpy(), f"FM parameter {name} after epoch {epoch}")
 
     def _end_training(self) -> None:
-        del self._optimizer
+        self._model.table.grad = None
+        del self._optimizer, self._dense_grad
 
     # -- scoring ----------------------------------------------------------
     def _parts(self):

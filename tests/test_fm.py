@@ -14,9 +14,10 @@ from bench.dataset import SideFeatures
 from bench.interactions import Interactions
 from bench.sampler import NegativeSampler
 from metrics import Evaluator, summarize
+from models import base as models_base
 from models.base import NotFittedError
 from models.baselines import Popularity
-from models.fm import FactorizationMachine
+from models.fm import FactorizationMachine, _LazyAdam
 
 
 def _fit(model, data, features=None, seed=0, **kwargs):
@@ -167,6 +168,148 @@ def test_bad_features_raise(tiny, tiny_features):
             tiny,
             features=(user_side, SideFeatures(sp.csr_matrix(bad), item_side.names)),
         )
+
+
+def _autograd_objective(model, users, items):
+    """The batch objective as autograd sees it: the sum-square trick through ``part``."""
+    n = users.shape[0]
+    s_u, sq_u, _, lin_sq_u = model._model.part(
+        model._user_columns[users], model._user_values[users]
+    )
+    s_i, sq_i, lin_i, lin_sq_i = model._model.part(
+        model._item_columns[items], model._item_values[items]
+    )
+    fm = lin_i + 0.5 * ((s_u.repeat(2, 1) + s_i).pow(2).sum(1) - sq_i)
+    diff = fm[:n] - fm[n:]
+    if model.loss == "bpr":
+        loss = torch.nn.functional.softplus(-diff).mean()
+    else:
+        loss = torch.relu(model.margin - diff).mean()
+    penalty = (sq_u + lin_sq_u).sum() + (sq_i + lin_sq_i).sum()
+    return loss, loss + model.l2_reg * penalty / n
+
+
+def _closed_form_table_grad(model, gradients, users, items):
+    """Loss and dense table gradient from a closed-form ``(loss, rows, grads)`` function."""
+    with torch.no_grad():
+        loss, rows, grads = gradients(users, items)
+        return loss, torch.zeros_like(model._model.table).index_add_(0, rows, grads)
+
+
+def _batch(data, size=48, seed=0):
+    gen = np.random.default_rng(seed)
+    users = torch.from_numpy(gen.integers(0, data.num_users, size))
+    items = torch.from_numpy(gen.integers(0, data.num_items, 2 * size))
+    items[0] = items[size]  # the same item as positive and negative once
+    users[1] = users[0]  # and a repeated user
+    return users, items
+
+
+@pytest.mark.parametrize("loss", ["bpr", "margin"])
+@pytest.mark.parametrize("with_features", [False, True])
+def test_closed_form_gradients_equal_autograd(loss, with_features, tiny, weighted_features):
+    features = weighted_features if with_features else None
+    model = _fit(
+        FactorizationMachine(latent_dim=4, loss=loss, epochs=1, batch_size=64, l2_reg=0.05),
+        tiny,
+        features=features,
+    )
+    assert model._ids_only is not with_features
+    with torch.no_grad():  # non-zero linear weights, and margins on both sides of 0
+        model._model.table.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    users, items = _batch(tiny)
+    table = model._model.table
+    table.grad = None
+    expected_loss, objective = _autograd_objective(model, users, items)
+    objective.backward()
+    gradient_functions = [model._row_gradients]
+    if not with_features:
+        gradient_functions.append(model._ids_only_gradients)
+    for gradients in gradient_functions:
+        got_loss, got = _closed_form_table_grad(model, gradients, users, items)
+        np.testing.assert_allclose(float(got_loss), float(expected_loss.detach()), rtol=1e-6)
+        np.testing.assert_allclose(got.numpy(), table.grad.numpy(), rtol=1e-5, atol=1e-7)
+    # For lazy-adam (no dense gradient) only the real slots are returned, padding dropped.
+    model.set_params(optimizer="lazy-adam")
+    _, rows, _ = model._row_gradients(users, items)
+    real_slots = int(model._user_real[users].sum() + model._item_real[items].sum())
+    assert rows.shape == (real_slots,)
+    np.testing.assert_allclose(
+        _closed_form_table_grad(model, model._row_gradients, users, items)[1].numpy(),
+        table.grad.numpy(),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
+def _head_fit(data, features, epochs, **params):
+    """The training loop before the closed form: autograd through ``part``, unfused torch.optim."""
+    model = FactorizationMachine(**params)
+    rng = np.random.default_rng(0)
+    model._num_users, model._num_items = data.train.shape
+    model._start_training(data.train, models_base.derive_seed(rng), features)
+    rule = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[model.optimizer]
+    optimizer = rule([model._model.table], lr=model.learning_rate)
+    sampler = model.make_sampler(data.train)
+    for _ in range(epochs):
+        for users, pos, neg in sampler.sample(rng).batches(model.batch_size):
+            users = torch.from_numpy(users.astype(np.int64))
+            items = torch.from_numpy(np.concatenate([pos, neg]).astype(np.int64))
+            optimizer.zero_grad()
+            _autograd_objective(model, users, items)[1].backward()
+            optimizer.step()
+    return model._model.table.detach().numpy()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
+@pytest.mark.parametrize("with_features", [False, True])
+def test_dense_training_matches_autograd_training(
+    with_features, optimizer, tiny, weighted_features
+):
+    features = weighted_features if with_features else None
+    params = {"latent_dim": 4, "batch_size": 128, "learning_rate": 0.01, "optimizer": optimizer}
+    expected = _head_fit(tiny, features, 2, **params)
+    model = _fit(FactorizationMachine(epochs=2, **params), tiny, features=features)
+    # Adam divides by sqrt(v): rounding-level gradient differences on rows with tiny
+    # gradients show up at ~1e-5 after 16 steps; a wrong gradient moves entries by ~lr.
+    np.testing.assert_allclose(model._model.table.detach().numpy(), expected, atol=1e-4)
+
+
+def test_lazy_adam_moves_only_the_batch_rows():
+    """Hand-computed: Adam's update on touched rows, untouched rows and moments frozen."""
+    table = torch.zeros(4, 2)
+    adam = _LazyAdam(table, learning_rate=0.1)
+    adam.step(torch.tensor([0, 1, 0]), torch.tensor([[1.0, 2.0], [3.0, -1.0], [1.0, 0.0]]))
+    # Step 1: m_hat = g, v_hat = g^2, so each touched entry moves by -lr * g / (|g| + eps).
+    first = -0.1 * np.array([[2.0, 2.0], [3.0, -1.0]]) / (np.abs([[2.0, 2.0], [3.0, -1.0]]) + 1e-8)
+    np.testing.assert_allclose(table[:2].numpy(), first, rtol=1e-6)
+    assert not table[2:].any()
+    adam.step(torch.tensor([2]), torch.tensor([[4.0, 0.0]]))
+    # Rows 0 and 1 stay (dense Adam would move them by their momentum); row 2's first
+    # update uses the global step t = 2 in the bias correction.
+    np.testing.assert_allclose(table[:2].numpy(), first, rtol=1e-6)
+    m_hat = 0.1 * 4.0 / (1 - 0.9**2)
+    v_hat = 0.001 * 16.0 / (1 - 0.999**2)
+    np.testing.assert_allclose(
+        table[2].numpy(), [-0.1 * m_hat / (np.sqrt(v_hat) + 1e-8), 0.0], rtol=1e-5
+    )
+    assert not table[3].any() and not adam.m[3].any() and not adam.v[3].any()
+    np.testing.assert_allclose(adam.m[0].numpy(), [0.2, 0.2], rtol=1e-6)
+
+
+def test_sgd_scatter_is_the_dense_sgd_step(tiny, tiny_features):
+    params = {"latent_dim": 4, "optimizer": "sgd", "learning_rate": 0.05, "epochs": 1}
+    model = FactorizationMachine(**params)
+    model._num_users, model._num_items = tiny.train.shape
+    model._start_training(tiny.train, 0, tiny_features)
+    before = model._model.table.detach().clone()
+    users, items = _batch(tiny)
+    _, dense = _closed_form_table_grad(model, model._row_gradients, users, items)
+    with torch.no_grad():
+        model._apply(*model._row_gradients(users, items)[1:])
+    np.testing.assert_allclose(
+        model._model.table.detach().numpy(), (before - 0.05 * dense).numpy(), atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("loss", ["bpr", "margin"])
