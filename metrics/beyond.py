@@ -59,6 +59,9 @@ def _top_candidates(
     if chunks * width < num_items:
         np.maximum(maxima[:, -1], work[:, chunks * width :].max(axis=1), out=maxima[:, -1])
     bound = maxima.min(axis=1)
+    if np.isnan(bound).any():
+        row = int(np.flatnonzero(np.isnan(bound))[0])
+        raise ValueError(f"scores must be finite: row {row} has NaN")
     rows, cols = np.nonzero(work >= bound[:, None])
     values = work[rows, cols]
     order = _ranking._by_row_then_decreasing(rows, values)
@@ -78,7 +81,9 @@ def topk_entries(
     """Per cut-off: the items of each row's top ``k`` candidates and their probability.
 
     One selection pass serves every ``k`` (see :func:`_top_candidates`); the
-    probabilities are those of :func:`topk_inclusion`.
+    probabilities are those of :func:`topk_inclusion`. Scores must be finite
+    (:func:`metrics.evaluate` and the Evaluator check them before any metric;
+    -inf marks excluded items here).
 
     Returns
     -------
@@ -141,6 +146,8 @@ def topk_inclusion(
         use the sparse :func:`topk_entries`; this dense form is for readers.
     """
     scores = np.asarray(scores)
+    if scores.size and not np.isfinite(scores).all():
+        raise ValueError("scores must be finite (NaN or inf found)")
     rows, cols, weights = topk_entries(scores, test, exclude, (int(k),), ties)[int(k)]
     out = np.zeros(scores.shape, dtype=np.float64)
     out[rows, cols] = weights

@@ -66,6 +66,14 @@ def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: 
     return value
 
 
+#: ``fit_scaling`` of a model whose optimizer updates whole weight tables on every step.
+DENSE_UPDATE_SCALING = (
+    "by the chosen update: {what} reads and writes every row of the weight tables on "
+    "every step, so an epoch costs steps x table rows, which grows with positives x "
+    "(users + items); {instead}"
+)
+
+
 class Recommender(ABC):
     """Base class of every model adapter.
 
@@ -124,7 +132,7 @@ class Recommender(ABC):
     uses_features: ClassVar[bool] = False
     iterative: ClassVar[bool] = False
     notes: ClassVar[str] = ""
-    fit_scaling: ClassVar[str] = ""
+    fit_scaling: ClassVar[str] = ""  # an instance may decide it from its parameters
 
     # -- parameters -------------------------------------------------------
     @classmethod

@@ -11,7 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.interactions import Interactions
-from models.base import TripletRecommender, check_finite, check_positive
+from models.base import (
+    DENSE_UPDATE_SCALING,
+    TripletRecommender,
+    check_finite,
+    check_positive,
+)
 from models.torch_triplet import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -240,6 +245,17 @@ class FactorizationMachine(TripletRecommender):
     uses_features: ClassVar[bool] = True
     can_score_cold_users: ClassVar[bool] = True
     can_score_cold_items: ClassVar[bool] = True
+
+    @property
+    def fit_scaling(self) -> str:  # type: ignore[override]
+        """Why the fit grows faster than the data with a dense optimizer (empty otherwise)."""
+        if self.optimizer in ("adam", "adagrad"):
+            return DENSE_UPDATE_SCALING.format(
+                what=f"optimizer {self.optimizer!r}",
+                instead="optimizer 'lazy-adam' or 'sgd' touches only the batch's rows",
+            )
+        return ""
+
     notes: ClassVar[str] = (
         "factorization machine over user/item one-hots plus side features, pairwise loss on "
         "the common sampler's triplets"

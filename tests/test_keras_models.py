@@ -500,6 +500,30 @@ def test_batch_rows_step_moves_only_the_batch_rows(jit_compile):
         assert (users1 != users0).all() and (items1 != items0).all()
 
 
+def test_lazy_adam_padding_does_not_move_rows_the_batch_left_alone():
+    # Epoch 1 moves user 0 and item 0 (their moments become non-zero); epoch 2 is a
+    # short batch without them. Padding the short batch must not count them as
+    # touched: with zero-id padding their moments decayed and they stepped again.
+    import keras
+
+    from models.keras_triplet import _BilinearNet, _CompiledTrainer
+
+    net = _BilinearNet(
+        10, 12, latent_dim=4, cosine=True, margin=1.0, l2_reg=1e-3,
+        seeds=np.array([3, 4]), regularization="batch-rows",
+    )  # fmt: skip
+    net.build_all()
+    rng = np.random.Generator(np.random.PCG64(0))
+    trainer = _CompiledTrainer(net, keras.optimizers.Adam(0.1), 4, False, rng, lazy=True)
+    trainer.run_epoch(Triplets(*(np.array(x, np.int32) for x in ([0, 1], [0, 2], [3, 0]))))
+    users0, items0 = (t.numpy() for t in net.trainable_variables)
+    trainer.run_epoch(Triplets(*(np.array(x, np.int32) for x in ([2, 5], [1, 3], [4, 7]))))
+    users1, items1 = (t.numpy() for t in net.trainable_variables)
+    np.testing.assert_array_equal(users1[[0, 1]], users0[[0, 1]])
+    np.testing.assert_array_equal(items1[[0, 2]], items0[[0, 2]])
+    assert (users1[[2, 5]] != users0[[2, 5]]).all()
+
+
 @pytest.mark.parametrize("cls", [KerasBilinear, KerasDeep])
 def test_training_lowers_the_loss_and_beats_popularity(cls, tiny):
     from models.baselines import Popularity

@@ -161,6 +161,14 @@ def test_sparse_inclusion_equals_the_dense_reference(ties):
                 np.testing.assert_allclose(topk_inclusion(scores, test, ex, k, ties), expected)
 
 
+def test_inclusion_refuses_scores_that_are_not_finite():
+    test = sp.csr_matrix(np.array([[1, 0, 0], [0, 1, 0]], dtype=bool))
+    for bad in (np.nan, -np.inf, np.inf):
+        scores = np.array([[1.0, 2.0, 3.0], [1.0, bad, 3.0]])
+        with pytest.raises(ValueError, match="finite"):
+            topk_inclusion(scores, test, None, 1)
+
+
 def _brute(scores, test, k, item_popularity):
     """Enumerate every order of tied items: exact expected coverage and popularity."""
     n, m = scores.shape
