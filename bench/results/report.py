@@ -647,9 +647,11 @@ def build_report(
     title = f"rsbench report: {name}"
     doc.heading(1, title)
     n_ok = int((runs["status"] == "ok").sum())
+    n_na = int((runs["status"] == "not-applicable").sum())
+    not_applicable = f"{n_na} not applicable, " if n_na else ""
     doc.para(
         f"Results folder {folder.name}: {len(runs)} run(s), {n_ok} successful, "
-        f"{len(runs) - n_ok} failed, over {len(groups)} dataset group(s)."
+        f"{not_applicable}{len(runs) - n_ok - n_na} failed, over {len(groups)} dataset group(s)."
     )
     _environment_section(doc, manifest, groups)
     _protocol_section(doc, groups, level, n_boot, seed)
