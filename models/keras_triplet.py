@@ -492,19 +492,24 @@ class _FusedAdam:
         step = tf.cast(self.iterations.assign_add(1), tf.float32)
         beta_1_power = tf.pow(tf.constant(self.beta_1, tf.float32), step)
         beta_2_power = tf.pow(tf.constant(self.beta_2, tf.float32), step)
-        for grad, variable, (m, v) in zip(grads, variables, self.moments):
-            tf.raw_ops.ResourceApplyAdam(
-                var=variable.value.handle,
-                m=m.handle,
-                v=v.handle,
-                beta1_power=beta_1_power,
-                beta2_power=beta_2_power,
-                lr=tf.constant(self.learning_rate, tf.float32),
-                beta1=tf.constant(self.beta_1, tf.float32),
-                beta2=tf.constant(self.beta_2, tf.float32),
-                epsilon=tf.constant(self.epsilon, tf.float32),
-                grad=tf.convert_to_tensor(grad),
-            )
+        for grad, variable, moments in zip(grads, variables, self.moments):
+            self.dense_step(variable, moments, grad, beta_1_power, beta_2_power)
+
+    def dense_step(self, variable, moments, grad, beta_1_power, beta_2_power) -> None:
+        """TensorFlow's fused Adam kernel on one variable, at the step the powers give."""
+        m, v = moments
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.value.handle,
+            m=m.handle,
+            v=v.handle,
+            beta1_power=beta_1_power,
+            beta2_power=beta_2_power,
+            lr=tf.constant(self.learning_rate, tf.float32),
+            beta1=tf.constant(self.beta_1, tf.float32),
+            beta2=tf.constant(self.beta_2, tf.float32),
+            epsilon=tf.constant(self.epsilon, tf.float32),
+            grad=tf.convert_to_tensor(grad),
+        )
 
 
 class _LazyAdam:
@@ -553,18 +558,7 @@ class _LazyAdam:
         for grad, variable, (m, v), is_sparse in zip(grads, variables, self.moments, sparse):
             handle = variable.value.handle
             if not is_sparse:
-                tf.raw_ops.ResourceApplyAdam(
-                    var=handle,
-                    m=m.handle,
-                    v=v.handle,
-                    beta1_power=beta_1_power,
-                    beta2_power=beta_2_power,
-                    lr=tf.constant(self.learning_rate, tf.float32),
-                    beta1=tf.constant(self.beta_1, tf.float32),
-                    beta2=tf.constant(self.beta_2, tf.float32),
-                    epsilon=tf.constant(self.epsilon, tf.float32),
-                    grad=grad,
-                )
+                self._dense.dense_step(variable, (m, v), grad, beta_1_power, beta_2_power)
                 continue
             ids, positions = tf.unique(grad.indices)
             g = tf.math.unsorted_segment_sum(grad.values, positions, tf.shape(ids)[0])

@@ -542,13 +542,17 @@ def test_lazy_adam_trains_both_models(name, tiny):
     # with and without XLA: the same steps up to rounding, and they learn.
     from models.baselines import Popularity
 
-    params = {"epochs": 20, "batch_size": 128, "learning_rate": 0.01, "optimizer": "lazy-adam"}
+    # XLA and plain graphs round differently; over many epochs the deep model's
+    # hinges and `hard` argmax choices turn that into different paths, so the two
+    # are compared after 2 epochs, and learning is judged after 20.
+    params = {"batch_size": 128, "learning_rate": 0.01, "optimizer": "lazy-adam"}
     users = np.arange(tiny.num_users)
     scores = []
     for jit in (False, True):
-        model = _fit(REGISTRY.make(name, "fast", jit_compile=jit, **params), tiny.train)
+        model = _fit(REGISTRY.make(name, "fast", jit_compile=jit, epochs=2, **params), tiny.train)
         scores.append(model.score(users))
     np.testing.assert_allclose(scores[1], scores[0], rtol=1e-3, atol=1e-4)
+    model = _fit(REGISTRY.make(name, "fast", epochs=20, **params), tiny.train)
     assert model.loss_history_[-1] < 0.7 * model.loss_history_[0]
     popularity = _fit(Popularity(), tiny.train)
     assert _auc(tiny, model)["auc"] > _auc(tiny, popularity)["auc"] + 0.02
