@@ -3,7 +3,8 @@
 The triplet training loop was moved into ``models.base.TripletRecommender``
 (commit after e6deb22). That refactor must not change a single number: run
 this with the *old* tree on ``PYTHONPATH`` to save its scores, then with the
-new tree to compare, bit for bit::
+new tree to compare, bit for bit (except the cases issue 18 changed on purpose,
+listed in ``CHANGED``)::
 
     PYTHONPATH=/path/to/old python tests/scripts/triplet_scores.py save old.npz
     PYTHONPATH=$PWD python tests/scripts/triplet_scores.py compare old.npz
@@ -74,10 +75,43 @@ def scores() -> dict[str, np.ndarray]:
     return saved
 
 
+#: Cases whose numbers changed on purpose after the refactor (issue 18), by key prefix:
+#: ``None`` = a different update, not compared; a float = the relative tolerance of a
+#: change that only reorders float operations (same update, other rounding).
+CHANGED = {
+    # fast preset: L2 on the batch's rows and lazy Adam instead of whole-table L2 + Adam
+    "keras-bilinear|fast|": None,
+    "keras-bilinear||": None,
+    # SGD's L2 decay kept as one scale factor of the tables (lazy), not applied per batch
+    "torch-bilinear|fast|": 1e-4,
+    "torch-bilinear||": 1e-4,
+    # hand-written gradients and torch's fused Adam instead of autograd + unfused Adam
+    "fm|": 1e-4,
+}
+#: Presets added after the refactor: nothing to compare them with.
+NEW_PRESETS = ("fm|ids-only-lazy|",)
+
+
+def _changed(key: str):
+    for prefix, rule in CHANGED.items():
+        if key.startswith(prefix):
+            return True, rule
+    return False, None
+
+
 def compare(old: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> list[str]:
-    """Keys whose arrays differ in any bit (or exist on one side only)."""
-    differ = sorted(set(old) ^ set(new))
-    differ += [k for k in sorted(set(old) & set(new)) if not np.array_equal(old[k], new[k])]
+    """Keys whose arrays differ in any bit (or exist on one side only), but see CHANGED."""
+    only = sorted(set(old) ^ set(new))
+    differ = [k for k in only if not k.startswith(NEW_PRESETS)]
+    for key in sorted(set(old) & set(new)):
+        changed, rtol = _changed(key)
+        if not changed:
+            if not np.array_equal(old[key], new[key]):
+                differ.append(key)
+        elif rtol is not None:
+            scale = np.abs(old[key]).max()
+            if not np.allclose(new[key], old[key], rtol=rtol, atol=rtol * scale):
+                differ.append(key)
     return differ
 
 
