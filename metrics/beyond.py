@@ -25,12 +25,12 @@ def _top_candidates(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every candidate whose score may reach a row's top ``k_max``, by row then decreasing score.
 
-    Excluded items are -inf in a working copy. The bound: split the columns
-    into ``k_max`` chunks; the smallest chunk maximum is at most the row's
-    ``k_max``-th largest value (the chunk maxima are ``k_max`` distinct
-    entries), so every entry at or above any cut-off ``k <= k_max`` -- the
-    whole tie group at the cut-off included -- is kept, and a row typically
-    keeps a few times ``k_max`` entries instead of the whole catalogue.
+    With the compiled kernel (see ``metrics.ranking._KERNEL``) one pass per row
+    keeps exactly the candidates at or above the row's ``k_max``-th largest
+    candidate score (:func:`metrics._compiled.top_candidate_rows`); rows with
+    heavy ties at that threshold, and the numpy kernel, use the bound below.
+    Either way every entry that can be in a top ``k <= k_max`` is kept, in the
+    same order, so :func:`topk_entries` gives the same result.
 
     Returns
     -------
@@ -40,6 +40,93 @@ def _top_candidates(
         Entry offsets of each row.
     candidates : numpy.ndarray of int64, shape (n_rows,)
         Candidates per row (items not excluded).
+    """
+    if _ranking._kernel() == "compiled" and k_max >= 1:
+        return _top_candidates_compiled(scores, exclude, k_max)
+    return _top_candidates_numpy(scores, exclude, k_max)
+
+
+# Entries a row may keep in the compiled selection before it falls back to the bound
+# (per row: this many times k_max, plus a margin for small ties).
+_COMPILED_CAP_FACTOR = 4
+
+
+def _top_candidates_compiled(
+    scores: np.ndarray, exclude: Any, k_max: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from metrics._compiled import top_candidate_rows
+
+    operand = _ranking._compiled_operand(scores, np.result_type(scores.dtype, np.float32))
+    n_rows, num_items = operand.shape
+    if exclude is not None and exclude.nnz:
+        e = exclude.tocsr()
+        if not e.has_canonical_format:
+            e = e.copy()
+            e.sum_duplicates()
+        e_indptr = e.indptr.astype(np.int64, copy=False)
+        e_cols = e.indices.astype(np.int64, copy=False)
+    else:
+        e_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        e_cols = np.zeros(0, dtype=np.int64)
+    candidates = num_items - np.diff(e_indptr)
+    cap = _COMPILED_CAP_FACTOR * k_max + 16
+    out_cols = np.empty(n_rows * cap, dtype=np.int64)
+    out_values = np.empty(n_rows * cap, dtype=operand.dtype)
+    kept = np.zeros(n_rows, dtype=np.int64)
+    tile_rows = _ranking._COMPILED_TILE_ROWS
+
+    def run(lo: int) -> None:
+        hi = min(lo + tile_rows, n_rows)
+        top_candidate_rows(
+            operand[lo:hi],
+            e_indptr[lo : hi + 1],
+            e_cols,
+            k_max,
+            cap,
+            out_cols[lo * cap : hi * cap],
+            out_values[lo * cap : hi * cap],
+            kept[lo:hi],
+        )
+
+    _ranking._run_tiles(run, list(range(0, n_rows, tile_rows)))
+    heavy = np.flatnonzero(kept > cap)
+    counts = kept.copy()
+    if heavy.size:
+        _, h_cols, h_values, h_start, _ = _top_candidates_numpy(
+            operand[heavy], None if exclude is None else exclude[heavy], k_max
+        )
+        counts[heavy] = np.diff(h_start)
+    start = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    total = int(start[-1])
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), counts)
+    cols = np.empty(total, dtype=np.int64)
+    values = np.empty(total, dtype=operand.dtype)
+    light = kept <= cap
+    light_counts = np.where(light, counts, 0)
+    at = np.repeat(np.arange(n_rows, dtype=np.int64) * cap - start[:-1], light_counts)
+    into = np.flatnonzero(light[rows])
+    cols[into] = out_cols[at + into]
+    values[into] = out_values[at + into]
+    if heavy.size:
+        into = np.flatnonzero(~light[rows])
+        cols[into] = h_cols
+        values[into] = h_values
+    return rows, cols, values, start, candidates
+
+
+def _top_candidates_numpy(
+    scores: np.ndarray, exclude: Any, k_max: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bound of :func:`_top_candidates` in numpy.
+
+    Excluded items are -inf in a working copy. The bound: split the columns
+    into ``k_max`` chunks; the smallest chunk maximum is at most the row's
+    ``k_max``-th largest value (the chunk maxima are ``k_max`` distinct
+    entries), so every entry at or above any cut-off ``k <= k_max`` -- the
+    whole tie group at the cut-off included -- is kept, and a row typically
+    keeps a few times ``k_max`` entries instead of the whole catalogue.
+    Returns what :func:`_top_candidates` does.
     """
     work = np.array(scores, dtype=np.result_type(scores.dtype, np.float32))
     n_rows, num_items = work.shape

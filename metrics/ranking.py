@@ -321,6 +321,47 @@ _BUCKETS_PER_GROUP = 64
 _THREADS: int | None = None
 
 
+# Which kernel ranks the rows: "compiled" (metrics._compiled, numba: one loop per row
+# on every core), "numpy" (the comparison and counting kernels below), or None: compiled
+# when numba imports, numpy otherwise. Both give identical counts (tests check it).
+_KERNEL: str | None = None
+KERNELS = ("compiled", "numpy")
+# Rows per tile of the compiled kernels (tiles run on _THREADS threads).
+_COMPILED_TILE_ROWS = 32
+# Most buckets per row in the compiled counting kernel: its tables stay in the L2 cache.
+_COMPILED_MAX_BUCKETS = 16384
+
+
+def _kernel() -> str:
+    """The kernel in use (see ``_KERNEL``); ``"compiled"`` needs numba."""
+    if _KERNEL is not None:
+        if _KERNEL not in KERNELS:
+            raise ValueError(f"metrics kernel must be one of {KERNELS}, got {_KERNEL!r}")
+        return _KERNEL
+    try:
+        import metrics._compiled  # noqa: F401  (numba compiles lazily, on first use)
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return "numpy"
+    return "compiled"
+
+
+def _compiled_operand(scores: np.ndarray, work_dtype: np.dtype) -> np.ndarray:
+    """``scores`` as a C-contiguous array of the working dtype (a copy only if needed)."""
+    return np.ascontiguousarray(scores, dtype=work_dtype)
+
+
+def _run_tiles(run: Any, tiles: list) -> None:
+    """``run(tile)`` for every tile, on up to ``_num_threads()`` threads."""
+    threads = min(_num_threads(), len(tiles))
+    if threads <= 1:
+        for tile in tiles:
+            run(tile)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for _ in pool.map(run, tiles):
+                pass
+
+
 def _num_threads() -> int:
     if _THREADS is not None:
         return max(1, int(_THREADS))
@@ -557,16 +598,20 @@ def _above_and_tied(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per positive tie group: candidates with a strictly greater, and with an equal, score.
 
-    ``rows`` are the score rows to rank, ordered by ``row_groups`` (their
-    number of positive tie groups, non-decreasing); groups are given by
-    position in ``rows`` (``group_row``, non-decreasing), slot within the row
-    (0 for the highest score) and score. Excluded items are -inf in the
-    working copies, so they are never above and never tied. Rows with fewer
-    than ``_SORT_MIN_GROUPS`` groups (default ``_COUNT_MIN_GROUPS_DEFAULT``)
-    go to the comparison kernel (two passes per group over a cache-sized
-    tile); the others to the counting kernel (:func:`_count_tile`, one
-    bucketing pass whatever the number of groups). Tiles are independent and
-    run on ``_THREADS`` threads; the counts are exact integers, so the result
+    ``rows`` are the score rows to rank (for the numpy kernel, ordered by
+    ``row_groups``, their number of positive tie groups, non-decreasing);
+    groups are given by position in ``rows`` (``group_row``, non-decreasing),
+    slot within the row (0 for the highest score) and score.
+
+    The compiled kernel (:func:`metrics._compiled.above_and_tied_rows`, the
+    default) makes one bucketing pass per row whatever its number of groups,
+    on tiles of ``_COMPILED_TILE_ROWS`` rows. The numpy kernel makes excluded
+    items -inf in working copies, so they are never above and never tied, and
+    sends rows with fewer than ``_SORT_MIN_GROUPS`` groups (default
+    ``_COUNT_MIN_GROUPS_DEFAULT``) to the comparison kernel (two passes per
+    group over a cache-sized tile), the others to the counting kernel
+    (:func:`_count_tile`, one bucketing pass). Tiles are independent and run
+    on ``_THREADS`` threads; the counts are exact integers, so the result
     does not depend on the kernel, the tiling or the threads.
     """
     num_items = scores.shape[1]
@@ -574,10 +619,39 @@ def _above_and_tied(
     work_dtype = np.dtype(work_dtype)
     above = np.zeros(group_row.shape[0], dtype=np.int64)
     tied = np.zeros(group_row.shape[0], dtype=np.int64)
-    threshold = _COUNT_MIN_GROUPS_DEFAULT if _SORT_MIN_GROUPS is None else _SORT_MIN_GROUPS
-    heavy_from = int(np.searchsorted(row_groups, threshold, side="left"))
     # Groups are ordered by (row, slot), so a slice of rows is a slice of groups.
     row_start = np.searchsorted(group_row, np.arange(n_work + 1), side="left")
+    if _kernel() == "compiled":
+        from metrics._compiled import above_and_tied_rows
+
+        operand = _compiled_operand(scores, work_dtype)
+        groups = np.ascontiguousarray(group_score, dtype=work_dtype)
+        bad = np.zeros(n_work, dtype=bool)
+
+        def run_compiled(lo: int) -> None:
+            hi = min(lo + _COMPILED_TILE_ROWS, n_work)
+            g_lo, g_hi = int(row_start[lo]), int(row_start[hi])
+            above_and_tied_rows(
+                operand,
+                rows[lo:hi],
+                row_start[lo : hi + 1] - g_lo,
+                groups[g_lo:g_hi],
+                e_indptr,
+                e_cols,
+                above[g_lo:g_hi],
+                tied[g_lo:g_hi],
+                bad[lo:hi],
+                _BUCKETS_PER_GROUP,
+                _COMPILED_MAX_BUCKETS,
+            )
+
+        _run_tiles(run_compiled, list(range(0, n_work, _COMPILED_TILE_ROWS)))
+        if bad.any():
+            _check_finite_scores(scores, user_ids)
+        return above, tied
+
+    threshold = _COUNT_MIN_GROUPS_DEFAULT if _SORT_MIN_GROUPS is None else _SORT_MIN_GROUPS
+    heavy_from = int(np.searchsorted(row_groups, threshold, side="left"))
 
     tiles: list[tuple[str, int, int]] = []
     if heavy_from:
@@ -626,14 +700,7 @@ def _above_and_tied(
         above[g_lo:g_hi] = a
         tied[g_lo:g_hi] = t
 
-    threads = min(_num_threads(), len(tiles))
-    if threads <= 1:
-        for tile in tiles:
-            run(tile)
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for _ in pool.map(run, tiles):
-                pass
+    _run_tiles(run, tiles)
     return above, tied
 
 
@@ -661,10 +728,11 @@ def _rank(
 ) -> _Ranked:
     """Validate the inputs and find, for every positive tie group, its place in the ranking.
 
-    Cost per evaluated row: two vectorised comparison passes over the row per
-    positive tie group when it has few groups, otherwise one bucketing pass
-    whatever the number of groups (see :func:`_above_and_tied`), plus sorting
-    the row's positives. Nothing depends on ``k``.
+    Cost per evaluated row: one compiled pass over the row whatever its number
+    of positive tie groups (the numpy kernel: two vectorised comparison passes
+    per group when it has few, otherwise one bucketing pass; see
+    :func:`_above_and_tied`), plus sorting the row's positives. Nothing
+    depends on ``k``.
     """
     ties = _check_ties(ties)
     scores = _as_scores(scores)
@@ -709,28 +777,45 @@ def _rank(
     row_groups = np.bincount(owner, minlength=n_eval)
     slot = np.arange(owner.size) - first[owner]
 
-    # Rows ordered by number of groups, so that the kernel tiles rows of similar cost.
-    by_cost = np.argsort(row_groups, kind="stable")
-    position = np.empty(n_eval, dtype=np.int64)
-    position[by_cost] = np.arange(n_eval)
-    group_position = position[owner]
-    group_order = np.lexsort((slot, group_position))
-    above_sorted, tied_sorted = _above_and_tied(
-        scores,
-        rows[by_cost],
-        row_groups[by_cost],
-        group_position[group_order],
-        slot[group_order],
-        q[group_first][group_order],
-        e_indptr,
-        e_cols,
-        work_dtype,
-        user_ids,
-    )
-    above = np.empty(owner.size, dtype=np.float64)
-    size = np.empty(owner.size, dtype=np.float64)
-    above[group_order] = above_sorted
-    size[group_order] = tied_sorted
+    if _kernel() == "compiled":
+        # Each row costs one pass whatever its groups: rank the rows in their own order.
+        above_int, tied_int = _above_and_tied(
+            scores,
+            rows,
+            row_groups,
+            owner,
+            slot,
+            q[group_first],
+            e_indptr,
+            e_cols,
+            work_dtype,
+            user_ids,
+        )
+        above = above_int.astype(np.float64)
+        size = tied_int.astype(np.float64)
+    else:
+        # Rows ordered by number of groups, so that the kernel tiles rows of similar cost.
+        by_cost = np.argsort(row_groups, kind="stable")
+        position = np.empty(n_eval, dtype=np.int64)
+        position[by_cost] = np.arange(n_eval)
+        group_position = position[owner]
+        group_order = np.lexsort((slot, group_position))
+        above_sorted, tied_sorted = _above_and_tied(
+            scores,
+            rows[by_cost],
+            row_groups[by_cost],
+            group_position[group_order],
+            slot[group_order],
+            q[group_first][group_order],
+            e_indptr,
+            e_cols,
+            work_dtype,
+            user_ids,
+        )
+        above = np.empty(owner.size, dtype=np.float64)
+        size = np.empty(owner.size, dtype=np.float64)
+        above[group_order] = above_sorted
+        size[group_order] = tied_sorted
     if ties == "pessimistic":
         above = above + (size - pos)
         size = pos.copy()

@@ -19,7 +19,7 @@ from bench.results.report import build_report
 from bench.runner import Runner, RunSpec
 from bench.synthetic import synthetic
 from metrics import METRICS, Evaluator, Metric, MetricRegistry, evaluate, metric_columns
-from metrics.beyond import topk_inclusion
+from metrics.beyond import topk_entries, topk_inclusion
 
 OPTIONS = {"num_users": 60, "num_items": 40, "num_positives": 900, "seed": 2}
 
@@ -132,11 +132,15 @@ def test_inclusion_weights_by_hand():
     np.testing.assert_allclose(topk_inclusion(scores, test, exclude, 9), [[0, 1, 1, 1]])
 
 
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
 @pytest.mark.parametrize("ties", ["expected", "pessimistic"])
-def test_sparse_inclusion_equals_the_dense_reference(ties):
-    """The one-pass sparse top-k (a chunk-maximum bound) against the old dense pass."""
+def test_sparse_inclusion_equals_the_dense_reference(ties, kernel, monkeypatch):
+    """The sparse top-k (compiled selection, or the numpy chunk-maximum bound) against the
+    old dense pass."""
+    from metrics import ranking
     from metrics._reference import reference_topk_inclusion
-    from metrics.beyond import topk_entries
+
+    monkeypatch.setattr(ranking, "_KERNEL", kernel)
 
     gen = np.random.default_rng(7)
     for trial in range(200):
@@ -159,6 +163,38 @@ def test_sparse_inclusion_equals_the_dense_reference(ties):
                 expected = reference_topk_inclusion(scores, test, ex, k, ties)
                 np.testing.assert_allclose(dense, expected, rtol=0, atol=1e-15)
                 np.testing.assert_allclose(topk_inclusion(scores, test, ex, k, ties), expected)
+
+
+@pytest.mark.parametrize("cap_factor", [0, 4])
+def test_compiled_selection_equals_the_numpy_bound_entry_for_entry(cap_factor, monkeypatch):
+    """Same entries, order and weights; cap 0 sends rows with ties past 16 to the bound."""
+    from metrics import beyond, ranking
+
+    gen = np.random.default_rng(11)
+    monkeypatch.setattr(beyond, "_COMPILED_CAP_FACTOR", cap_factor)
+    for trial in range(120):
+        n, m = int(gen.integers(1, 30)), int(gen.integers(1, 400))
+        if trial % 4 == 0:
+            scores = gen.integers(0, int(gen.integers(1, 6)), (n, m)).astype(np.float32)
+        elif trial % 4 == 1:
+            scores = gen.standard_normal((n, m)).astype(np.float32)
+            scores[gen.random((n, m)) < 0.3] = -0.0  # -0.0 ties +0.0
+        elif trial % 4 == 2:
+            scores = gen.standard_normal((n, m))
+        else:
+            scores = gen.integers(0, 3, (n, m))  # integers, ranked as float64
+        test = sp.csr_matrix(gen.random((n, m)) < 0.1)
+        exclude = sp.csr_matrix(gen.random((n, m)) < gen.random())
+        ks = tuple(sorted({int(k) for k in gen.integers(1, 60, 3)}))
+        for ex in (None, exclude):
+            for ties in ("expected", "pessimistic"):
+                compiled = topk_entries(scores, test, ex, ks, ties)
+                monkeypatch.setattr(ranking, "_KERNEL", "numpy")
+                bound = topk_entries(scores, test, ex, ks, ties)
+                monkeypatch.setattr(ranking, "_KERNEL", None)
+                for k in ks:
+                    for ours, theirs in zip(compiled[k], bound[k]):
+                        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_inclusion_refuses_scores_that_are_not_finite():

@@ -1,9 +1,10 @@
-"""The counting kernel of the ranking pass against the frozen reference implementation.
+"""The kernels of the ranking pass against the frozen reference implementation.
 
 ``metrics._reference`` is the ranking pass as it was before issue 18 (comparison
 passes or a full sort per row). The counts it produces are integers, so the
-new pass must give *identical* metric values, whatever the kernel, the
-bucketing resolution, the tiling or the number of threads.
+new pass must give *identical* metric values, whatever the kernel (compiled
+with numba, the default, or numpy), the bucketing resolution, the tiling or
+the number of threads.
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ from metrics._reference import reference_evaluate
 KS = (1, 3, 10, 50)
 
 
+KERNELS = ["compiled", "numpy"]
+# Settings that only the numpy kernel reads: patching them selects that kernel.
+NUMPY_ONLY = {"_SORT_MIN_GROUPS", "_COUNT_TILE"}
+
+
 @contextmanager
 def patched(**values):
+    if NUMPY_ONLY & set(values):
+        values.setdefault("_KERNEL", "numpy")
     with mock.patch.multiple(ranking, **values):
         yield
 
@@ -77,7 +85,58 @@ def test_resolution_tiles_and_threads_do_not_change_values(rng, buckets_per_grou
         assert_same(evaluate(scores, test, exclude, ks=KS), reference)
 
 
-def test_one_group_rows_zero_signs_and_constant_rows(rng):
+def test_the_compiled_kernel_is_the_default():
+    """numba is a dependency, so the default kernel is the compiled one."""
+    assert ranking._KERNEL is None
+    assert ranking._kernel() == "compiled"
+    with patched(_KERNEL="fortran"), pytest.raises(ValueError, match="kernel must be one of"):
+        ranking._kernel()
+
+
+@pytest.mark.parametrize("ties", ["expected", "pessimistic"])
+@pytest.mark.parametrize(
+    ("levels", "dtype"),
+    [(None, np.float32), (None, np.float64), (7, np.float32), (300, np.float32), (3, np.int64)],
+)
+def test_compiled_kernel_equals_reference(rng, ties, levels, dtype):
+    scores, test, exclude = random_case(rng, 40, 997, levels=levels, dtype=dtype)
+    with patched(_KERNEL="compiled"):
+        ours = evaluate(scores, test, exclude, ks=KS, ties=ties)
+    assert_same(ours, reference_evaluate(scores, test, exclude, ks=KS, ties=ties))
+
+
+@pytest.mark.parametrize("buckets_per_group", [1, 64, 10**6])
+@pytest.mark.parametrize("max_buckets", [64, 300, 1 << 14])
+@pytest.mark.parametrize(("tile_rows", "threads"), [(1, 1), (7, 3), (32, 2)])
+def test_compiled_resolution_tiles_and_threads_do_not_change_values(
+    rng, buckets_per_group, max_buckets, tile_rows, threads
+):
+    """Few buckets put many candidates in the groups' buckets (the placed-last path)."""
+    scores, test, exclude = random_case(rng, 23, 997, levels=50, test_rate=0.3)
+    reference = reference_evaluate(scores, test, exclude, ks=KS)
+    with patched(
+        _KERNEL="compiled",
+        _BUCKETS_PER_GROUP=buckets_per_group,
+        _COMPILED_MAX_BUCKETS=max_buckets,
+        _COMPILED_TILE_ROWS=tile_rows,
+        _THREADS=threads,
+    ):
+        assert_same(evaluate(scores, test, exclude, ks=KS), reference)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_compiled_kernel_names_the_users_with_scores_that_are_not_finite(rng, bad):
+    scores = rng.standard_normal((5, 80)).astype(np.float32)
+    scores[3, 17] = bad  # an evaluated row: found inside the kernel
+    test = rng.random((5, 80)) < 0.2
+    test[:, 0] = True  # every row evaluated: no check before the kernel
+    test = sp.csr_matrix(test)
+    with patched(_KERNEL="compiled"), pytest.raises(ValueError, match=r"users \[13\]"):
+        evaluate(scores, test, ks=KS, user_ids=np.arange(10, 15))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_one_group_rows_zero_signs_and_constant_rows(rng, kernel):
     scores = rng.standard_normal((6, 300)).astype(np.float32)
     scores[0] = 0.0  # constant row: one group of every positive, everything tied
     scores[1, ::2] = -0.0  # -0.0 and +0.0 tie
@@ -89,15 +148,17 @@ def test_one_group_rows_zero_signs_and_constant_rows(rng):
     exclude = np.zeros_like(test)
     exclude[3, :150] = True
     args = (scores, sp.csr_matrix(test), sp.csr_matrix(exclude))
-    with patched(_SORT_MIN_GROUPS=0):
+    knobs = {"_SORT_MIN_GROUPS": 0} if kernel == "numpy" else {"_KERNEL": kernel}
+    with patched(**knobs):
         ours = evaluate(*args, ks=KS)
     assert_same(ours, reference_evaluate(*args, ks=KS))
     assert ours["auc"].iloc[0] == 0.5 and ours["auc"].iloc[1] == 0.5
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_score_ranges_that_overflow_fall_back_exactly(rng, dtype):
-    """Group scores near +-max: the bucket scale is not finite, those rows are sorted."""
+def test_score_ranges_that_overflow_fall_back_exactly(rng, dtype, kernel):
+    """Group scores near +-max: the bucket scale is not finite, those rows are searched."""
     big = np.finfo(dtype).max
     scores = rng.standard_normal((5, 200)).astype(dtype)
     scores[0, :100] = big
@@ -109,19 +170,22 @@ def test_score_ranges_that_overflow_fall_back_exactly(rng, dtype):
     test[1, 50] = True
     test[2, [60, 61]] = True
     args = (scores, sp.csr_matrix(test), None)
-    with patched(_SORT_MIN_GROUPS=0):
+    knobs = {"_SORT_MIN_GROUPS": 0} if kernel == "numpy" else {"_KERNEL": kernel}
+    with patched(**knobs):
         ours = evaluate(*args, ks=KS)
     assert_same(ours, reference_evaluate(*args, ks=KS))
 
 
-def test_evaluator_blocks_equal_reference(rng):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_evaluator_blocks_equal_reference(rng, kernel):
     scores, test, exclude = random_case(rng, 70, 500, levels=40)
 
     class Table:
         def score(self, user_ids):
             return scores[user_ids]
 
-    ours = Evaluator(test, exclude, ks=KS, block_size=16).evaluate(Table())
+    with patched(_KERNEL=kernel):
+        ours = Evaluator(test, exclude, ks=KS, block_size=16).evaluate(Table())
     assert_same(ours, reference_evaluate(scores, test, exclude, ks=KS))
 
 
@@ -134,7 +198,7 @@ def test_evaluator_blocks_equal_reference(rng):
         | st.floats(-4, 4, width=32),
     ),
     data=st.data(),
-    count_from=st.sampled_from([0, 3]),
+    count_from=st.sampled_from([0, 3, "compiled"]),
     buckets=st.sampled_from([1, 3, 64]),
 )
 def test_property_counting_kernel_equals_reference(scores, data, count_from, buckets):
@@ -142,7 +206,11 @@ def test_property_counting_kernel_equals_reference(scores, data, count_from, buc
     test = data.draw(hnp.arrays(bool, shape))
     exclude = data.draw(hnp.arrays(bool, shape))
     args = (scores, sp.csr_matrix(test), sp.csr_matrix(exclude))
+    if count_from == "compiled":
+        knobs = {"_KERNEL": "compiled", "_COMPILED_MAX_BUCKETS": 64}
+    else:
+        knobs = {"_SORT_MIN_GROUPS": count_from}
     for ties in ("expected", "pessimistic"):
-        with patched(_SORT_MIN_GROUPS=count_from, _BUCKETS_PER_GROUP=buckets):
+        with patched(**knobs, _BUCKETS_PER_GROUP=buckets):
             ours = evaluate(*args, ks=(1, 2, 5), ties=ties)
         assert_same(ours, reference_evaluate(*args, ks=(1, 2, 5), ties=ties))
