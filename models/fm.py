@@ -36,6 +36,10 @@ LOSSES: dict[str, str] = {
 #: :class:`_LazyAdam`).
 OPTIMIZERS: tuple[str, ...] = ("adam", "adagrad", "sgd", "lazy-adam")
 
+# Ids only, train with the compiled step (models._fm_compiled) instead of PyTorch ops:
+# the same update, up to float rounding, about 10x faster at batch 256.
+_COMPILED = True
+
 # torch.optim's Adam defaults, for ``lazy-adam``.
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPSILON = 1e-8
@@ -235,6 +239,12 @@ class FactorizationMachine(TripletRecommender):
     gradients against autograd on the sum-square formulation. Feature rows
     are stored padded to the longest row of their block, so a step costs
     ``O(k * max_nnz)`` per row; fine for one-hot side information.
+    On ids only the epoch runs in compiled loops (:mod:`models._fm_compiled`,
+    numba): the same batches, batch gradient and update rules as the PyTorch
+    ops, up to float32 rounding, without their per-operation overhead (about
+    2.7 us a triplet at batch 256 before, 0.7 us with ``lazy-adam`` and 0.3 us
+    with ``sgd`` on ML-1M). The dense rules still step over the whole table in
+    torch.
     Deterministic on CPU: the initial factors come from a ``torch.Generator``
     seeded by ``derive_seed(rng)`` (the global torch seed is never touched),
     and the triplets and their order from the sampler and ``rng``.
@@ -413,12 +423,16 @@ class FactorizationMachine(TripletRecommender):
             torch.zeros_like(table) if isinstance(self._optimizer, torch.optim.Optimizer) else None
         )
         self._cache = None
+        self._scratch = None  # the compiled step's scratch arrays, made on first use
+        self._steps = 0  # batches stepped so far (the compiled step's batch stamps)
 
     def _epoch_context(self):
         return torch_threads(int(self.num_threads))
 
     def _train_epoch(self, triplets: Triplets) -> float:
         """One pass over an epoch of triplets; returns the mean pairwise loss."""
+        if self._ids_only and _COMPILED:
+            return self._train_epoch_compiled(triplets)
         batch_size = int(self.batch_size)
         users, pos, neg = (
             torch.from_numpy(np.array(ids, dtype=np.int64))
@@ -434,6 +448,79 @@ class FactorizationMachine(TripletRecommender):
                 loss, rows, grads = gradients(batch_users, items)
                 self._apply(rows, grads)
                 total += loss * batch_users.shape[0]
+        self._cache = None  # the scoring parts are stale
+        return float(total) / max(users.shape[0], 1)
+
+    def _train_epoch_compiled(self, triplets: Triplets) -> float:
+        """:meth:`_train_epoch` on ids only, in compiled loops (:mod:`models._fm_compiled`).
+
+        The same batches, batch gradient and update rules as the PyTorch step
+        (:meth:`_ids_only_gradients` and :meth:`_apply`), up to float rounding;
+        the tests compare the two. ``sgd`` and ``lazy-adam`` run the whole
+        epoch in one call; the dense rules get each batch's gradient from it and
+        step in torch.
+        """
+        from models import _fm_compiled as compiled
+
+        users, pos, neg = (
+            np.ascontiguousarray(ids, dtype=np.int64)
+            for ids in (triplets.user_ids, triplets.pos_item_ids, triplets.neg_item_ids)
+        )
+        table = self._model.table.detach().numpy()  # the parameter's memory, updated in place
+        batch_size = int(self.batch_size)
+        if self._scratch is None:
+            self._scratch = (
+                np.full(table.shape[0], -1, dtype=np.int64),  # stamp: last batch per row
+                np.zeros(table.shape[0], dtype=np.int64),  # slot of the row in that batch
+                np.zeros(3 * batch_size, dtype=np.int64),
+                np.zeros((3 * batch_size, table.shape[1]), dtype=np.float32),
+            )
+        stamp, slot, rows, grads = self._scratch
+        args = (self._item_offset, self.loss == "margin", float(self.margin), float(self.l2_reg))
+        if self._dense_grad is None:
+            lazy = self._optimizer is not None
+            rule = compiled.LAZY_ADAM if lazy else compiled.SGD
+            moments = self._optimizer.moments.numpy() if lazy else np.zeros((1, 2, 1), np.float32)
+            total, self._steps = compiled.ids_only_epoch(
+                table,
+                users,
+                pos,
+                neg,
+                batch_size,
+                *args,
+                rule,
+                float(self.learning_rate),
+                moments,
+                self._steps,
+                stamp,
+                slot,
+                rows,
+                grads,
+            )
+            if lazy:
+                self._optimizer.iterations = self._steps
+        else:
+            total = 0.0
+            dense = self._dense_grad.numpy()
+            for start in range(0, users.shape[0], batch_size):
+                self._steps += 1
+                total += compiled.ids_only_gradient(
+                    table,
+                    users,
+                    pos,
+                    neg,
+                    start,
+                    min(start + batch_size, users.shape[0]),
+                    *args,
+                    stamp,
+                    self._steps,
+                    slot,
+                    rows,
+                    grads,
+                    dense,
+                )
+                self._model.table.grad = self._dense_grad
+                self._optimizer.step()
         self._cache = None  # the scoring parts are stale
         return float(total) / max(users.shape[0], 1)
 
@@ -569,6 +656,7 @@ class FactorizationMachine(TripletRecommender):
     def _end_training(self) -> None:
         self._model.table.grad = None
         del self._optimizer, self._dense_grad
+        self._scratch = None
 
     # -- scoring ----------------------------------------------------------
     def _parts(self):

@@ -264,8 +264,11 @@ def _head_fit(data, features, epochs, **params):
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
 @pytest.mark.parametrize("with_features", [False, True])
 def test_dense_training_matches_autograd_training(
-    with_features, optimizer, tiny, weighted_features
+    with_features, optimizer, tiny, weighted_features, monkeypatch
 ):
+    # The PyTorch closed form against autograd; the compiled ids-only step is compared
+    # with the PyTorch one in test_compiled_ids_only_training_equals_torch_training.
+    monkeypatch.setattr("models.fm._COMPILED", False)
     features = weighted_features if with_features else None
     params = {"latent_dim": 4, "batch_size": 128, "learning_rate": 0.01, "optimizer": optimizer}
     expected = _head_fit(tiny, features, 2, **params)
@@ -273,6 +276,73 @@ def test_dense_training_matches_autograd_training(
     # Adam divides by sqrt(v): rounding-level gradient differences on rows with tiny
     # gradients show up at ~1e-5 after 16 steps; a wrong gradient moves entries by ~lr.
     np.testing.assert_allclose(model._model.table.detach().numpy(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["bpr", "margin"])
+def test_compiled_ids_only_gradient_equals_the_torch_gradient(loss, tiny):
+    """One batch (repeated users and rows, an item both positive and negative)."""
+    from models import _fm_compiled as compiled
+
+    model = _fit(
+        FactorizationMachine(latent_dim=6, loss=loss, margin=0.1, epochs=1, l2_reg=0.05), tiny
+    )
+    with torch.no_grad():  # non-zero linear weights, and hinges on both sides of 0
+        model._model.table.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    users, items = _batch(tiny)
+    n = users.shape[0]
+    expected_loss, expected = _closed_form_table_grad(
+        model, model._ids_only_gradients, users, items
+    )
+    table = model._model.table.detach().numpy()
+    dense = np.full_like(table, np.nan)
+    rows = table.shape[0]
+    got_loss = compiled.ids_only_gradient(
+        table, users.numpy(), items[:n].numpy(), items[n:].numpy(), 0, n,
+        model._item_offset, loss == "margin", 0.1, 0.05,
+        np.full(rows, -1, np.int64), 1, np.zeros(rows, np.int64),
+        np.zeros(3 * n, np.int64), np.zeros((3 * n, table.shape[1]), np.float32), dense,
+    )  # fmt: skip
+    np.testing.assert_allclose(got_loss / n, float(expected_loss), rtol=1e-6)
+    np.testing.assert_allclose(dense, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert np.abs(expected.numpy()).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "loss"),
+    [("sgd", "bpr"), ("sgd", "margin"), ("lazy-adam", "bpr"), ("adam", "bpr"), ("adagrad", "bpr")],
+)
+def test_compiled_ids_only_training_equals_torch_training(optimizer, loss, tiny, monkeypatch):
+    """The compiled epochs (models._fm_compiled) against the PyTorch ops, 3 epochs.
+
+    Same triplets, batches, gradients and update rules, so the tables agree to
+    float32 rounding; a wrong gradient or rule moves entries by ~lr. (Not the
+    margin loss under the Adam family: a hinge within rounding of 0 flips a
+    gradient, which those rules scale to a full step.)
+    """
+    import models.fm as fm_module
+
+    params = {
+        "latent_dim": 8,
+        "batch_size": 50,  # the last batch of an epoch is short
+        "learning_rate": 0.02,
+        "optimizer": optimizer,
+        "loss": loss,
+        "l2_reg": 0.05,
+        "epochs": 3,
+        "init_std": 0.3,
+    }
+    losses, tables = {}, {}
+    for compiled in (True, False):
+        monkeypatch.setattr(fm_module, "_COMPILED", compiled)
+        model = _fit(FactorizationMachine(**params), tiny)
+        assert model._ids_only
+        tables[compiled] = model._model.table.detach().numpy()
+        losses[compiled] = model.loss_history_
+    tolerance = 1e-4 if "ad" in optimizer else 1e-5
+    np.testing.assert_allclose(tables[True], tables[False], atol=tolerance)
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
+    start = _fit(FactorizationMachine(**{**params, "epochs": 1}), tiny)._model.table
+    assert np.abs(tables[True] - start.detach().numpy()).max() > 100 * tolerance
 
 
 def test_lazy_adam_moves_only_the_batch_rows():
