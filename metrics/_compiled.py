@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["above_and_tied_rows", "top_candidate_rows"]
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _bucket(s, t_min, scale, lo, hi):
     """Monotone bucket of a score: ``trunc(clip((s - t_min) * scale, lo, hi))``.
 
@@ -38,7 +38,7 @@ def _bucket(s, t_min, scale, lo, hi):
     return np.int64(x)
 
 
-@numba.njit(nogil=True, cache=True, inline="never")
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="never")
 def _sum(values):
     """Sum of an int64 slice (a separate function so that LLVM vectorises the loop)."""
     total = 0
@@ -47,7 +47,7 @@ def _sum(values):
     return total
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _within(s, groups, g0, j, end):
     """Place a candidate among the groups ``j .. end-1`` that share its bucket.
 
@@ -61,7 +61,7 @@ def _within(s, groups, g0, j, end):
     return j, -1
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _search(s, groups, g0, m):
     """Place a candidate among all m groups by binary search: ``(j, tie)`` as in ``_within``."""
     lo = 0
@@ -77,7 +77,7 @@ def _search(s, groups, g0, m):
     return lo, -1
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def above_and_tied_rows(
     scores,
     rows,
@@ -236,7 +236,7 @@ def above_and_tied_rows(
         bad[i] = nonfinite > 0
 
 
-@numba.njit(nogil=True, cache=True, inline="never")
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="never")
 def _count_at_least(values, threshold):
     """How many of ``values`` are ``>= threshold`` (a loop LLVM turns into SIMD code).
 
@@ -249,7 +249,7 @@ def _count_at_least(values, threshold):
     return hits
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def top_candidate_rows(scores, e_indptr, e_cols, k_max, cap, out_cols, out_values, kept):
     """Per row, every candidate whose score is at least its ``k_max``-th largest candidate score.
 

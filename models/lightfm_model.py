@@ -90,6 +90,14 @@ class LightFMModel(Recommender):
     can_score_cold_users: ClassVar[bool] = True
     can_score_cold_items: ClassVar[bool] = True
     iterative: ClassVar[bool] = True
+    fit_scaling: ClassVar[str] = (
+        "by its implementation, not its algorithm: LightFM's Cython loop updates one "
+        "(user, item) pair at a time, reading and writing the pair's factor and "
+        "learning-rate rows, so once those tables outgrow the CPU caches (at ML-20M shape "
+        "with 64 components, about 85 MB of user and item state) each update waits on "
+        "main memory and the cost per positive grows with users + items; "
+        "benchmarks/test_bench_lightfm.py measures it at a fixed number of positives"
+    )
     notes: ClassVar[str] = (
         "LightFM samples its own negatives (WARP/BPR inside LightFM); the common sampler is "
         "not used. num_threads > 1 is Hogwild and not bit-reproducible."
