@@ -263,7 +263,9 @@ def test_evaluator_ml20m_shape(benchmark):
     coverage metric (both in ``metrics._reference``) side by side; values
     must agree to 1e-12. Targets (issue 18): <= 20 s and <= 2 GiB peak
     RSS growth on 2 cores. ``RSBENCH_EVAL_USERS`` subsamples users (scale factor
-    138,493 / that number); ``RSBENCH_EVAL_REFERENCE=0`` skips the old pass.
+    138,493 / that number); ``RSBENCH_EVAL_REFERENCE=0`` skips the old pass;
+    ``RSBENCH_EVAL_NUMPY=1`` also times the numpy kernels (``ranking._KERNEL``)
+    that the compiled ones replaced.
     """
     pytest.importorskip("psutil")
     import os
@@ -299,6 +301,20 @@ def test_evaluator_ml20m_shape(benchmark):
         "peak_rss_growth_gib": rss.growth / 2**30,
         "mean_auc": float(summarize(frame)["auc"]),
     }
+    if os.environ.get("RSBENCH_EVAL_NUMPY", "0") == "1":
+        # The numpy kernels of the ranking pass and the top-k (stop 12's implementation).
+        import metrics.ranking
+
+        with mock.patch.object(metrics.ranking, "_KERNEL", "numpy"):
+            numpy_run = _timed_evaluation(evaluator, scorer)
+        np.testing.assert_allclose(
+            frame.to_numpy(), numpy_run["frame"].to_numpy(), rtol=0, atol=1e-12, equal_nan=True
+        )
+        info.update(
+            numpy_kernel_seconds=numpy_run["seconds"],
+            numpy_kernel_cpu_seconds=numpy_run["cpu"],
+            speedup_over_numpy_kernel=numpy_run["seconds"] / seconds,
+        )
     if os.environ.get("RSBENCH_EVAL_REFERENCE", "1") != "0":
         with (
             mock.patch("metrics.evaluator._rank", reference_rank),
