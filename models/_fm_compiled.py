@@ -60,31 +60,20 @@ def _accumulate(gu, gp, gq, vu, vp, vq, g, scale, k):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _batch_gradient(
-    table,
-    users,
-    pos,
-    neg,
-    start,
-    end,
-    offset,
-    margin_loss,
-    margin,
-    l2,
-    stamp,
-    step,
-    slot,
-    rows,
-    grads,
-):
-    """Gradient of one batch per distinct table row; returns ``(loss sum, distinct rows)``.
+def _batch_gradient(table, triplets, start, end, objective, scratch, step):
+    """Gradient of triplets ``start:end`` per distinct table row: ``(loss sum, distinct rows)``.
 
-    ``rows[:r]`` lists the distinct rows in first-touch order, ``grads[:r]``
-    their summed gradients (users, positives and negatives alike). A row is
-    known to be in this batch when ``stamp[row] == step``; ``slot[row]`` is its
-    index in ``rows``. Everything is read from the table before any update.
-    Arithmetic is float32, as in the PyTorch step.
+    ``triplets`` is ``(users, pos, neg)``, ``objective`` ``(item_offset,
+    margin_loss, margin, l2_reg)`` and ``scratch`` ``(stamp, slot, rows,
+    grads)``: ``rows[:r]`` lists the distinct rows in first-touch order,
+    ``grads[:r]`` their summed gradients (users, positives and negatives
+    alike). A row is known to be in this batch when ``stamp[row] == step``;
+    ``slot[row]`` is its index in ``rows``. Everything is read from the table
+    before any update. Arithmetic is float32, as in the PyTorch step.
     """
+    users, pos, neg = triplets
+    offset, margin_loss, margin, l2 = objective
+    stamp, slot, rows, grads = scratch
     width = table.shape[1]
     k = width - 1
     n = end - start
@@ -135,69 +124,45 @@ def _adam_row(w, m, v, g, step, root2):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def ids_only_epoch(
-    table,
-    users,
-    pos,
-    neg,
-    batch_size,
-    offset,
-    margin_loss,
-    margin,
-    l2,
-    rule,
-    learning_rate,
-    moments,
-    iterations,
-    stamp,
-    slot,
-    rows,
-    grads,
+    table, triplets, batch_size, objective, rule, learning_rate, moments, iterations, scratch
 ):
     """One epoch of mini-batch steps with ``sgd`` or ``lazy-adam`` on the table, in place.
 
     Parameters
     ----------
     table : float32 array, shape (rows, k + 1)
-        ``[v_j, w_j]`` per feature (users, then items from ``offset``).
-    users, pos, neg : int64 arrays, shape (n,)
-        The epoch's triplets, in order.
+        ``[v_j, w_j]`` per feature (users, then items from ``item_offset``).
+    triplets : tuple of three int64 arrays, shape (n,)
+        The epoch's users, positives and negatives, in order.
+    batch_size : int
+    objective : tuple
+        ``(item_offset, margin_loss, margin, l2_reg)``: ``margin_loss`` selects the
+        hinge, otherwise BPR.
     rule : int
         ``SGD`` or ``LAZY_ADAM``.
     moments : float32 array, shape (rows, 2, k + 1)
         Lazy Adam's ``m`` and ``v`` (unused for SGD).
     iterations : int
         Steps taken before this epoch (Adam's bias correction uses the global step).
-    stamp, slot : int64 arrays, shape (rows,)
-        Scratch: which batch last touched a row, and its slot there.
-    rows, grads : scratch, shapes (3 * batch_size,) and (3 * batch_size, k + 1)
+    scratch : tuple
+        ``(stamp, slot, rows, grads)``: int64 ``(rows,)`` arrays (which batch
+        last touched a row, and its slot there; ``stamp`` starts at -1), and
+        ``(3 * batch_size,)`` int64, ``(3 * batch_size, k + 1)`` float32 arrays.
 
     Returns
     -------
     (float, int)
         Sum of the triplets' pairwise losses, and the step count afterwards.
     """
-    n_total = users.shape[0]
+    n_total = triplets[0].shape[0]
+    rows, grads = scratch[2], scratch[3]
     loss = 0.0
     lr = learning_rate
     for start in range(0, n_total, batch_size):
         end = min(start + batch_size, n_total)
         iterations += 1
         batch_loss, distinct = _batch_gradient(
-            table,
-            users,
-            pos,
-            neg,
-            start,
-            end,
-            offset,
-            margin_loss,
-            margin,
-            l2,
-            stamp,
-            iterations,
-            slot,
-            rows,
-            grads,
+            table, triplets, start, end, objective, scratch, iterations
         )
         loss += batch_loss
         if rule == SGD:
@@ -217,47 +182,16 @@ def ids_only_epoch(
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def ids_only_gradient(
-    table,
-    users,
-    pos,
-    neg,
-    start,
-    end,
-    offset,
-    margin_loss,
-    margin,
-    l2,
-    stamp,
-    step,
-    slot,
-    rows,
-    grads,
-    dense,
-):
+def ids_only_gradient(table, triplets, start, end, objective, scratch, step, dense):
     """The batch gradient scattered into the whole-table ``dense`` (zeroed first).
 
     For the dense update rules (``adam``, ``adagrad``), which then step in
-    torch over the whole table. Returns the batch's loss sum.
+    torch over the whole table; the arguments are :func:`_batch_gradient`'s.
+    Returns the batch's loss sum.
     """
     dense[:, :] = 0.0
-    loss, distinct = _batch_gradient(
-        table,
-        users,
-        pos,
-        neg,
-        start,
-        end,
-        offset,
-        margin_loss,
-        margin,
-        l2,
-        stamp,
-        step,
-        slot,
-        rows,
-        grads,
-    )
+    loss, distinct = _batch_gradient(table, triplets, start, end, objective, scratch, step)
+    rows, grads = scratch[2], scratch[3]
     for s in range(distinct):
         dense[rows[s], :] += grads[s, :]
     return loss

@@ -475,28 +475,21 @@ class FactorizationMachine(TripletRecommender):
                 np.zeros(3 * batch_size, dtype=np.int64),
                 np.zeros((3 * batch_size, table.shape[1]), dtype=np.float32),
             )
-        stamp, slot, rows, grads = self._scratch
-        args = (self._item_offset, self.loss == "margin", float(self.margin), float(self.l2_reg))
+        triplet_arrays = (users, pos, neg)
+        objective = (
+            self._item_offset,
+            self.loss == "margin",
+            float(self.margin),
+            float(self.l2_reg),
+        )
         if self._dense_grad is None:
             lazy = self._optimizer is not None
             rule = compiled.LAZY_ADAM if lazy else compiled.SGD
             moments = self._optimizer.moments.numpy() if lazy else np.zeros((1, 2, 1), np.float32)
             total, self._steps = compiled.ids_only_epoch(
-                table,
-                users,
-                pos,
-                neg,
-                batch_size,
-                *args,
-                rule,
-                float(self.learning_rate),
-                moments,
-                self._steps,
-                stamp,
-                slot,
-                rows,
-                grads,
-            )
+                table, triplet_arrays, batch_size, objective, rule, float(self.learning_rate),
+                moments, self._steps, self._scratch,
+            )  # fmt: skip
             if lazy:
                 self._optimizer.iterations = self._steps
         else:
@@ -504,20 +497,9 @@ class FactorizationMachine(TripletRecommender):
             dense = self._dense_grad.numpy()
             for start in range(0, users.shape[0], batch_size):
                 self._steps += 1
+                end = min(start + batch_size, users.shape[0])
                 total += compiled.ids_only_gradient(
-                    table,
-                    users,
-                    pos,
-                    neg,
-                    start,
-                    min(start + batch_size, users.shape[0]),
-                    *args,
-                    stamp,
-                    self._steps,
-                    slot,
-                    rows,
-                    grads,
-                    dense,
+                    table, triplet_arrays, start, end, objective, self._scratch, self._steps, dense
                 )
                 self._model.table.grad = self._dense_grad
                 self._optimizer.step()

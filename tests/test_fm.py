@@ -296,12 +296,15 @@ def test_compiled_ids_only_gradient_equals_the_torch_gradient(loss, tiny):
     table = model._model.table.detach().numpy()
     dense = np.full_like(table, np.nan)
     rows = table.shape[0]
-    got_loss = compiled.ids_only_gradient(
-        table, users.numpy(), items[:n].numpy(), items[n:].numpy(), 0, n,
-        model._item_offset, loss == "margin", 0.1, 0.05,
-        np.full(rows, -1, np.int64), 1, np.zeros(rows, np.int64),
-        np.zeros(3 * n, np.int64), np.zeros((3 * n, table.shape[1]), np.float32), dense,
-    )  # fmt: skip
+    scratch = (
+        np.full(rows, -1, np.int64),
+        np.zeros(rows, np.int64),
+        np.zeros(3 * n, np.int64),
+        np.zeros((3 * n, table.shape[1]), np.float32),
+    )
+    triplets = (users.numpy(), items[:n].numpy(), items[n:].numpy())
+    objective = (model._item_offset, loss == "margin", 0.1, 0.05)
+    got_loss = compiled.ids_only_gradient(table, triplets, 0, n, objective, scratch, 1, dense)
     np.testing.assert_allclose(got_loss / n, float(expected_loss), rtol=1e-6)
     np.testing.assert_allclose(dense, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert np.abs(expected.numpy()).max() > 1e-3
