@@ -7,6 +7,7 @@ including about a minute to generate its data).
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -301,35 +302,37 @@ def test_evaluator_ml20m_shape(benchmark):
         "peak_rss_growth_gib": rss.growth / 2**30,
         "mean_auc": float(summarize(frame)["auc"]),
     }
-    if os.environ.get("RSBENCH_EVAL_NUMPY", "0") == "1":
-        # The numpy kernels of the ranking pass and the top-k (stop 12's implementation).
-        import metrics.ranking
+    import metrics.ranking
 
-        with mock.patch.object(metrics.ranking, "_KERNEL", "numpy"):
-            numpy_run = _timed_evaluation(evaluator, scorer)
+    # Side by side (values must agree to 1e-12): the numpy kernels of the ranking pass
+    # and the top-k (stop 12's implementation), and the pre-issue-18 passes.
+    others = {
+        "numpy_kernel": (
+            os.environ.get("RSBENCH_EVAL_NUMPY", "0") == "1",
+            [mock.patch.object(metrics.ranking, "_KERNEL", "numpy")],
+        ),
+        "reference": (
+            os.environ.get("RSBENCH_EVAL_REFERENCE", "1") != "0",
+            [
+                mock.patch("metrics.evaluator._rank", reference_rank),
+                mock.patch("metrics.beyond.topk_entries", reference_topk_entries),
+            ],
+        ),
+    }
+    for name, (wanted, patches) in others.items():
+        if not wanted:
+            continue
+        with contextlib.ExitStack() as stack:
+            for patch in patches:
+                stack.enter_context(patch)
+            other = _timed_evaluation(evaluator, scorer)
         np.testing.assert_allclose(
-            frame.to_numpy(), numpy_run["frame"].to_numpy(), rtol=0, atol=1e-12, equal_nan=True
+            frame.to_numpy(), other["frame"].to_numpy(), rtol=0, atol=1e-12, equal_nan=True
         )
-        info.update(
-            numpy_kernel_seconds=numpy_run["seconds"],
-            numpy_kernel_cpu_seconds=numpy_run["cpu"],
-            speedup_over_numpy_kernel=numpy_run["seconds"] / seconds,
-        )
-    if os.environ.get("RSBENCH_EVAL_REFERENCE", "1") != "0":
-        with (
-            mock.patch("metrics.evaluator._rank", reference_rank),
-            mock.patch("metrics.beyond.topk_entries", reference_topk_entries),
-        ):
-            old = _timed_evaluation(evaluator, scorer)
-        np.testing.assert_allclose(
-            frame.to_numpy(), old["frame"].to_numpy(), rtol=0, atol=1e-12, equal_nan=True
-        )
-        info.update(
-            reference_seconds=old["seconds"],
-            reference_cpu_seconds=old["cpu"],
-            reference_peak_rss_growth_gib=old["rss"].growth / 2**30,
-            speedup_over_reference=old["seconds"] / seconds,
-        )
+        info[f"{name}_seconds"] = other["seconds"]
+        info[f"{name}_cpu_seconds"] = other["cpu"]
+        info[f"{name}_peak_rss_growth_gib"] = other["rss"].growth / 2**30
+        info[f"speedup_over_{name}"] = other["seconds"] / seconds
     benchmark.extra_info.update(info)
     print(
         "\n"
