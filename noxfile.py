@@ -88,13 +88,14 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-def _bench(session: nox.Session, suite: str, out: str) -> None:
+def _bench(session: nox.Session, suite: str, out: str, command: str = "run") -> None:
+    """``rsbench <command> --config <suite>`` (``run`` or ``tune``), then its report."""
     env = install(session)
     fetch_data(session, env)
     args = session.posargs or ["--out", out]
     # A failed run is recorded in the tables; still build the report, then fail.
     try:
-        run(session, env, "rsbench", "run", "--config", suite, *args)
+        run(session, env, "rsbench", command, "--config", suite, *args)
     finally:
         out_dir = args[args.index("--out") + 1] if "--out" in args else out
         run(session, env, "rsbench", "report", out_dir)
@@ -121,14 +122,7 @@ def bench_scale(session: nox.Session) -> None:
 @nox.session(name="bench-tuned", venv_backend="none")
 def bench_tuned(session: nox.Session) -> None:
     """Tune every model on one equal budget, then test the best parameters (tuned.toml)."""
-    env = install(session)
-    fetch_data(session, env)
-    args = session.posargs or ["--out", "results/tuned"]
-    try:
-        run(session, env, "rsbench", "tune", "--config", "tuned", *args)
-    finally:
-        out_dir = args[args.index("--out") + 1] if "--out" in args else "results/tuned"
-        run(session, env, "rsbench", "report", out_dir)
+    _bench(session, "tuned", "results/tuned", command="tune")
 
 
 @nox.session(name="bench-ml1m", venv_backend="none")
