@@ -525,8 +525,11 @@ class Runner:
         return RunResult(row, per_user, curve)
 
     def _execute(self, spec: RunSpec) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-        from metrics import Evaluator, summarize
+        from metrics import Evaluator, summarize, warm_up
 
+        # numba's one-time load of the metrics kernels, before any clock starts (and
+        # numba's own set-up, which a compiled model step would otherwise pay in its fit).
+        warm_up()
         data = self.dataset(spec)
         fit_seq, _ = np.random.SeedSequence(spec.seed).spawn(2)
         fit_rng = np.random.default_rng(fit_seq)

@@ -1,4 +1,7 @@
-"""Ranking metrics over the full catalogue, a streaming evaluator and statistics (numpy/scipy)."""
+"""Ranking metrics over the full catalogue, a streaming evaluator and statistics.
+
+numpy/scipy, and numba for the compiled ranking kernels (:mod:`metrics._compiled`).
+"""
 
 from metrics import beyond as _beyond  # noqa: F401  (registers coverage and popularity)
 from metrics.evaluator import Evaluator, summarize
@@ -14,6 +17,7 @@ from metrics.ranking import (
     recall_at_k,
     reciprocal_rank,
     roc_auc,
+    warm_up,
 )
 from metrics.registry import METRICS, Metric, MetricInputs, MetricRegistry, default_metrics
 from metrics.stats import CI, PairedComparison, holm, mean_ci, paired_comparison
@@ -42,4 +46,5 @@ __all__ = [
     "reciprocal_rank",
     "roc_auc",
     "summarize",
+    "warm_up",
 ]

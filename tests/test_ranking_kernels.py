@@ -214,3 +214,16 @@ def test_property_counting_kernel_equals_reference(scores, data, count_from, buc
         with patched(**knobs, _BUCKETS_PER_GROUP=buckets):
             ours = evaluate(*args, ks=(1, 2, 5), ties=ties)
         assert_same(ours, reference_evaluate(*args, ks=(1, 2, 5), ties=ties))
+
+
+def test_warm_up_loads_the_compiled_kernels_for_both_float_types():
+    """The runner calls warm_up before its clocks: afterwards no kernel compiles or loads."""
+    import metrics._compiled as compiled
+    from metrics import warm_up
+
+    assert warm_up() >= 0
+    for kernel in (compiled.above_and_tied_rows, compiled.top_candidate_rows):
+        dtypes = {str(signature[0].dtype) for signature in kernel.signatures}
+        assert {"float32", "float64"} <= dtypes, (kernel, dtypes)
+    with patched(_KERNEL="numpy"):
+        assert warm_up() < 0.05  # nothing to load
