@@ -348,6 +348,48 @@ def test_compiled_ids_only_training_equals_torch_training(optimizer, loss, tiny,
     assert np.abs(tables[True] - start.detach().numpy()).max() > 100 * tolerance
 
 
+@pytest.mark.parametrize("rule", ["sgd", "lazy-adam"])
+def test_compiled_prefetching_changes_no_bit(rule):
+    """``ahead`` only hints the CPU: tables, moments, losses and steps are bit-identical.
+
+    The triplets include the table's last row, so a prefetch of a row's last
+    cache line is exercised at the edge of the allocation.
+    """
+    from models import _fm_compiled as compiled
+
+    gen = np.random.default_rng(0)
+    num_users, num_items, width, batch = 37, 53, 9, 16
+    rows = num_users + num_items
+    n = 203  # the last batch is short
+    triplets = (
+        gen.integers(0, num_users, n),
+        np.append(gen.integers(0, num_items, n - 1), num_items - 1),
+        gen.integers(0, num_items, n),
+    )
+    start = gen.normal(0, 0.3, (rows, width)).astype(np.float32)
+    code = compiled.LAZY_ADAM if rule == "lazy-adam" else compiled.SGD
+    results = {}
+    for ahead in (0, 1, compiled.PREFETCH_AHEAD, 500):
+        table, moments = start.copy(), np.zeros((rows, 2, width), np.float32)
+        scratch = (
+            np.full(rows, -1, np.int64),
+            np.zeros(rows, np.int64),
+            np.zeros(3 * batch, np.int64),
+            np.zeros((3 * batch, width), np.float32),
+        )
+        objective = (num_users, False, 1.0, 0.01)
+        loss, steps = compiled.ids_only_epoch(
+            table, triplets, batch, objective, code, 0.05, moments, 4, scratch, ahead
+        )
+        results[ahead] = (table, moments, loss, steps)
+    table, moments, loss, steps = results[0]
+    assert steps == 4 + 13 and np.abs(table - start).max() > 1e-3
+    for ahead, (other_table, other_moments, other_loss, other_steps) in results.items():
+        assert other_table.tobytes() == table.tobytes(), ahead
+        assert other_moments.tobytes() == moments.tobytes(), ahead
+        assert (other_loss, other_steps) == (loss, steps), ahead
+
+
 def test_lazy_adam_moves_only_the_batch_rows():
     """Hand-computed: Adam's update on touched rows, untouched rows and moments frozen."""
     table = torch.zeros(4, 2)
