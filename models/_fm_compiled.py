@@ -34,7 +34,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["PREFETCH_AHEAD", "ids_only_epoch", "ids_only_gradient"]
+__all__ = ["PREFETCH_AHEAD", "ids_only_epoch", "ids_only_gradient", "warm_up"]
 
 # Update rules of ids_only_epoch (the dense ones step in torch, see ids_only_gradient).
 SGD, LAZY_ADAM = 0, 1
@@ -46,8 +46,8 @@ PREFETCH_AHEAD = 8
 # One cache line of float32 (64 bytes), the prefetch stride along a row.
 _LINE = 16
 # LLVM names the intrinsic by its pointer type: opaque pointers from LLVM 15.
-_PREFETCH_NAME = "llvm.prefetch.p0" if llvmlite.binding.llvm_version_info >= (15,) else (
-    "llvm.prefetch.p0i8"
+_PREFETCH_NAME = (
+    "llvm.prefetch.p0" if llvmlite.binding.llvm_version_info >= (15,) else ("llvm.prefetch.p0i8")
 )
 
 
@@ -282,3 +282,23 @@ def ids_only_gradient(table, triplets, start, end, objective, scratch, step, den
     for s in range(distinct):
         dense[rows[s], :] += grads[s, :]
     return loss
+
+
+def warm_up() -> None:
+    """Load (or compile, the first time in a checkout) both kernels, on a 2-row table.
+
+    With the argument types of :meth:`models.fm.FactorizationMachine._train_epoch_compiled`,
+    so that its calls find the machine code ready.
+    """
+    table = np.zeros((2, 2), np.float32)
+    triplets = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64))
+    scratch = (
+        np.full(2, -1, np.int64),
+        np.zeros(2, np.int64),
+        np.zeros(3, np.int64),
+        np.zeros((3, 2), np.float32),
+    )
+    objective = (1, False, 1.0, 0.0)
+    ids_only_epoch(table, triplets, 1, objective, SGD, 0.0, np.zeros((1, 2, 1), np.float32), 0,
+                   scratch, PREFETCH_AHEAD)  # fmt: skip
+    ids_only_gradient(table, triplets, 0, 1, objective, scratch, 1, np.zeros_like(table))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from bench.interactions import Interactions
 from models.base import (
+    CACHE_BOUND_SCALING,
     DENSE_UPDATE_SCALING,
     TripletRecommender,
     check_finite,
@@ -258,13 +259,22 @@ class FactorizationMachine(TripletRecommender):
 
     @property
     def fit_scaling(self) -> str:  # type: ignore[override]
-        """Why the fit grows faster than the data with a dense optimizer (empty otherwise)."""
+        """Why the fit grows faster than the data: the dense optimizers' whole-table steps,
+        or else the sparse steps' random row accesses (see benchmarks/test_bench_fm.py)."""
         if self.optimizer in ("adam", "adagrad"):
             return DENSE_UPDATE_SCALING.format(
                 what=f"optimizer {self.optimizer!r}",
                 instead="optimizer 'lazy-adam' or 'sgd' touches only the batch's rows",
             )
-        return ""
+        lazy = self.optimizer == "lazy-adam"
+        return CACHE_BOUND_SCALING.format(
+            what=f"optimizer {self.optimizer!r}, on a batch's rows only,",
+            state="the table" + (" and Adam's two moments" if lazy else ""),
+            unit="triplet",
+            size="about 43 MB of table" + (" and 86 MB of moments" if lazy else ""),
+            evidence="benchmarks/test_bench_fm.py (lazy Adam: 2.3x from ML-1M-sized to "
+            "ML-20M-sized tables, with the compiled step's prefetching)",
+        )
 
     notes: ClassVar[str] = (
         "factorization machine over user/item one-hots plus side features, pairwise loss on "
@@ -451,6 +461,13 @@ class FactorizationMachine(TripletRecommender):
         self._cache = None  # the scoring parts are stale
         return float(total) / max(users.shape[0], 1)
 
+    def warm_up(self) -> None:
+        """Load the compiled step's kernels (:func:`models._fm_compiled.warm_up`) before timing."""
+        if _COMPILED:
+            from models import _fm_compiled
+
+            _fm_compiled.warm_up()
+
     def _train_epoch_compiled(self, triplets: Triplets) -> float:
         """:meth:`_train_epoch` on ids only, in compiled loops (:mod:`models._fm_compiled`).
 
@@ -462,10 +479,11 @@ class FactorizationMachine(TripletRecommender):
         """
         from models import _fm_compiled as compiled
 
-        users, pos, neg = (
+        triplet_arrays = tuple(
             np.ascontiguousarray(ids, dtype=np.int64)
             for ids in (triplets.user_ids, triplets.pos_item_ids, triplets.neg_item_ids)
         )
+        n = triplet_arrays[0].shape[0]
         table = self._model.table.detach().numpy()  # the parameter's memory, updated in place
         batch_size = int(self.batch_size)
         if self._scratch is None:
@@ -475,7 +493,6 @@ class FactorizationMachine(TripletRecommender):
                 np.zeros(3 * batch_size, dtype=np.int64),
                 np.zeros((3 * batch_size, table.shape[1]), dtype=np.float32),
             )
-        triplet_arrays = (users, pos, neg)
         objective = (
             self._item_offset,
             self.loss == "margin",
@@ -488,23 +505,23 @@ class FactorizationMachine(TripletRecommender):
             moments = self._optimizer.moments.numpy() if lazy else np.zeros((1, 2, 1), np.float32)
             total, self._steps = compiled.ids_only_epoch(
                 table, triplet_arrays, batch_size, objective, rule, float(self.learning_rate),
-                moments, self._steps, self._scratch,
+                moments, self._steps, self._scratch, compiled.PREFETCH_AHEAD,
             )  # fmt: skip
             if lazy:
                 self._optimizer.iterations = self._steps
         else:
             total = 0.0
             dense = self._dense_grad.numpy()
-            for start in range(0, users.shape[0], batch_size):
+            for start in range(0, n, batch_size):
                 self._steps += 1
-                end = min(start + batch_size, users.shape[0])
+                end = min(start + batch_size, n)
                 total += compiled.ids_only_gradient(
                     table, triplet_arrays, start, end, objective, self._scratch, self._steps, dense
                 )
                 self._model.table.grad = self._dense_grad
                 self._optimizer.step()
         self._cache = None  # the scoring parts are stale
-        return float(total) / max(users.shape[0], 1)
+        return float(total) / max(n, 1)
 
     def _loss_slope(self, diff: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch-mean pairwise loss on ``diff`` (n,) and its derivative ``dloss/ddiff`` (n,)."""

@@ -10,7 +10,14 @@ import scipy.sparse as sp
 from lightfm import LightFM
 
 from bench.interactions import Interactions
-from models.base import EpochCallback, Recommender, check_finite, check_positive, derive_seed
+from models.base import (
+    CACHE_BOUND_SCALING,
+    EpochCallback,
+    Recommender,
+    check_finite,
+    check_positive,
+    derive_seed,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from bench.dataset import SideFeatures
@@ -90,13 +97,12 @@ class LightFMModel(Recommender):
     can_score_cold_users: ClassVar[bool] = True
     can_score_cold_items: ClassVar[bool] = True
     iterative: ClassVar[bool] = True
-    fit_scaling: ClassVar[str] = (
-        "by its implementation, not its algorithm: LightFM's Cython loop updates one "
-        "(user, item) pair at a time, reading and writing the pair's factor and "
-        "learning-rate rows, so once those tables outgrow the CPU caches (at ML-20M shape "
-        "with 64 components, about 85 MB of user and item state) each update waits on "
-        "main memory and the cost per positive grows with users + items; "
-        "benchmarks/test_bench_lightfm.py measures it at a fixed number of positives"
+    fit_scaling: ClassVar[str] = CACHE_BOUND_SCALING.format(
+        what="LightFM's Cython loop, one (user, item) pair at a time,",
+        state="the factor and learning-rate tables",
+        unit="positive",
+        size="about 85 MB of user and item state",
+        evidence="benchmarks/test_bench_lightfm.py",
     )
     notes: ClassVar[str] = (
         "LightFM samples its own negatives (WARP/BPR inside LightFM); the common sampler is "

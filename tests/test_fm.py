@@ -348,6 +348,20 @@ def test_compiled_ids_only_training_equals_torch_training(optimizer, loss, tiny,
     assert np.abs(tables[True] - start.detach().numpy()).max() > 100 * tolerance
 
 
+def test_warm_up_loads_the_kernels_every_ids_only_fit_calls(tiny):
+    """After ``warm_up`` no fit compiles: each kernel's signature set stays the same."""
+    from models import _fm_compiled as compiled
+
+    FactorizationMachine().warm_up()
+    kernels = (compiled.ids_only_epoch, compiled.ids_only_gradient)
+    ready = [set(kernel.signatures) for kernel in kernels]
+    assert all(ready)
+    for optimizer in ("sgd", "lazy-adam", "adam", "adagrad"):
+        model = _fit(FactorizationMachine(latent_dim=4, optimizer=optimizer, epochs=1), tiny)
+        assert model._ids_only
+    assert [set(kernel.signatures) for kernel in kernels] == ready
+
+
 @pytest.mark.parametrize("rule", ["sgd", "lazy-adam"])
 def test_compiled_prefetching_changes_no_bit(rule):
     """``ahead`` only hints the CPU: tables, moments, losses and steps are bit-identical.
@@ -552,3 +566,17 @@ def test_fm_with_side_features_on_ua(ml100k):
     assert model._num_user_features == ml100k.user_features.num_features
     assert model._num_item_features == ml100k.item_features.num_features
     assert _auc(model, ml100k) >= 0.90
+
+
+def test_fit_scaling_names_the_cost_of_each_update_rule():
+    """Dense rules: whole-table steps; sparse rules: random row accesses (the benchmark's)."""
+    for optimizer in ("adam", "adagrad"):
+        assert (
+            "every row of the weight tables"
+            in FactorizationMachine(optimizer=optimizer).fit_scaling
+        )
+    lazy = FactorizationMachine(optimizer="lazy-adam").fit_scaling
+    sgd = FactorizationMachine(optimizer="sgd").fit_scaling
+    assert lazy.startswith("by memory") and "Adam's two moments" in lazy
+    assert sgd.startswith("by memory") and "moments" not in sgd
+    assert "benchmarks/test_bench_fm.py" in lazy

@@ -103,6 +103,42 @@ def test_run_spec_identity_and_validation():
             RunSpec(model="ease", **bad)
 
 
+class WarmingUp(Counting):
+    """Counting whose warm-up takes 100 s on the runner's clock (see the test)."""
+
+    events: ClassVar[list[str]] = []
+    clock_offset: ClassVar[list[float]] = [0.0]
+
+    def warm_up(self):
+        WarmingUp.events.append("warm-up")
+        WarmingUp.clock_offset[0] += 100.0
+
+    def fit(self, train, **kwargs):
+        WarmingUp.events.append("fit")
+        return super().fit(train, **kwargs)
+
+
+def test_runner_warms_the_model_up_before_its_fit_clock(monkeypatch):
+    """``warm_up`` runs once, before ``fit``, and its time is in neither fit nor evaluation."""
+    import time
+
+    real = time.perf_counter
+    WarmingUp.events.clear()
+    WarmingUp.clock_offset[0] = 0.0
+    monkeypatch.setattr(
+        bench.runner.time, "perf_counter", lambda: real() + WarmingUp.clock_offset[0]
+    )
+    reg = test_registry()
+    reg.register("warming", "test_runner:WarmingUp")
+    result = Runner(reg, loader=fake_loader).run(
+        RunSpec(model="warming", seed=0, dataset="synthetic")
+    )
+    assert result.ok, result.row["error"]
+    assert WarmingUp.events == ["warm-up", "fit"]
+    assert WarmingUp.clock_offset[0] == 100.0  # the warm-up ran, and moved the clock
+    assert result.row["fit_seconds"] < 50 and result.row["eval_seconds"] < 50
+
+
 def test_runner_measures_and_records_a_learning_curve():
     runner = Runner(test_registry(), loader=fake_loader)
     result = runner.run(RunSpec(model="counting", seed=0, dataset="synthetic"))
