@@ -19,22 +19,18 @@ import time
 
 import numpy as np
 import pytest
+from _table_sizes import SHAPES, draw_pairs
 
 from models import _fm_compiled as compiled
 
 TRIPLETS = 1_000_000
-SHAPES = {"ml-1m": (6040, 3706), "ml-20m": (138_493, 26_744)}
 FACTORS, BATCH = 64, 256
 
 
 def _triplets(num_users: int, num_items: int, seed: int = 0):
     """Users uniform, positives Zipf(0.8) popular, negatives uniform (the ``uniform`` sampler)."""
     gen = np.random.default_rng(seed)
-    popularity = (np.arange(num_items) + 1.0) ** -0.8
-    cdf = np.cumsum(popularity[gen.permutation(num_items)])
-    cdf /= cdf[-1]
-    users = gen.integers(0, num_users, TRIPLETS)
-    pos = np.minimum(np.searchsorted(cdf, gen.random(TRIPLETS)), num_items - 1)
+    users, pos = draw_pairs(gen, num_users, num_items, TRIPLETS)
     neg = gen.integers(0, num_items, TRIPLETS)
     return users.astype(np.int64), pos.astype(np.int64), neg.astype(np.int64)
 

@@ -16,19 +16,14 @@ import time
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _table_sizes import SHAPES, draw_pairs
 
 POSITIVES = 1_000_000
-SHAPES = {"ml-1m": (6040, 3706), "ml-20m": (138_493, 26_744)}
 
 
 def _interactions(num_users: int, num_items: int, seed: int = 0) -> sp.coo_matrix:
     """About POSITIVES distinct (user, item) pairs, Zipf(0.8) item popularity."""
-    gen = np.random.default_rng(seed)
-    popularity = (np.arange(num_items) + 1.0) ** -0.8
-    cdf = np.cumsum(popularity[gen.permutation(num_items)])
-    cdf /= cdf[-1]
-    users = gen.integers(0, num_users, POSITIVES)
-    items = np.minimum(np.searchsorted(cdf, gen.random(POSITIVES)), num_items - 1)
+    users, items = draw_pairs(np.random.default_rng(seed), num_users, num_items, POSITIVES)
     matrix = sp.csr_matrix(
         (np.ones(POSITIVES, np.float32), (users, items)), shape=(num_users, num_items)
     )
