@@ -80,8 +80,11 @@ def test_fm_lazy_adam_cost_per_triplet_against_table_size(benchmark):
         "prefetch_speedup_ml20m": median["ml-20m_ahead0"] / median[f"ml-20m_ahead{ahead}"],
     }
     benchmark.extra_info.update(info)
-    print("\n" + ", ".join(f"{k}={v:.3f}" for k, v in info.items()))
-    assert all(np.isfinite(list(median.values())))
+    print("\n" + ", ".join(f"{k}={v:.4g}" for k, v in info.items()))
+    # The two claims the adapter makes: the cost per triplet grows with the tables
+    # (fit_scaling), and prefetching cuts it where the tables outgrow the caches.
+    assert info["growth_ml20m_over_ml1m"] > 1.2, info
+    assert info["prefetch_speedup_ml20m"] > 1.1, info
 
 
 if __name__ == "__main__":  # pragma: no cover

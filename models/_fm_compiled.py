@@ -18,8 +18,9 @@ touched since the row's previous batch. The gradient loop therefore asks the
 CPU to prefetch the table rows of the triplet ``PREFETCH_AHEAD`` ahead, and
 the moments row of every row the batch touches for the first time, so that
 those loads overlap the arithmetic (an LLVM ``prefetch`` hint: it changes no
-value). Measured at the scale suite's largest size, 1.42-1.64 us a triplet
-without it and 0.83-0.89 us with it (``benchmarks/test_bench_fm.py``).
+value). Measured on the scale suite's largest epoch of triplets, 1.42-1.64 us a
+triplet without it and 0.75-0.89 us with it; ``benchmarks/test_bench_fm.py``
+compares the two side by side.
 """
 
 from __future__ import annotations
@@ -46,9 +47,8 @@ PREFETCH_AHEAD = 8
 # One cache line of float32 (64 bytes), the prefetch stride along a row.
 _LINE = 16
 # LLVM names the intrinsic by its pointer type: opaque pointers from LLVM 15.
-_PREFETCH_NAME = (
-    "llvm.prefetch.p0" if llvmlite.binding.llvm_version_info >= (15,) else ("llvm.prefetch.p0i8")
-)
+_OPAQUE_POINTERS = llvmlite.binding.llvm_version_info >= (15,)
+_PREFETCH_NAME = "llvm.prefetch.p0" if _OPAQUE_POINTERS else "llvm.prefetch.p0i8"
 
 
 @intrinsic
