@@ -39,12 +39,7 @@ def _us_per_triplet(num_users: int, triplets, table: np.ndarray, ahead: int) -> 
     rows, width = table.shape
     table = table.copy()
     moments = np.zeros((rows, 2, width), np.float32)
-    scratch = (
-        np.full(rows, -1, np.int64),
-        np.zeros(rows, np.int64),
-        np.zeros(3 * BATCH, np.int64),
-        np.zeros((3 * BATCH, width), np.float32),
-    )
+    scratch = compiled.make_scratch(rows, BATCH, width)
     objective = (num_users, False, 1.0, 0.01)  # BPR, the preset's l2_reg
     start = time.perf_counter()
     compiled.ids_only_epoch(

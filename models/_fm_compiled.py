@@ -35,7 +35,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["PREFETCH_AHEAD", "ids_only_epoch", "ids_only_gradient", "warm_up"]
+__all__ = ["PREFETCH_AHEAD", "ids_only_epoch", "ids_only_gradient", "make_scratch", "warm_up"]
 
 # Update rules of ids_only_epoch (the dense ones step in torch, see ids_only_gradient).
 SGD, LAZY_ADAM = 0, 1
@@ -226,7 +226,8 @@ def ids_only_epoch(
     scratch : tuple
         ``(stamp, slot, rows, grads)``: int64 ``(rows,)`` arrays (which batch
         last touched a row, and its slot there; ``stamp`` starts at -1), and
-        ``(3 * batch_size,)`` int64, ``(3 * batch_size, k + 1)`` float32 arrays.
+        ``(3 * batch_size,)`` int64, ``(3 * batch_size, k + 1)`` float32 arrays
+        (:func:`make_scratch` builds them).
     ahead : int
         How many triplets ahead to prefetch table rows (0: no prefetching,
         for side-by-side timings; the results are the same).
@@ -284,6 +285,20 @@ def ids_only_gradient(table, triplets, start, end, objective, scratch, step, den
     return loss
 
 
+def make_scratch(num_rows: int, batch_size: int, width: int) -> tuple[np.ndarray, ...]:
+    """The kernels' ``scratch``: ``(stamp, slot, rows, grads)``, see :func:`ids_only_epoch`.
+
+    ``stamp`` starts at -1 (no batch has touched a row yet); keep the same
+    arrays across epochs, since stamps are global step numbers.
+    """
+    return (
+        np.full(num_rows, -1, dtype=np.int64),  # stamp: the last batch that touched a row
+        np.zeros(num_rows, dtype=np.int64),  # slot: the row's index in that batch's lists
+        np.zeros(3 * batch_size, dtype=np.int64),  # rows: the batch's distinct rows
+        np.zeros((3 * batch_size, width), dtype=np.float32),  # grads: their gradients
+    )
+
+
 def warm_up() -> None:
     """Load (or compile, the first time in a checkout) both kernels, on a 2-row table.
 
@@ -292,12 +307,7 @@ def warm_up() -> None:
     """
     table = np.zeros((2, 2), np.float32)
     triplets = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64))
-    scratch = (
-        np.full(2, -1, np.int64),
-        np.zeros(2, np.int64),
-        np.zeros(3, np.int64),
-        np.zeros((3, 2), np.float32),
-    )
+    scratch = make_scratch(2, 1, 2)
     objective = (1, False, 1.0, 0.0)
     ids_only_epoch(table, triplets, 1, objective, SGD, 0.0, np.zeros((1, 2, 1), np.float32), 0,
                    scratch, PREFETCH_AHEAD)  # fmt: skip

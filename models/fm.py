@@ -487,12 +487,7 @@ class FactorizationMachine(TripletRecommender):
         table = self._model.table.detach().numpy()  # the parameter's memory, updated in place
         batch_size = int(self.batch_size)
         if self._scratch is None:
-            self._scratch = (
-                np.full(table.shape[0], -1, dtype=np.int64),  # stamp: last batch per row
-                np.zeros(table.shape[0], dtype=np.int64),  # slot of the row in that batch
-                np.zeros(3 * batch_size, dtype=np.int64),
-                np.zeros((3 * batch_size, table.shape[1]), dtype=np.float32),
-            )
+            self._scratch = compiled.make_scratch(table.shape[0], batch_size, table.shape[1])
         objective = (
             self._item_offset,
             self.loss == "margin",

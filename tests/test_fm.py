@@ -296,12 +296,7 @@ def test_compiled_ids_only_gradient_equals_the_torch_gradient(loss, tiny):
     table = model._model.table.detach().numpy()
     dense = np.full_like(table, np.nan)
     rows = table.shape[0]
-    scratch = (
-        np.full(rows, -1, np.int64),
-        np.zeros(rows, np.int64),
-        np.zeros(3 * n, np.int64),
-        np.zeros((3 * n, table.shape[1]), np.float32),
-    )
+    scratch = compiled.make_scratch(rows, n, table.shape[1])
     triplets = (users.numpy(), items[:n].numpy(), items[n:].numpy())
     objective = (model._item_offset, loss == "margin", 0.1, 0.05)
     got_loss = compiled.ids_only_gradient(table, triplets, 0, n, objective, scratch, 1, dense)
@@ -385,12 +380,7 @@ def test_compiled_prefetching_changes_no_bit(rule):
     results = {}
     for ahead in (0, 1, compiled.PREFETCH_AHEAD, 500):
         table, moments = start.copy(), np.zeros((rows, 2, width), np.float32)
-        scratch = (
-            np.full(rows, -1, np.int64),
-            np.zeros(rows, np.int64),
-            np.zeros(3 * batch, np.int64),
-            np.zeros((3 * batch, width), np.float32),
-        )
+        scratch = compiled.make_scratch(rows, batch, width)
         objective = (num_users, False, 1.0, 0.01)
         loss, steps = compiled.ids_only_epoch(
             table, triplets, batch, objective, code, 0.05, moments, 4, scratch, ahead
