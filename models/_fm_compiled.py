@@ -27,69 +27,16 @@ from __future__ import annotations
 
 import math
 
-import llvmlite.binding
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
+
+from models._prefetch import PREFETCH_AHEAD, prefetch_row
 
 __all__ = ["PREFETCH_AHEAD", "ids_only_epoch", "ids_only_gradient", "make_scratch", "warm_up"]
 
 # Update rules of ids_only_epoch (the dense ones step in torch, see ids_only_gradient).
 SGD, LAZY_ADAM = 0, 1
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8
-
-#: Triplets between a prefetch of a triplet's table rows and their use (0: no
-#: prefetching). 4 to 32 measured within noise of each other at ML-20M shape.
-PREFETCH_AHEAD = 8
-# One cache line of float32 (64 bytes), the prefetch stride along a row.
-_LINE = 16
-# LLVM names the intrinsic by its pointer type: opaque pointers from LLVM 15.
-_OPAQUE_POINTERS = llvmlite.binding.llvm_version_info >= (15,)
-_PREFETCH_NAME = "llvm.prefetch.p0" if _OPAQUE_POINTERS else "llvm.prefetch.p0i8"
-
-
-@intrinsic
-def _prefetch(typingctx, array, row, col):
-    """Hint the CPU to load the cache line of ``array[row, col]`` (2-d; no bounds check).
-
-    ``llvm.prefetch`` with write intent and high locality: it neither reads
-    nor faults, so it changes no result.
-    """
-    sig = types.void(array, row, col)
-
-    def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        view = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer2(
-            context,
-            builder,
-            view.data,
-            cgutils.unpack_tuple(builder, view.shape),
-            cgutils.unpack_tuple(builder, view.strides),
-            array_type.layout,
-            [args[1], args[2]],
-        )
-        byte_pointer = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
-        function = cgutils.get_or_insert_function(builder.module, function_type, _PREFETCH_NAME)
-        # (address, 1 = write, 3 = keep in all cache levels, 1 = data cache)
-        builder.call(function, [builder.bitcast(pointer, byte_pointer), i32(1), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _prefetch_row(array, row):
-    """Prefetch every cache line of the 2-d ``array``'s row ``row``."""
-    width = array.shape[1]
-    for col in range(0, width, _LINE):
-        _prefetch(array, row, col)
-    _prefetch(array, row, width - 1)  # the last line, when the row is not line-aligned
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy", inline="never")
@@ -154,9 +101,9 @@ def _batch_gradient(table, triplets, start, end, objective, scratch, step, ahead
     n_total = users.shape[0]
     for e in range(start, end):
         if ahead > 0 and e + ahead < n_total:  # the next batch's first rows too
-            _prefetch_row(table, users[e + ahead])
-            _prefetch_row(table, pos[e + ahead] + offset)
-            _prefetch_row(table, neg[e + ahead] + offset)
+            prefetch_row(table, users[e + ahead])
+            prefetch_row(table, pos[e + ahead] + offset)
+            prefetch_row(table, neg[e + ahead] + offset)
         u = users[e]
         p = pos[e] + offset
         q = neg[e] + offset
@@ -176,7 +123,7 @@ def _batch_gradient(table, triplets, start, end, objective, scratch, step, ahead
                 slot[row] = distinct
                 rows[distinct] = row
                 if ahead > 0:
-                    _prefetch_row(upcoming, row)
+                    prefetch_row(upcoming, row)
                 grads[distinct, :] = 0.0
                 distinct += 1
         _accumulate(
