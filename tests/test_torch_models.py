@@ -141,6 +141,98 @@ def test_lazy_sgd_decay_touches_only_the_batch_rows():
     torch.testing.assert_close(model._user_table[2:], before_users[2:] * 0.98)
 
 
+def _triplet_epoch(num_users, num_items, n, seed):
+    """Random triplets with repeated users and items (int32, as the sampler's)."""
+    from bench.sampler import Triplets
+
+    rng = np.random.default_rng(seed)
+    return Triplets(
+        rng.integers(0, num_users, n, dtype=np.int32),
+        rng.integers(0, num_items, n, dtype=np.int32),
+        rng.integers(0, num_items, n, dtype=np.int32),
+    )
+
+
+def _epochs(monkeypatch, compiled, params, epochs=2, seed=5):
+    """Tables and losses after ``epochs`` epochs of the torch or the compiled SGD step."""
+    monkeypatch.setattr("models.torch_triplet._COMPILED", compiled)
+    model = _built(TorchBilinear(optimizer="sgd", **params), 17, 19)
+    model._item_table[3] = 1e-9  # below the norm cap: scaled by a constant, no projection
+    assert model._uses_compiled_step() is compiled
+    losses = []
+    with model._epoch_context():
+        for epoch in range(epochs):
+            losses.append(model._train_epoch(_triplet_epoch(17, 19, 203, seed + epoch)))
+    assert model._decay_scale == 1.0  # folded in at the end of each epoch
+    return model._user_table.numpy().copy(), model._item_table.numpy().copy(), losses
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+@pytest.mark.parametrize(
+    "lr, l2",
+    # (2.0, 0.1): factor 0.6 per batch, folded in mid-epoch; (50, 1e-6): the fast preset.
+    [(0.5, 0.0), (50.0, 1e-6), (2.0, 0.1)],
+)
+def test_compiled_sgd_epoch_matches_the_torch_step(monkeypatch, similarity, lr, l2):
+    # 203 triplets in batches of 16: a short last batch, rows repeated within batches.
+    params = {"latent_dim": 6, "similarity": similarity, "learning_rate": lr, "l2_reg": l2,
+              "batch_size": 16, "margin": 0.5}  # fmt: skip
+    torch_users, torch_items, torch_losses = _epochs(monkeypatch, False, params)
+    users, items, losses = _epochs(monkeypatch, True, params)
+    scale = max(np.abs(torch_users).max(), np.abs(torch_items).max())
+    np.testing.assert_allclose(users, torch_users, rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(items, torch_items, rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(losses, torch_losses, rtol=1e-5)
+    start = _built(TorchBilinear(optimizer="sgd", **params), 17, 19)
+    assert np.abs(items - start._item_table.numpy()).max() > 1e-2  # it trained
+
+
+def test_compiled_sgd_epoch_prefetch_changes_no_value():
+    """Prefetching is a hint: 0, 1, 8 or 500 triplets ahead give the same bytes."""
+    from models import _bilinear_compiled as compiled
+
+    triplets = _triplet_epoch(17, 19, 203, 0)
+    ids = tuple(np.ascontiguousarray(x, dtype=np.int64) for x in vars(triplets).values())
+    # The last row of each table is among the ids: the farthest prefetch stays inside.
+    ids[0][-1], ids[1][-1], ids[2][0] = 16, 18, 18
+    results = []
+    for ahead in (0, 1, 8, 500):
+        model = _built(TorchBilinear(latent_dim=5, batch_size=16, l2_reg=0.1, learning_rate=2.0),
+                       17, 19)  # fmt: skip
+        users, items = model._user_table.numpy(), model._item_table.numpy()
+        steps = np.zeros((3, 16, 5), np.float32)
+        out = compiled.sgd_epoch(users, items, ids, 16, (True, 1.0, 1e-7),
+                                 (2.0, 0.6, 1.0, 2.0**-20), steps, ahead)  # fmt: skip
+        results.append((users.tobytes(), items.tobytes(), out))
+    assert all(result == results[0] for result in results[1:])
+
+
+def test_compiled_step_runs_only_where_it_is_the_same_update(tiny):
+    def uses(**params):
+        model = _built(TorchBilinear(**params), 5, 6)
+        return model._uses_compiled_step()
+
+    assert uses()  # the fast preset: SGD, lazy decay, CPU
+    assert uses(l2_reg=0.0)
+    assert not uses(optimizer="adam")
+    assert not uses(learning_rate=2.0, l2_reg=0.2)  # decay 0.2 per batch: applied eagerly
+    eager = TorchBilinear()
+    eager.lazy_decay = False
+    assert not _built(eager, 5, 6)._uses_compiled_step()
+
+
+def test_warm_up_loads_the_compiled_epoch_every_sgd_fit_calls(tiny, rng):
+    """After ``warm_up`` no fit compiles: the kernel's signature set stays the same."""
+    from models import _bilinear_compiled as compiled
+
+    TorchBilinear().warm_up()
+    ready = set(compiled.sgd_epoch.signatures)
+    assert ready
+    for similarity in ("cosine", "dot"):
+        TorchBilinear(latent_dim=4, epochs=1, similarity=similarity).fit(tiny.train, rng=rng)
+    assert set(compiled.sgd_epoch.signatures) == ready
+
+
 def test_bilinear_adam_first_step_is_keras_adam():
     # Keras's Adam, first step: m = 0.1 g, v = 0.001 g^2,
     # alpha = lr sqrt(1 - 0.999) / (1 - 0.9), update = alpha m / (sqrt(v) + 1e-7).
