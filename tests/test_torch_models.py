@@ -265,6 +265,14 @@ def test_bilinear_score_is_cosine_of_the_tables(tiny, rng):
         items / np.linalg.norm(items, axis=1, keepdims=True)
     ).T
     np.testing.assert_allclose(model.score(np.arange(tiny.num_users)), expected, atol=1e-5)
+    # A block normalises only its own user rows: the same bytes as normalising the
+    # whole user table first (the way scoring did before), then taking the rows.
+    from models.torch_triplet import _normalize
+
+    block = np.array([5, 0, 3, 3])
+    whole = _normalize(torch.from_numpy(users))[torch.from_numpy(block)]
+    before = (whole @ _normalize(torch.from_numpy(items)).T).numpy()
+    assert model.score(block).tobytes() == before.tobytes()
 
 
 @pytest.mark.parametrize("n_hidden", [0, 1, 2])
