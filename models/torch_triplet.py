@@ -440,8 +440,8 @@ class TorchBilinear(_TorchTriplet):
             # -lr G scattered row by row (index_add_ without ``alpha``: its
             # alpha path is several times slower on CPU).
             lr = float(self.learning_rate)
-            decay = 1 - 2 * lr * l2
-            if l2 > 0 and self.lazy_decay and abs(decay) >= _LAZY_MIN_DECAY:
+            decay, lazy = self._sgd_decay()
+            if l2 > 0 and lazy:
                 # Lazy decay: the true tables are W = s V (V stored, s one scalar
                 # shared by both tables, which decay alike). c W - lr G
                 # = (c s) (V - lr G / (c s)): scale s by c and scatter the step
@@ -497,14 +497,21 @@ class TorchBilinear(_TorchTriplet):
         finally:
             self._fold_decay()
 
+    def _sgd_decay(self) -> tuple[float, bool]:
+        """SGD's per-batch L2 decay factor ``1 - 2 lr l2_reg`` (1 without L2), and whether
+        it is applied lazily (``lazy_decay`` and the factor at least ``_LAZY_MIN_DECAY``)."""
+        l2 = float(self.l2_reg)
+        decay = 1 - 2 * float(self.learning_rate) * l2 if l2 > 0 else 1.0
+        return decay, self.lazy_decay and abs(decay) >= _LAZY_MIN_DECAY
+
     def _uses_compiled_step(self) -> bool:
         """Whether epochs run in :mod:`models._bilinear_compiled` (SGD, lazy decay, CPU)."""
-        if not (_COMPILED and self.lazy_decay and self._grads is None):
-            return False
-        if self._device.type != "cpu":
-            return False
-        l2 = float(self.l2_reg)
-        return l2 == 0 or abs(1 - 2 * float(self.learning_rate) * l2) >= _LAZY_MIN_DECAY
+        return (
+            _COMPILED
+            and self._grads is None
+            and self._device.type == "cpu"
+            and self._sgd_decay()[1]
+        )
 
     def warm_up(self) -> None:
         """Load the compiled SGD epoch (:func:`models._bilinear_compiled.warm_up`) before timing."""
@@ -530,10 +537,9 @@ class TorchBilinear(_TorchTriplet):
         users, items = self._user_table.numpy(), self._item_table.numpy()
         if self._steps is None:
             self._steps = np.zeros((3, batch_size, users.shape[1]), dtype=np.float32)
-        lr, l2 = float(self.learning_rate), float(self.l2_reg)
-        decay = 1 - 2 * lr * l2 if l2 > 0 else 1.0
+        decay, _ = self._sgd_decay()
         model = (self.similarity == "cosine", float(self.margin), _NORM_EPSILON)
-        rule = (lr, decay, float(self._decay_scale), _LAZY_FOLD_BELOW)
+        rule = (float(self.learning_rate), decay, float(self._decay_scale), _LAZY_FOLD_BELOW)
         loss, batches, self._decay_scale = compiled.sgd_epoch(
             users, items, ids, batch_size, model, rule, self._steps, compiled.PREFETCH_AHEAD
         )
