@@ -160,8 +160,14 @@ def test_bad_input():
 # Scale (issue 18): the seen-pair index, its memory bound, chunked hard negatives,
 # and the same stream of triplets as the pre-issue-18 sampler for the same seed.
 # ---------------------------------------------------------------------------
-def _reference_epoch(train, strategy, rng, score_pairs=None, candidates=10, margin=1.0):
-    """The pre-issue-18 sampler, with a Python set as the seen-pair lookup."""
+def _reference_epoch(
+    train, strategy, rng, score_pairs=None, candidates=10, margin=1.0, rounds=None
+):
+    """The pre-issue-18 sampler, with a Python set as the seen-pair lookup.
+
+    ``rounds``: rejection rounds before the pending draws are made by rank among
+    the user's unseen items, listed by brute force (None: no cap, as before).
+    """
     seen_set = set(zip(train.user_ids.tolist(), train.item_ids.tolist()))
 
     def is_seen(users, items):
@@ -170,10 +176,20 @@ def _reference_epoch(train, strategy, rng, score_pairs=None, candidates=10, marg
     def unseen(users):
         neg = rng.integers(0, train.num_items, size=users.shape[0], dtype=np.int32)
         todo = np.flatnonzero(is_seen(users, neg))
-        while todo.size:
+        done = 0
+        while todo.size and (rounds is None or done < rounds):
             redraw = rng.integers(0, train.num_items, size=todo.size, dtype=np.int32)
             neg[todo] = redraw
             todo = todo[is_seen(users[todo], redraw)]
+            done += 1
+        if todo.size:
+            lists = {
+                u: [i for i in range(train.num_items) if (u, i) not in seen_set]
+                for u in set(users[todo].tolist())
+            }
+            sizes = np.array([len(lists[u]) for u in users[todo].tolist()])
+            ranks = rng.integers(0, sizes)
+            neg[todo] = [lists[u][r] for u, r in zip(users[todo].tolist(), ranks.tolist())]
         return neg
 
     order = rng.permutation(len(train))
@@ -224,15 +240,24 @@ def test_is_seen_matches_brute_force_with_unsorted_duplicates_and_empty_users(rn
         "bitmap": -(-40 * 23 // 8),
         "rows": 4 * len(seen_set) + 8 * 41,
     }[index_kind]
-    assert sampler.seen_index_bytes == bound
+    # Plus each user's count of unseen items (the range of the rank draw).
+    assert sampler.seen_index_bytes == bound + 4 * 40
 
 
+@pytest.mark.parametrize("rounds", [32, None])
 @pytest.mark.parametrize("strategy", ["uniform-unseen", "hard"])
-def test_same_stream_as_the_pre_scale_sampler(train, index_kind, strategy, monkeypatch):
+def test_same_stream_as_the_pre_scale_sampler(train, index_kind, strategy, rounds, monkeypatch):
     import bench.sampler as sampler_module
 
     # Tiny chunks: the chunked hard sampler must consume the generator identically.
     monkeypatch.setattr(sampler_module, "_HARD_CHUNK_PAIRS", 97)
+    # The fixture has users positive on 199 of 200 items: with the default cap (32
+    # rounds) their pending draws are made by rank; without one (None: as before the
+    # cap) rejection goes on, and the stream is the pre-issue-18 sampler's.
+    if rounds is None:
+        monkeypatch.setattr(sampler_module, "_REJECTION_ROUNDS", 10**9)
+    else:
+        assert sampler_module._REJECTION_ROUNDS == rounds
     item_scores = np.linspace(-1, 1, train.num_items)
     calls = []
 
@@ -245,8 +270,9 @@ def test_same_stream_as_the_pre_scale_sampler(train, index_kind, strategy, monke
     if strategy == "hard":
         assert max(calls) <= 97  # score_pairs never sees more than one chunk
     want = _reference_epoch(
-        train, strategy, np.random.default_rng(11), score_pairs, candidates=10, margin=0.2
-    )
+        train, strategy, np.random.default_rng(11), score_pairs, candidates=10, margin=0.2,
+        rounds=rounds,
+    )  # fmt: skip
     for a, b in zip((got.user_ids, got.pos_item_ids, got.neg_item_ids), want):
         np.testing.assert_array_equal(a, b)
 
@@ -262,3 +288,76 @@ def test_hard_all_seen_rows_fall_back_to_exact_unseen_draws(monkeypatch):
     for _ in range(20):
         t = sampler.sample(rng, score_pairs=lambda u, i: np.zeros(len(i)))
         assert not sampler.is_seen(t.user_ids, t.neg_item_ids).any()
+
+
+def _nearly_full_train() -> Interactions:
+    """User 0 positive on 44 of 47 items, user 1 on 40, users 2-4 on a few, user 5 on none."""
+    rng = np.random.default_rng(8)
+    rows = [(0, i) for i in range(47) if i not in (3, 20, 46)]
+    rows += [(1, i) for i in rng.choice(47, size=40, replace=False)]
+    rows += [(u, i) for u in (2, 3, 4) for i in rng.choice(47, size=5, replace=False)]
+    users, items = np.array(rows).T
+    return Interactions(users, items, num_users=6, num_items=47)
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 32])
+def test_uniform_unseen_draws_by_rank_are_uniform_over_each_users_unseen_items(
+    index_kind, rounds, monkeypatch
+):
+    import bench.sampler as sampler_module
+
+    # rounds=0: every rejected draw is made by rank; tiny chunks split the users.
+    monkeypatch.setattr(sampler_module, "_REJECTION_ROUNDS", rounds)
+    monkeypatch.setattr(sampler_module, "_RANK_CHUNK_CELLS", 50)
+    train = _nearly_full_train()
+    sampler = NegativeSampler(train, strategy="uniform-unseen")
+    assert sampler._seen[0] == index_kind
+    users = np.repeat(np.arange(6), 3_000).astype(np.int32)
+    negs = sampler._unseen(users, np.random.default_rng(9))
+    positives = set(zip(train.user_ids.tolist(), train.item_ids.tolist()))
+    for user in range(6):
+        got = negs[users == user]
+        unseen = [i for i in range(47) if (user, i) not in positives]
+        assert set(got.tolist()) <= set(unseen), f"user {user} got a positive"
+        counts = np.bincount(got, minlength=47)[unseen]
+        assert stats.chisquare(counts).pvalue > 1e-4, f"user {user}: {counts}"
+
+
+def test_uniform_unseen_rank_draw_matches_brute_force_ranks(index_kind):
+    # The r-th unseen item, r given: against a brute-force list per user.
+    train = _nearly_full_train()
+    sampler = NegativeSampler(train, strategy="uniform-unseen")
+    sampler.is_seen(np.zeros(1, np.int32), np.zeros(1, np.int32))  # build the index
+    positives = set(zip(train.user_ids.tolist(), train.item_ids.tolist()))
+    users = np.repeat(np.arange(6), 60)
+    rng = np.random.default_rng(10)
+    got = sampler._unseen_by_rank(users, rng)
+    ranks = np.random.default_rng(10).integers(0, sampler._unseen_per_user[users])
+    want = [
+        [i for i in range(47) if (u, i) not in positives][r]
+        for u, r in zip(users.tolist(), ranks.tolist())
+    ]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_uniform_unseen_work_is_bounded_for_a_nearly_full_user(monkeypatch):
+    # One user positive on 4,997 of 5,000 items: rejection alone would loop for
+    # thousands of rounds; the sampler calls is_seen at most 1 + 32 times, plus the rank
+    # draw's chunks.
+    num_items = 5_000
+    items = np.setdiff1d(np.arange(num_items), [7, 2_500, 4_999])
+    train = Interactions(np.zeros(items.size, int), items, num_users=1, num_items=num_items)
+    sampler = NegativeSampler(train, strategy="uniform-unseen")
+    calls = []
+    original = NegativeSampler.is_seen
+
+    def counting(self, user_ids, item_ids):
+        calls.append(len(user_ids))
+        return original(self, user_ids, item_ids)
+
+    monkeypatch.setattr(NegativeSampler, "is_seen", counting)
+    t = sampler.sample(np.random.default_rng(11))
+    assert set(t.neg_item_ids.tolist()) == {7, 2_500, 4_999}
+    assert len(calls) <= 1 + 32 + 1
+    # Each negative equally likely: 4,997 draws over 3 items.
+    assert stats.chisquare(np.bincount(t.neg_item_ids)[[7, 2_500, 4_999]]).pvalue > 1e-4
