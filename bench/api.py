@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.data import DEFAULT_DATASET
 from bench.interrupts import signal_name
 from bench.registry import Registry, default_registry
 
@@ -128,7 +129,7 @@ def run(
     models: Any = None,
     *,
     config: str | Path | None = None,
-    dataset: str = "ml-100k",
+    dataset: str = DEFAULT_DATASET,
     split: str | None = None,
     min_rating: float | None = None,
     dataset_options: Mapping[str, Any] | None = None,

@@ -429,6 +429,7 @@ def _tune_config_from_args(args: argparse.Namespace):
 
 def _tune_config_from_flags(args: argparse.Namespace):
     from bench.config import parse_int_list
+    from bench.data import DEFAULT_DATASET
     from bench.tune import build_tune_config, load_tune_config
 
     tune_flags = {
@@ -474,7 +475,7 @@ def _tune_config_from_flags(args: argparse.Namespace):
         "name": "tuned",
         "models": args.models,
         "seeds": parse_int_list(args.seeds or "0", "--seeds"),
-        "dataset": args.dataset or "ml-100k",
+        "dataset": args.dataset or DEFAULT_DATASET,
         "tune": tune_flags,
     }
     if args.split is not None:

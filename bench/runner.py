@@ -23,6 +23,7 @@ import pandas as pd
 import psutil
 from threadpoolctl import threadpool_limits
 
+from bench.data import DEFAULT_DATASET, dataset_defaults
 from bench.dataset import Dataset, NotApplicableError
 from bench.registry import Registry, default_registry
 from bench.threads import check_threads, thread_limits
@@ -108,9 +109,10 @@ class RunSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     epochs: int | None = None
-    dataset: str = "ml-100k"
-    split: str = "ua"
-    min_rating: float | None = 4.0
+    # The default dataset's own split and positive threshold (ML-100K: ua, ratings >= 4).
+    dataset: str = DEFAULT_DATASET
+    split: str = dataset_defaults(DEFAULT_DATASET)[0]
+    min_rating: float | None = dataset_defaults(DEFAULT_DATASET)[1]
     dataset_options: Mapping[str, Any] = field(default_factory=dict)
     ties: str = "expected"
     exclude: str = "train-positives"
