@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# First, before anything loads numpy: rsbench's OpenBLAS spin timeout (see bench/__init__.py)
+# must be in place when OpenBLAS loads, as it is for the ``rsbench`` command.
+import bench  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def ml100k():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import bench
 from bench.synthetic import synthetic
 from metrics import Evaluator, evaluate, roc_auc, summarize
 
@@ -301,6 +302,10 @@ def test_evaluator_ml20m_shape(benchmark):
         "metric_seconds": seconds - result["scoring"],
         "peak_rss_growth_gib": rss.growth / 2**30,
         "mean_auc": float(summarize(frame)["auc"]),
+        # rsbench's OpenBLAS spin timeout (bench/__init__.py) in effect in this process.
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
+        if bench.BLAS_TIMEOUT_APPLIES
+        else "default",
     }
     import metrics.ranking
 
