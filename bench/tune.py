@@ -437,9 +437,12 @@ def open_storage(url: str):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs
                 )
+            if url.startswith("sqlite"):
+                _begin_immediate(storage.engine)
+            return storage
         except SQLAlchemyError as exc:
             # Workers that start together race to create the schema of a new storage
             # (a unique-constraint error for the loser): the schema is there on retry.
@@ -448,6 +451,30 @@ def open_storage(url: str):
             log.info("storage %s not ready (%s); retrying", redact(url), type(exc).__name__)
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _begin_immediate(engine: Any) -> None:
+    """Make every transaction on a SQLite ``engine`` take the write lock when it begins.
+
+    pysqlite starts a transaction only at the first write, so Optuna's read-then-write
+    steps interleave across processes: two workers popping an enqueued trial both read
+    it WAITING, both set it RUNNING and both run it, and the second ``tell`` fails with
+    "Cannot tell a COMPLETE trial" (optuna/optuna#4002, #4621: SQLite ignores
+    ``SELECT ... FOR UPDATE``). ``BEGIN IMMEDIATE`` serialises those steps; other
+    workers wait for the lock (the 60 s timeout). This is SQLAlchemy's recipe for
+    serializable pysqlite transactions.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners (schema set-up): closed
 
 
 def _worker_id() -> str:

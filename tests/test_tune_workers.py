@@ -129,6 +129,51 @@ def test_two_workers_share_one_budget(tmp_path):
     assert len(done_by) == 2
 
 
+# One worker: open the shared storage, say so, wait for a byte on stdin, pop 12 trials.
+POP_SCRIPT = """
+import sys
+import optuna
+from bench.tune import open_storage
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="queue", storage=open_storage(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.read(1)
+print(*[study.ask().number for _ in range(12)])
+"""
+
+
+def test_workers_never_pop_the_same_enqueued_trial(tmp_path):
+    """Four processes pop enqueued trials of one SQLite study at once: each trial once.
+
+    pysqlite's deferred transactions let two workers read the same WAITING trial
+    and both run it (the CI failure "Cannot tell a COMPLETE trial"); without
+    ``BEGIN IMMEDIATE`` this popped a trial twice in 10 of 10 tries.
+    """
+    from bench.tune import open_storage
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=open_storage(url))
+    for x in range(48):
+        study.enqueue_trial({"x": x})
+    command = [sys.executable, "-c", POP_SCRIPT, url]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [subprocess.Popen(command, env=env, **pipes) for _ in range(4)]
+    try:
+        for worker in workers:  # every worker loaded, then all released at once
+            assert worker.stdout.readline().strip() == b"ready", worker.stderr.read().decode()
+        for worker in workers:
+            worker.stdin.write(b"x")
+            worker.stdin.flush()
+        outputs = [w.communicate(timeout=TIMEOUT) for w in workers]
+    finally:
+        _stop(*workers)
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err.decode()[-2000:]
+    popped = [int(n) for out, _ in outputs for n in out.split()]
+    assert sorted(popped) == list(range(48))  # each enqueued trial by exactly one worker
+
+
 def test_cli_tune_on_the_process_executor_keeps_one_budget_per_model(tmp_path):
     """rsbench tune --executor process --jobs 2: two study workers, the budget counted once."""
     import pandas as pd
