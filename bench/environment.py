@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["environment"]
+__all__ = ["cpu_kind", "environment"]
 
 _PACKAGES = (
     "rsbench",
@@ -37,6 +37,56 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: The vector instruction sets that decide which kernels numerical libraries pick
+#: (OpenBLAS, oneDNN/XLA, numba's host target): two machines that differ here can
+#: give results that differ in the last bits.
+_ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+)
+
+
+def cpu_kind(cpuinfo: str | None = None) -> dict[str, object]:
+    """The CPU's vendor, family and model numbers and its vector instruction sets.
+
+    Parsed from ``/proc/cpuinfo`` (or the ``cpuinfo`` text given); ``{}``
+    where it cannot be read (not Linux). The model name alone does not tell
+    two machines apart ("AMD EPYC" on both an AVX2-only and an AVX-512 CPU).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "flags" not in fields:
+        return {}
+    flags = set(fields["flags"].split())
+    family = " ".join(
+        part
+        for part in (
+            fields.get("vendor_id"),
+            fields.get("cpu family") and f"family {fields['cpu family']}",
+            fields.get("model") and f"model {fields['model']}",
+        )
+        if part
+    )
+    return {"cpu_family": family, "cpu_isa": [f for f in _ISA_FLAGS if f in flags]}
+
+
 def _git(*args: str) -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -61,6 +111,7 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        **cpu_kind(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "packages": packages,

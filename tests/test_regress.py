@@ -337,3 +337,44 @@ def test_cli_exit_codes_and_table(baseline, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].endswith("failed: popularity [mrr]")
     assert main(["regress", str(tmp_path / "nope"), "--baseline", str(baseline)]) == 2
+
+
+ZEN3 = {"cpu": "AMD EPYC", "cpu_family": "AuthenticAMD family 25 model 1", "cpu_isa": ["avx2"]}
+ZEN4 = {"cpu": "AMD EPYC", "cpu_family": "AuthenticAMD family 25 model 17", "cpu_isa": ["avx512f"]}
+
+
+def with_environment(folder: Path, environment) -> Path:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["environment"] = environment
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_the_table_names_both_machines_and_notes_when_they_differ(baseline, tmp_path):
+    base = with_environment(copy(baseline, tmp_path, "base"), ZEN4)
+    same = with_environment(copy(baseline, tmp_path, "same"), dict(ZEN4))
+    outcome = regress(same, base)
+    assert outcome.baseline_machine == "AMD EPYC (AuthenticAMD family 25 model 17; avx512f)"
+    assert outcome.results_machine == outcome.baseline_machine
+    assert not outcome.machines_differ
+    assert "machines: baseline AMD EPYC (AuthenticAMD family 25 model 17; avx512f)" in (
+        outcome.table()
+    )
+    assert "different CPU kinds" not in outcome.table()
+
+    other = with_environment(copy(baseline, tmp_path, "other"), ZEN3)
+    edit_runs(other, lambda runs: runs.assign(auc=runs["auc"] - 0.1))
+    outcome = regress(other, base)
+    assert outcome.machines_differ and not outcome.passed  # a note, never a verdict
+    table = outcome.table()
+    assert "results AMD EPYC (AuthenticAMD family 25 model 1; avx2)" in table
+    assert "different CPU kinds" in table
+
+    # A folder made before the family and instruction sets were recorded: the names agree.
+    older = with_environment(copy(baseline, tmp_path, "older"), {"cpu": "AMD EPYC"})
+    outcome = regress(older, base)
+    assert outcome.results_machine == "AMD EPYC" and not outcome.machines_differ
+    # A manifest without an environment (older folders, hand-made ones): no claim either way.
+    unknown = with_environment(copy(baseline, tmp_path, "unknown"), None)
+    outcome = regress(unknown, base)
+    assert outcome.results_machine == "unknown" and not outcome.machines_differ

@@ -37,6 +37,11 @@ Rules (``rsbench regress RESULTS --baseline BASELINE``):
   spec (the same options were compared). Labels only in the new folder are
   listed as ``new`` and not gated. A baseline without any successful run is
   an error (``ValueError``): there would be nothing to gate.
+* **Machines.** The table names the CPU each folder was made on (model,
+  family, vector instruction sets, from the manifests' ``environment``) and
+  adds a note when they differ: kernels picked by instruction set can move a
+  trained model's results in the last bits, so such a failure may be the
+  machine rather than the code. The note does not change any verdict.
 """
 
 from __future__ import annotations
@@ -132,6 +137,10 @@ class RegressionOutcome:
     tolerance_se, tolerance_floor, fit_time_factor, fit_time_slack : float
         The settings applied.
     results_dir, baseline_dir : Path
+    baseline_machine, results_machine : str
+        The CPU each folder was made on, from its manifest's ``environment``
+        (model name, family and vector instruction sets; ``"unknown"`` where
+        the manifest does not say).
     """
 
     comparisons: list[Comparison] = field(default_factory=list)
@@ -141,6 +150,23 @@ class RegressionOutcome:
     fit_time_slack: float = DEFAULT_FIT_TIME_SLACK
     results_dir: Path = Path()
     baseline_dir: Path = Path()
+    baseline_machine: str = "unknown"
+    results_machine: str = "unknown"
+
+    @property
+    def machines_differ(self) -> bool:
+        """True when both manifests name their CPU and the two differ.
+
+        Where only one manifest records the family and instruction sets
+        (a folder made before they were recorded), only the model names are
+        compared.
+        """
+        base, new = self.baseline_machine, self.results_machine
+        if "unknown" in (base, new):
+            return False
+        if ("(" in base) != ("(" in new):
+            base, new = base.split(" (")[0], new.split(" (")[0]
+        return base != new
 
     @property
     def failures(self) -> list[Comparison]:
@@ -170,7 +196,10 @@ class RegressionOutcome:
             f"tolerance = max({self.tolerance_se:g} x baseline SE, {self.tolerance_floor:g}); "
             f"fit time warns above x{self.fit_time_factor:g} "
             f"(and +{self.fit_time_slack:g} s)",
+            f"machines: baseline {self.baseline_machine}; results {self.results_machine}",
         ]
+        if self.machines_differ:
+            lines.append(_MACHINES_DIFFER)
         header = (
             f"{'model':<26} {'check':<14} {'baseline':>10} {'new':>10} {'delta':>10} "
             f"{'tolerance':>10}  {'verdict':<7} note"
@@ -212,6 +241,26 @@ class RegressionOutcome:
         else:
             lines.append(f"PASSED: {len(self.comparisons)} check(s), {len(warnings)} warning(s)")
         return "\n".join(lines)
+
+
+_MACHINES_DIFFER = (
+    "note: the two folders were made on different CPU kinds. Libraries that pick their "
+    "kernels by instruction set (OpenBLAS, oneDNN/XLA under Keras, numba) can change a "
+    "trained model's results in the last bits, so a failure may be the machine, not the "
+    "code: regenerate the baseline on this machine kind to tell them apart."
+)
+
+
+def _machine(manifest: Mapping[str, Any]) -> str:
+    """The CPU a results folder was made on, in words, from its manifest."""
+    env = manifest.get("environment")
+    if not isinstance(env, Mapping) or not env.get("cpu"):
+        return "unknown"
+    details = [str(env["cpu_family"])] if env.get("cpu_family") else []
+    isa = env.get("cpu_isa")
+    if isinstance(isa, list):
+        details.append(" ".join(map(str, isa)) or "no vector extensions")
+    return f"{env['cpu']} ({'; '.join(details)})" if details else str(env["cpu"])
 
 
 def _secs(x: float) -> str:
@@ -328,6 +377,8 @@ def regress(
         fit_time_slack=_setting("fit_time_slack", fit_time_slack, [], DEFAULT_FIT_TIME_SLACK),
         results_dir=results_dir,
         baseline_dir=baseline_dir,
+        baseline_machine=_machine(base["manifest"]),
+        results_machine=_machine(new["manifest"]),
     )
     base_runs = _prepare(base["runs"], baseline_dir)
     new_runs = _prepare(new["runs"], results_dir)
@@ -422,6 +473,12 @@ def regress(
             len(outcome.failures),
             ", ".join(sorted({c.label or "dataset" for c in outcome.failures})),
         )
+        if outcome.machines_differ:
+            log.warning(
+                "regression gate: the baseline was made on %s, these results on %s",
+                outcome.baseline_machine,
+                outcome.results_machine,
+            )
     return outcome
 
 

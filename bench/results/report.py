@@ -122,6 +122,9 @@ def _environment_section(doc: Doc, manifest: Mapping[str, Any], groups: list[Dat
         cpu_text = f"{env.get('cpu', 'unknown')}, {cpus} logical CPUs"
         if usable is not None and usable != cpus:
             cpu_text += f" ({usable} usable)"
+        if env.get("cpu_family"):
+            isa = " ".join(env.get("cpu_isa") or []) or "no vector extensions"
+            cpu_text += f"; {env['cpu_family']}, vector instructions: {isa}"
         packages = env.get("packages") or {}
         versions = ", ".join(f"{k} {v}" for k, v in sorted(packages.items()) if v)
         doc.bullets(
