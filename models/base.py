@@ -112,9 +112,6 @@ class Recommender(ABC):
 
     Class attributes
     ----------------
-    deterministic : bool
-        True when ``fit`` draws no random numbers (closed form or counting):
-        the contract then does not expect another seed to change the scores.
     uses_sampler : bool
         True for models trained on the common sampler's triplets.
     deterministic : bool
