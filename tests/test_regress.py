@@ -374,6 +374,14 @@ def test_the_table_names_both_machines_and_notes_when_they_differ(baseline, tmp_
     older = with_environment(copy(baseline, tmp_path, "older"), {"cpu": "AMD EPYC"})
     outcome = regress(older, base)
     assert outcome.results_machine == "AMD EPYC" and not outcome.machines_differ
+    # Names with parentheses ("Intel(R) Xeon(R)") are names, not details.
+    intel = {"cpu": "Intel(R) Xeon(R) CPU", "cpu_family": "GenuineIntel family 6 model 85",
+             "cpu_isa": ["avx512f"]}  # fmt: skip
+    intel_base = with_environment(copy(baseline, tmp_path, "intel_base"), {"cpu": intel["cpu"]})
+    intel_new = with_environment(copy(baseline, tmp_path, "intel_new"), intel)
+    outcome = regress(intel_new, intel_base)
+    assert outcome.baseline_machine == "Intel(R) Xeon(R) CPU" and not outcome.machines_differ
+    assert regress(intel_new, base).machines_differ
     # A manifest without an environment (older folders, hand-made ones): no claim either way.
     unknown = with_environment(copy(baseline, tmp_path, "unknown"), None)
     outcome = regress(unknown, base)

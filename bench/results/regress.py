@@ -141,6 +141,10 @@ class RegressionOutcome:
         The CPU each folder was made on, from its manifest's ``environment``
         (model name, family and vector instruction sets; ``"unknown"`` where
         the manifest does not say).
+    machines_differ : bool
+        True when both manifests name their CPU and the two differ (where
+        only one records the family and instruction sets, a folder made
+        before they were recorded, only the model names are compared).
     """
 
     comparisons: list[Comparison] = field(default_factory=list)
@@ -152,21 +156,7 @@ class RegressionOutcome:
     baseline_dir: Path = Path()
     baseline_machine: str = "unknown"
     results_machine: str = "unknown"
-
-    @property
-    def machines_differ(self) -> bool:
-        """True when both manifests name their CPU and the two differ.
-
-        Where only one manifest records the family and instruction sets
-        (a folder made before they were recorded), only the model names are
-        compared.
-        """
-        base, new = self.baseline_machine, self.results_machine
-        if "unknown" in (base, new):
-            return False
-        if ("(" in base) != ("(" in new):
-            base, new = base.split(" (")[0], new.split(" (")[0]
-        return base != new
+    machines_differ: bool = False
 
     @property
     def failures(self) -> list[Comparison]:
@@ -251,16 +241,32 @@ _MACHINES_DIFFER = (
 )
 
 
-def _machine(manifest: Mapping[str, Any]) -> str:
-    """The CPU a results folder was made on, in words, from its manifest."""
+def _cpu(manifest: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(model name, family and instruction sets)`` from a manifest; None if unknown."""
     env = manifest.get("environment")
     if not isinstance(env, Mapping) or not env.get("cpu"):
-        return "unknown"
+        return None
     details = [str(env["cpu_family"])] if env.get("cpu_family") else []
     isa = env.get("cpu_isa")
     if isinstance(isa, list):
         details.append(" ".join(map(str, isa)) or "no vector extensions")
-    return f"{env['cpu']} ({'; '.join(details)})" if details else str(env["cpu"])
+    return str(env["cpu"]), "; ".join(details)
+
+
+def _machine(cpu: tuple[str, str] | None) -> str:
+    """The CPU a results folder was made on, in words."""
+    if cpu is None:
+        return "unknown"
+    name, details = cpu
+    return f"{name} ({details})" if details else name
+
+
+def _machines_differ(base: tuple[str, str] | None, new: tuple[str, str] | None) -> bool:
+    if base is None or new is None:
+        return False
+    if not base[1] or not new[1]:
+        return base[0] != new[0]  # one side predates the details: names only
+    return base != new
 
 
 def _secs(x: float) -> str:
@@ -377,9 +383,10 @@ def regress(
         fit_time_slack=_setting("fit_time_slack", fit_time_slack, [], DEFAULT_FIT_TIME_SLACK),
         results_dir=results_dir,
         baseline_dir=baseline_dir,
-        baseline_machine=_machine(base["manifest"]),
-        results_machine=_machine(new["manifest"]),
     )
+    base_cpu, new_cpu = _cpu(base["manifest"]), _cpu(new["manifest"])
+    outcome.baseline_machine, outcome.results_machine = _machine(base_cpu), _machine(new_cpu)
+    outcome.machines_differ = _machines_differ(base_cpu, new_cpu)
     base_runs = _prepare(base["runs"], baseline_dir)
     new_runs = _prepare(new["runs"], results_dir)
     base_ok = base_runs[base_runs["status"] == "ok"]
