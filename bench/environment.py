@@ -6,10 +6,12 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-__all__ = ["cpu_kind", "environment"]
+__all__ = ["cpu_details", "cpu_kind", "environment"]
 
 _PACKAGES = (
     "rsbench",
@@ -85,6 +87,19 @@ def cpu_kind(cpuinfo: str | None = None) -> dict[str, object]:
         if part
     )
     return {"cpu_family": family, "cpu_isa": [f for f in _ISA_FLAGS if f in flags]}
+
+
+def cpu_details(env: Mapping[str, Any]) -> str:
+    """The CPU kind of an :func:`environment` record in words ('' where not recorded).
+
+    For example ``"AuthenticAMD family 25 model 1; sse4_2 avx avx2 fma"``: what the
+    report's Environment line and the regression gate's machines line show.
+    """
+    details = [str(env["cpu_family"])] if env.get("cpu_family") else []
+    isa = env.get("cpu_isa")
+    if isinstance(isa, list):
+        details.append(" ".join(map(str, isa)) or "no vector extensions")
+    return "; ".join(details)
 
 
 def _git(*args: str) -> str | None:

@@ -66,6 +66,9 @@ def _jsonable(value: Any, where: str) -> Any:
         raise ValueError(f"{where} must be JSON-serialisable: {exc}") from None
 
 
+_DEFAULT_SPLIT, _DEFAULT_MIN_RATING = dataset_defaults(DEFAULT_DATASET)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one run; its :attr:`run_id` is a hash of this content.
@@ -111,8 +114,8 @@ class RunSpec:
     epochs: int | None = None
     # The default dataset's own split and positive threshold (ML-100K: ua, ratings >= 4).
     dataset: str = DEFAULT_DATASET
-    split: str = dataset_defaults(DEFAULT_DATASET)[0]
-    min_rating: float | None = dataset_defaults(DEFAULT_DATASET)[1]
+    split: str = _DEFAULT_SPLIT
+    min_rating: float | None = _DEFAULT_MIN_RATING
     dataset_options: Mapping[str, Any] = field(default_factory=dict)
     ties: str = "expected"
     exclude: str = "train-positives"

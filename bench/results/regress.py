@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.environment import cpu_details
 from bench.results.store import ResultsError, load_results
 from bench.results.tables import run_identity
 from metrics.registry import METRICS, MetricRegistry
@@ -246,11 +247,7 @@ def _cpu(manifest: Mapping[str, Any]) -> tuple[str, str] | None:
     env = manifest.get("environment")
     if not isinstance(env, Mapping) or not env.get("cpu"):
         return None
-    details = [str(env["cpu_family"])] if env.get("cpu_family") else []
-    isa = env.get("cpu_isa")
-    if isinstance(isa, list):
-        details.append(" ".join(map(str, isa)) or "no vector extensions")
-    return str(env["cpu"]), "; ".join(details)
+    return str(env["cpu"]), cpu_details(env)
 
 
 def _machine(cpu: tuple[str, str] | None) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.environment import cpu_details
 from bench.io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from bench.results import figures as figs
 from bench.results import tables
@@ -122,9 +123,8 @@ def _environment_section(doc: Doc, manifest: Mapping[str, Any], groups: list[Dat
         cpu_text = f"{env.get('cpu', 'unknown')}, {cpus} logical CPUs"
         if usable is not None and usable != cpus:
             cpu_text += f" ({usable} usable)"
-        if env.get("cpu_family"):
-            isa = " ".join(env.get("cpu_isa") or []) or "no vector extensions"
-            cpu_text += f"; {env['cpu_family']}, vector instructions: {isa}"
+        if cpu_details(env):
+            cpu_text += f"; {cpu_details(env)}"
         packages = env.get("packages") or {}
         versions = ", ".join(f"{k} {v}" for k, v in sorted(packages.items()) if v)
         doc.bullets(
