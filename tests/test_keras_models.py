@@ -218,7 +218,7 @@ def test_batch_rows_penalty_by_hand():
                                                    net.item_embedding.embeddings])  # fmt: skip
     assert isinstance(user_grad, tf.IndexedSlices) and isinstance(item_grad, tf.IndexedSlices)
     assert set(item_grad.indices.numpy()) == {0, 1, 2}
-    np.testing.assert_allclose(tf.convert_to_tensor(user_grad), [[0.6, 0.8], [0.2, 0.0]])
+    np.testing.assert_allclose(tf.convert_to_tensor(user_grad), [[0.6, 0.8], [0.2, 0.0]], rtol=1e-6)
     np.testing.assert_allclose(
         tf.convert_to_tensor(item_grad), [[0.2, 0.0], [0.0, 0.8], [-0.2, -0.2]], rtol=1e-6
     )
@@ -256,6 +256,29 @@ def test_cosine_gradient_is_finite_for_a_zero_embedding():
     np.testing.assert_array_equal(model.score(np.array([0])), [[0.0, 0.0, 0.0]])
 
 
+def _score_tolerance(model, user_ids, item_ids):
+    """Largest difference two float32 evaluations of the pairs' scores can show, float64.
+
+    The scorers differ in their kernels (BLAS or XLA matrix products, numpy's einsum,
+    Keras's layers; the deep scorers split the first layer's product): each is within
+    gamma_n times the score's |.|-computation of the exact value, n the roundings on
+    the longest chain (the products' lengths plus a bias and a split sum per layer).
+    """
+    user_ids, item_ids = np.asarray(user_ids), np.asarray(item_ids)
+    if isinstance(model, KerasBilinear):
+        users, items = model._embeddings()  # both scorers use these same float32 arrays
+        magnitude = np.abs(users[user_ids].astype(np.float64)) * np.abs(items[item_ids])
+        return 2 * _gamma(users.shape[1]) * magnitude.sum(axis=1)
+    net = model._net
+    tables = (net.user_embedding.embeddings.numpy(), net.item_embedding.embeddings.numpy())
+    x = np.abs(np.hstack([tables[0][user_ids], tables[1][item_ids]]).astype(np.float64))
+    depth = 0
+    for dense in net.dense:
+        depth += x.shape[1] + 2
+        x = x @ np.abs(dense.kernel.numpy()) + np.abs(dense.bias.numpy())
+    return 2 * _gamma(depth) * x[:, 0]
+
+
 @pytest.mark.parametrize("n_hidden", [0, 1, 2])
 def test_deep_scores_equal_the_network_on_every_pair(n_hidden, tiny):
     model = _fit(
@@ -270,11 +293,12 @@ def test_deep_scores_equal_the_network_on_every_pair(n_hidden, tiny):
     pair_items = np.tile(np.arange(tiny.num_items), users.size).astype(np.int32)
     # Brute force through the Keras layers (concatenate, MLP), dropout off.
     expected = model._net.similarity(pair_users, pair_items).numpy().reshape(users.size, -1)
-    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    tolerance = _score_tolerance(model, pair_users, pair_items)
+    assert (np.abs(scores - expected).ravel() <= tolerance).all()
     # The hard sampler's pair scorer agrees as well.
-    np.testing.assert_allclose(
-        model._score_pairs(pair_users, pair_items), expected.ravel(), rtol=1e-5, atol=1e-6
-    )
+    assert (
+        np.abs(model._score_pairs(pair_users, pair_items) - expected.ravel()) <= tolerance
+    ).all()
     assert (scores >= 0).all()  # the output unit is a ReLU, as in the notebook
 
 
@@ -291,46 +315,168 @@ def test_deep_dropout_is_on_in_training_and_off_in_scoring(tiny):
 
 
 # -- training --------------------------------------------------------------------------
+class _FixedTriplets:
+    """A sampler that yields the same triplets every epoch."""
+
+    def __init__(self, triplets, num_items):
+        self.triplets = triplets
+        self.num_items = num_items
+
+    def sample(self, rng, *, score_pairs=None):
+        return self.triplets
+
+
+def _gamma(n):
+    """Higham's gamma_n = n u / (1 - n u) for float32 (u = 2**-24): a float32 sum or
+    dot product of n terms, in any order, is within gamma_n * sum(|term|) of the exact one."""
+    u = 2.0**-24
+    return n * u / (1 - n * u)
+
+
+# Roundings on the longest chain from the weights to the first step's loss or to one
+# gradient entry: cosine (norms and dot, 64 terms each) or MLP (96 + 128 terms) forward,
+# the same again backward, plus one entry's sum over its <= 2 x 64 uses in a batch.
+_STEP_DEPTH = 512
+
+
+def _first_step_bounds(model, w0, batch):
+    """|.|-computations of a first step from weights ``w0`` on ``batch``, float64.
+
+    Returns ``(loss_bound, grads_abs)``: ``loss_bound`` bounds the first batch loss's
+    rounding error in one float32 evaluation; ``grads_abs`` (one array per trainable
+    variable) is each gradient entry's sum of |terms|, the same computation with every
+    weight, gate and sign replaced by its absolute value (gates <= 1 only shrink it),
+    so one float32 evaluation of that entry is within ``_gamma(_STEP_DEPTH)`` times it.
+    Also checks that no gate (hinge, ReLU) has its input within rounding of 0, where
+    one path could open it and another close it.
+    """
+    users, pos, neg = batch.user_ids, batch.pos_item_ids, batch.neg_item_ids
+    num = users.size
+    net, params = model._net, model.get_params()
+    margin, l2 = params["margin"], params["l2_reg"]
+    signed = [np.asarray(w, np.float64) for w in w0]
+    weights = [np.abs(w) for w in signed]
+    table_u, table_i = weights[:2]
+    grads = [np.zeros_like(w) for w in weights]
+    sims, sims_abs = [], []  # per pair: the similarity and its |.|-computation
+    if isinstance(model, KerasBilinear):
+        assert params["similarity"] == "cosine"
+        norm_u = np.linalg.norm(table_u, axis=1, keepdims=True)
+        norm_i = np.linalg.norm(table_i, axis=1, keepdims=True)
+        unit_u, unit_i = table_u / norm_u, table_i / norm_i
+        for items in (pos, neg):
+            # d cos(a, b) / d a = (b/|b| - cos a/|a|) / |a|: <= (|b^| + |a^|) / |a| per entry.
+            np.add.at(grads[0], users, (unit_i[items] + unit_u[users]) / norm_u[users] / num)
+            np.add.at(grads[1], items, (unit_u[users] + unit_i[items]) / norm_i[items] / num)
+            sims_abs.append((unit_u[users] * unit_i[items]).sum(axis=1))
+            cosine = (signed[0][users] * signed[1][items]).sum(axis=1)
+            sims.append(cosine / (norm_u[users, 0] * norm_i[items, 0]))
+        if net.regularization == "tables":
+            penalty = l2 * ((table_u**2).sum() + (table_i**2).sum())
+            penalty_depth = table_u.size + table_i.size + 2
+            grads[0] += 2 * l2 * table_u
+            grads[1] += 2 * l2 * table_i
+        else:  # batch-rows: 2 l2 |row| per use of the row
+            rows = [(0, users), (1, pos), (1, neg)]
+            penalty = sum(l2 * (weights[k][ids] ** 2).sum() for k, ids in rows)
+            penalty_depth = table_u.shape[1] + 3 * num + 2
+            for k, ids in rows:
+                np.add.at(grads[k], ids, 2 * l2 * weights[k][ids])
+    else:
+        assert isinstance(model, KerasDeep) and l2 == 0 and len(net.dense) == 2
+        kernel_1, bias_1, kernel_2, bias_2 = weights[2:]
+        user_dim, width = table_u.shape[1], kernel_1.shape[0]
+        to_input = kernel_1 @ kernel_2[:, 0]  # |d s / d x|, the same for every pair
+        for items in (pos, neg):
+            x = np.hstack([signed[0][users], signed[1][items]])
+            hidden = x @ signed[2] + signed[3]
+            hidden_abs = np.abs(x) @ kernel_1 + bias_1
+            assert (np.abs(hidden) > _gamma(width + 1) * hidden_abs).all(), "pick another batch"
+            out = np.maximum(hidden, 0) @ signed[4][:, 0] + signed[5][0]
+            out_abs = hidden_abs @ kernel_2[:, 0] + bias_2[0]
+            assert (np.abs(out) > _gamma(width + len(bias_1) + 2) * out_abs).all()
+            sims.append(np.maximum(out, 0))
+            sims_abs.append(out_abs)
+            for k, part in ((0, to_input[:user_dim]), (1, to_input[user_dim:])):
+                np.add.at(
+                    grads[k], (users, items)[k], np.broadcast_to(part / num, (num, part.size))
+                )
+            grads[2] += np.outer(np.abs(x).sum(axis=0) / num, kernel_2[:, 0])
+            grads[3] += kernel_2[:, 0]
+            grads[4] += hidden_abs.sum(axis=0)[:, None] / num
+            grads[5] += 1.0
+        penalty, penalty_depth = 0.0, 1
+    hinge_abs = margin + sims_abs[0] + sims_abs[1]
+    assert (np.abs(margin + sims[1] - sims[0]) > _gamma(_STEP_DEPTH) * hinge_abs).all()
+    loss_bound = _gamma(_STEP_DEPTH) * hinge_abs.mean() + _gamma(penalty_depth) * penalty
+    return loss_bound, grads
+
+
 @pytest.mark.parametrize(
-    ("cls", "optimizer"), [(KerasBilinear, "adam"), (KerasBilinear, "sgd"), (KerasDeep, "sgd")]
+    ("cls", "params", "trainers"),
+    [
+        (KerasBilinear, {}, ["keras-fit", "compiled"]),
+        (KerasBilinear, {"regularization": "batch-rows"}, ["compiled"]),
+        (KerasDeep, {"dropout": 0.0}, ["keras-fit", "compiled"]),
+    ],
 )
-def test_trainers_optimise_the_same_objective(cls, optimizer, tiny):
-    # Keras's Model.fit (the notebook's loop) and the compiled epoch loop, with and
-    # without XLA, take the same steps: identical scores after two epochs of batch 64
-    # (tiny has a partial last batch). Dropout is off because the compiled trainer
-    # draws its masks from numpy rather than Keras's seed generators.
-    # Uniform negatives: with "hard" ones, XLA's last-bit differences flip sampling
-    # decisions and the runs diverge (each is still deterministic).
-    # Adam only where the L2 penalty makes every gradient dense: on sparse ones the
-    # compiled trainer's fused Adam and Keras 3's differ by design (see
-    # test_fused_adam_is_textbook_adam); and with the deep model's ReLU units, Adam
-    # turns last-bit differences in the tiny L2 gradients of unseen rows into
-    # diverging steps, so the deep model is compared under SGD.
-    params = {
-        "batch_size": 64,
-        "learning_rate": 1e-2 if optimizer == "adam" else 0.5,
-        "epochs": 2,
-        "negatives": "uniform",
-        "optimizer": optimizer,
-    }
-    if cls is KerasDeep:
-        params["dropout"] = 0.0
-    assert len(tiny.train) % 64
-    users = np.arange(tiny.num_users)
-    scores = {
-        (trainer, jit): _fit(cls(trainer=trainer, jit_compile=jit, **params), tiny.train).score(
-            users
-        )
-        for trainer, jit in [("keras-fit", False), ("compiled", False), ("compiled", True)]
-    }
-    reference = scores.pop(("keras-fit", False))
-    for other in scores.values():
-        np.testing.assert_allclose(other, reference, rtol=1e-4, atol=1e-5)
-    # ... and those steps moved the model away from its initial weights.
+def test_trainers_take_the_same_first_step(cls, params, trainers, tiny):
+    # Keras's Model.fit (the notebook's loop) and the compiled loop, with and without
+    # XLA, optimise the same objective: from the same initial weights, one batch of 50
+    # triplets (a partial batch of 64: the compiled loop pads and masks it) gives the
+    # same loss and the same SGD step up to rounding. Only one step is compared: each
+    # path rounds differently (XLA fuses and reorders sums, and picks its kernels by
+    # instruction set), and later steps, hinges and ReLU gates amplify that without a
+    # bound. Bounds: a float32 evaluation of the loss or of a gradient entry is within
+    # gamma(_STEP_DEPTH) times its |.|-computation of the exact value
+    # (_first_step_bounds); SGD's w - lr g adds at most one rounding of the weight per
+    # use of its row; two paths differ by at most twice one path's error. That holds
+    # while every gate (hinge, ReLU) stays as it is: _first_step_bounds checks that no
+    # gate's input lies within rounding of 0 (the weights and ids are fixed, so this
+    # batch passes that check on every machine).
+    # SGD because its step is linear in the gradient; Adam's first step,
+    # lr g / (|g| + 3e-6), can send an entry whose gradient is within rounding of 0
+    # anywhere in [-lr, lr]. Adam's own arithmetic on given gradients is compared with
+    # float64 in test_fused_adam_is_textbook_adam and test_lazy_adam_matches_its_reference.
+    lr = 0.5
+    params = {"optimizer": "sgd", "learning_rate": lr, "batch_size": 64, "epochs": 1, **params}
+    triplets = NegativeSampler(tiny.train).sample(np.random.default_rng(3))
+    batch = Triplets(triplets.user_ids[:50], triplets.pos_item_ids[:50], triplets.neg_item_ids[:50])
     untrained = _fit(cls(**params), tiny.train, sampler=_NoTriplets(tiny.num_items))
-    assert np.abs(untrained.score(users) - reference).max() > 0.05
+    w0 = [w.numpy() for w in untrained._net.trainable_variables]
+    steps = {}
+    for trainer, jit in [(t, False) for t in trainers] + [("compiled", True)]:
+        model = _fit(
+            cls(trainer=trainer, jit_compile=jit, **params),
+            tiny.train,
+            sampler=_FixedTriplets(batch, tiny.num_items),
+        )
+        steps[trainer, jit] = (
+            model.loss_history_[0],
+            [w.numpy() for w in model._net.trainable_variables],
+        )
+    loss_bound, grads_abs = _first_step_bounds(untrained, w0, batch)
+    gamma = _gamma(_STEP_DEPTH)
+    (loss, w1), *others = steps.values()
+    for other_loss, other_w1 in others:
+        assert abs(other_loss - loss) <= 2 * loss_bound
+        for start, end, other_end, g_abs in zip(w0, w1, other_w1, grads_abs):
+            tolerance = 2 * gamma * (2 * lr * g_abs + np.abs(start))
+            assert (np.abs(other_end - end) <= tolerance).all()
+    # ... and that step is far larger than the tolerance.
+    moved = max(np.abs(end - start).max() for start, end in zip(w0, w1))
+    assert moved > 100 * max(
+        (2 * gamma * (2 * lr * g + np.abs(s))).max() for s, g in zip(w0, grads_abs)
+    )
 
 
+# Float32 Adam against these float64 references, rtol=1e-5, atol=1e-6: the gradients
+# are the same float32 numbers in both. Per step the float32 kernel rounds the moments
+# (absolute error <= 3u max|g|, u = 2**-24), sqrt, the division, beta**t (0.9 itself is
+# rounded) and the bias correction; since sqrt(v_hat) >= max|g| / 2 over <= 4 steps,
+# m_hat / (sqrt(v_hat) + eps) is within 60u = 3.6e-6 of the float64 value, so a step of
+# lr = 0.05 adds <= 1.8e-7 plus one rounding of the weight (u|w|): after 4 steps
+# <= 7.2e-7 + 2.4e-7 |w|, inside 1e-6 + 1e-5 |w| in any summation order or with XLA.
 def _textbook_adam(weights, grads, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
     """Kingma & Ba's Adam with Keras's epsilon placement, float64, step by step."""
     w = np.asarray(weights, dtype=np.float64).copy()
@@ -389,7 +535,9 @@ def test_fused_adam_is_textbook_adam():
     # Keras 3 squares each slice before summing them: a different v for id 1 only.
     keras_sparse = run(keras_adam, slices)
     assert not np.allclose(keras_sparse[1], expected[1], rtol=1e-4)
-    np.testing.assert_allclose(np.delete(keras_sparse, 1, 0), np.delete(expected, 1, 0), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.delete(keras_sparse, 1, 0), np.delete(expected, 1, 0), rtol=1e-5, atol=1e-6
+    )
     # Only a plain Adam is replaced; anything with extras keeps Keras's own update.
     assert _FusedAdam.covers(keras.optimizers.Adam(1e-3))
     for other in (
@@ -420,7 +568,8 @@ def _lazy_adam_reference(weights, grads, lr, beta_1=0.9, beta_2=0.999, epsilon=1
     return w
 
 
-def test_lazy_adam_matches_its_reference_and_leaves_other_rows_alone():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_lazy_adam_matches_its_reference_and_leaves_other_rows_alone(jit_compile):
     import keras
     import tensorflow as tf
 
@@ -436,7 +585,9 @@ def test_lazy_adam_matches_its_reference_and_leaves_other_rows_alone():
     dense_grads = [rng.normal(size=(2, 2)).astype(np.float32) for _ in steps]
     table, kernel = keras.Variable(start), keras.Variable(dense_start)
     adam = _LazyAdam(keras.optimizers.Adam(learning_rate=0.05), [table, kernel])
-    apply = tf.function(lambda grads: adam.apply(grads, [table, kernel]), autograph=False)
+    apply = tf.function(
+        lambda grads: adam.apply(grads, [table, kernel]), autograph=False, jit_compile=jit_compile
+    )
     after = []
     for (ids, values), dense in zip(grads, dense_grads):
         sparse = tf.IndexedSlices(tf.constant(values), tf.constant(ids), tf.constant([6, 3]))
@@ -535,24 +686,21 @@ def test_training_lowers_the_loss_and_beats_popularity(cls, tiny):
     assert _auc(tiny, model)["auc"] > _auc(tiny, popularity)["auc"] + 0.02
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("name", ["keras-bilinear", "keras-deep"])
-def test_lazy_adam_trains_both_models(name, tiny):
+def test_lazy_adam_trains_both_models(name, jit_compile, tiny):
     # keras-bilinear's fast preset (batch-rows L2, lazy Adam; sparse embedding
     # gradients) and the deep model's mix of sparse embeddings and dense kernels,
-    # with and without XLA: the same steps up to rounding, and they learn.
+    # with and without XLA: each learns. The two jit settings are not compared with
+    # each other here: they round differently, and over many epochs Adam's normalised
+    # steps, the hinges and the `hard` argmax choices turn that into different paths
+    # (on AVX-512 machines 28% of the scores differed by up to 0.01 after 2 epochs).
+    # That they take the same step is test_trainers_take_the_same_first_step.
     from models.baselines import Popularity
 
-    # XLA and plain graphs round differently; over many epochs the deep model's
-    # hinges and `hard` argmax choices turn that into different paths, so the two
-    # are compared after 2 epochs, and learning is judged after 20.
     params = {"batch_size": 128, "learning_rate": 0.01, "optimizer": "lazy-adam"}
-    users = np.arange(tiny.num_users)
-    scores = []
-    for jit in (False, True):
-        model = _fit(REGISTRY.make(name, "fast", jit_compile=jit, epochs=2, **params), tiny.train)
-        scores.append(model.score(users))
-    np.testing.assert_allclose(scores[1], scores[0], rtol=1e-3, atol=1e-4)
-    model = _fit(REGISTRY.make(name, "fast", epochs=20, **params), tiny.train)
+    model = REGISTRY.make(name, "fast", jit_compile=jit_compile, epochs=20, **params)
+    _fit(model, tiny.train)
     assert model.loss_history_[-1] < 0.7 * model.loss_history_[0]
     popularity = _fit(Popularity(), tiny.train)
     assert _auc(tiny, model)["auc"] > _auc(tiny, popularity)["auc"] + 0.02
@@ -565,8 +713,10 @@ def test_hard_negatives_score_pairs_with_the_current_model(cls, tiny):
 
     def check(epoch):
         users = np.arange(tiny.num_users)
-        pairs = model._score_pairs(users.astype(np.int32), np.full(users.size, 3, np.int32))
-        np.testing.assert_allclose(pairs, model.score(users)[:, 3], rtol=1e-5, atol=1e-6)
+        items = np.full(users.size, 3, np.int32)
+        pairs = model._score_pairs(users.astype(np.int32), items)
+        tolerance = _score_tolerance(model, users, items)
+        assert (np.abs(pairs - model.score(users)[:, 3]) <= tolerance).all()
         calls.append(epoch)
 
     _fit(model, tiny.train, on_epoch=check)
