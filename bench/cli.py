@@ -214,6 +214,7 @@ def _experiment_from_args(args: argparse.Namespace):
     # to bench.config as given, so that the command line and TOML files are
     # held to one set of rules.
     overrides = {
+        "seeds": args.seeds,
         "epochs": args.epochs,
         "out": args.out,
         "curves": False if args.no_curves else None,
@@ -233,7 +234,6 @@ def _experiment_from_args(args: argparse.Namespace):
                 ("--models", args.models),
                 ("--dataset", args.dataset),
                 ("--split", args.split),
-                ("--seeds", args.seeds),
                 ("--min-rating", args.min_rating),
                 ("--ks", args.ks),
                 ("--ties", args.ties),
@@ -507,8 +507,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             },
         },
         "fit_time_factor": config.experiment.fit_time_factor,
-        "tolerance_floor": config.experiment.tolerance_floor,
-        "tolerance_se": config.experiment.tolerance_se,
+        "gate": config.experiment.gate,
         "environment": environment(),
     }
     execution = config.experiment.execution

@@ -14,8 +14,10 @@ Optional keys: ``description``, ``epochs`` (overrides every model), ``ties``,
 ``exclude``, ``ks``, ``out``, ``dataset_options`` (a table passed to the
 loader), ``datasets`` (a list of tables with ``dataset``, ``split``,
 ``min_rating``, ``options``, to run every model on several datasets, e.g.
-growing synthetic sizes), and the regression-gate settings
-``fit_time_factor``, ``tolerance_se`` and ``tolerance_floor``, and ``curves``
+growing synthetic sizes), the regression-gate settings ``fit_time_factor`` and
+a ``[gate]`` table (``alpha``, ``spread_se`` and ``margins``, a table of metric
+or family = margin, e.g. ``ndcg = "3%"`` or ``auc = 0.01``: see
+:mod:`bench.results.regress`), and ``curves``
 (false skips the per-epoch evaluation, e.g. for the scale suite), and
 ``isolate`` (default true: each spec runs in its own process, so peak memory
 is per run and a native crash is recorded as a failed run; false runs them in
@@ -86,8 +88,7 @@ TOP_KEYS = {
     "ks",
     "out",
     "fit_time_factor",
-    "tolerance_floor",
-    "tolerance_se",
+    "gate",
     "curves",
     "isolate",
     "timeout_s",
@@ -108,6 +109,7 @@ MAX_K = MAX_EPOCHS
 #: The ``source`` of options given as ``rsbench run`` flags (errors then name the flag).
 CLI_SOURCE = "command line"
 OVERRIDE_FLAGS = {
+    "seeds": "--seeds",
     "epochs": "--epochs",
     "out": "--out",
     "curves": "--no-curves",
@@ -144,8 +146,9 @@ class Experiment:
     out: str | None = None
     description: str = ""
     fit_time_factor: float = 3.0
-    tolerance_floor: float = 0.005
-    tolerance_se: float = 3.0
+    #: The regression gate's settings as the manifest records them
+    #: (:meth:`bench.results.regress.GateSettings.to_json`).
+    gate: dict[str, Any] = field(default_factory=lambda: _gate_settings({}, "gate"))
     curves: bool = True
     isolate: bool = True
     timeout_s: float | None = None
@@ -360,6 +363,13 @@ def build_experiment(
     if not isinstance(options, dict):
         raise ConfigError(f"{source}: expected a table of options, got {options!r}")
     unknown = set(options) - TOP_KEYS
+    replaced = sorted(unknown & {"tolerance_se", "tolerance_floor"})
+    if replaced:
+        raise ConfigError(
+            f"{source}: {', '.join(replaced)} no longer exist: the regression gate is "
+            "statistical now; set [gate] alpha, spread_se and margins instead (README, "
+            "'Regression gate')"
+        )
     if unknown:
         raise ConfigError(
             f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
@@ -395,7 +405,7 @@ def build_experiment(
     description = _string(options.get("description", ""), where("description"), empty=True)
     out = get("out", None, optional_string)
     models = parse_models(options["models"], where("models"))
-    seeds = parse_seeds(options.get("seeds", [0]), where("seeds"))
+    seeds = get("seeds", [0], parse_seeds)
     ks = parse_int_list(options.get("ks", [5, 10, 20]), where("ks"), low=1, high=MAX_K)
     epochs = None
     if "epochs" in options:
@@ -483,7 +493,9 @@ def build_experiment(
                 model_threads = threads
                 if forced_threads is None and "threads" in model:
                     model_threads = thread_count(model["threads"], f"{where('models')}: threads")
-                for seed in model.get("seeds", seeds):
+                # --seeds beats the file's seeds, per-model ones included (as --epochs does).
+                model_seeds = seeds if "seeds" in given else model.get("seeds", seeds)
+                for seed in model_seeds:
                     specs.append(
                         RunSpec(
                             model=model["name"],
@@ -522,8 +534,7 @@ def build_experiment(
         out=out,
         description=description,
         fit_time_factor=number("fit_time_factor", 3.0),
-        tolerance_floor=number("tolerance_floor", 0.005),
-        tolerance_se=number("tolerance_se", 3.0),
+        gate=_gate_settings(options.get("gate", {}), where("gate")),
         curves=get("curves", True, _boolean),
         isolate=isolate,
         timeout_s=timeout_s,
@@ -532,6 +543,18 @@ def build_experiment(
         source=source,
         raw=dict(options),
     )
+
+
+def _gate_settings(value: Any, where: str) -> dict[str, Any]:
+    """The ``[gate]`` table checked and completed with the registry's margins (manifest form)."""
+    from bench.results.regress import GateSettings
+
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table (alpha, spread_se, margins), got {value!r}")
+    try:
+        return GateSettings.parse(value, where=where).to_json()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _execution(options: dict, given: dict, get: Any, source: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from metrics import ranking as _ranking
-from metrics.registry import METRICS, Metric, MetricInputs
+from metrics.registry import METRICS, Margin, Metric, MetricInputs
 
 __all__ = ["catalogue_coverage", "mean_popularity", "topk_entries", "topk_inclusion"]
 
@@ -301,6 +301,9 @@ METRICS.register(
         scope="catalogue",
         combine=_combine_coverage,
         kind="beyond",
+        family="catalogue",
+        # One value per run, no per-user rows: the floor of its seed-spread tolerance.
+        margin=Margin(0.10, relative=True),
         description="share of the catalogue in at least one evaluated user's top k (one value "
         "per run)",
     )
@@ -314,6 +317,7 @@ METRICS.register(
         higher_is_better=False,
         kind="beyond",
         gated=False,
+        family="descriptive",
         description="mean train popularity (share of users) of the items in the top k; lower "
         "= less mainstream (descriptive, not gated)",
     )

@@ -60,7 +60,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import gammaln
 
-from metrics.registry import METRICS, Metric, MetricInputs
+from metrics.registry import METRICS, Margin, Metric, MetricInputs
 
 __all__ = [
     "TIE_POLICIES",
@@ -1370,12 +1370,24 @@ def _topk_metric(name: str) -> Any:
     return compute
 
 
+#: The regression gate's margins (metrics.registry.Margin; README, "Regression gate").
+#: AUC is dense and bounded, so an absolute margin: 0.015, because the mean AUC of two
+#: seeds of the noisiest quick-suite model (keras-deep:fast) moved by 0.0114 between
+#: seeds 0,1 and 2,3 (one seed alone by 0.02), far beyond its per-user interval. The
+#: top-k metrics' levels vary tenfold with k and the dataset, so a share of the
+#: baseline: 5%, the size of change a user of a ranking would notice; their per-user
+#: intervals are wide enough to absorb seed noise (none came near failing).
+_AUC_MARGIN = Margin(0.015)
+_TOPK_MARGIN = Margin(0.05, relative=True)
+
 METRICS.register(
     Metric(
         "auc",
         lambda inputs, k: _auc_values(inputs.ranked),
         headline=True,
         curve=True,
+        family="pairwise",
+        margin=_AUC_MARGIN,
         description="ROC AUC over the candidates (positives against every other candidate)",
     )
 )
@@ -1393,6 +1405,8 @@ for _name, _text in (
             at_k=True,
             headline=_name != "hit",
             curve=_name != "hit",
+            family="top-k",
+            margin=_TOPK_MARGIN,
             description=_text,
         )
     )
@@ -1402,6 +1416,8 @@ METRICS.register(
         lambda inputs, k: _rr_values(inputs.ranked),
         headline=True,
         curve=True,
+        family="top-k",
+        margin=_TOPK_MARGIN,
         description="reciprocal rank of the first positive",
     )
 )

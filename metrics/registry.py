@@ -21,17 +21,82 @@ column ``name``.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "Metric", "MetricInputs", "MetricRegistry", "default_metrics"]
+__all__ = ["METRICS", "Margin", "Metric", "MetricInputs", "MetricRegistry", "default_metrics"]
 
 SCOPES = ("user", "catalogue")
+FAMILIES = ("pairwise", "top-k", "catalogue", "descriptive")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Margin:
+    """How much worse than its baseline a run may be before the regression gate fails it.
+
+    The gate fails a check only when it is confident that the run is worse by
+    *more* than this margin (see :mod:`bench.results.regress`); the margin is
+    the size of a change that is not worth failing a build for.
+
+    Parameters
+    ----------
+    value : float
+        ``>= 0``: an amount in the metric's units (``relative=False``), or a
+        fraction of the baseline's mean (``relative=True``, written ``"5%"``).
+    relative : bool
+        Whether ``value`` scales with the baseline's value.
+    """
+
+    value: float
+    relative: bool = False
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.value, bool)
+            or not isinstance(self.value, (int, float))
+            or not (math.isfinite(self.value) and self.value >= 0)
+        ):
+            raise ValueError(f"a margin must be a finite number >= 0, got {self.value!r}")
+        if self.relative and self.value >= 1:
+            raise ValueError(f"a relative margin must be below 100%, got {self.text()}")
+
+    def amount(self, baseline: float) -> float:
+        """The margin in the metric's units for a baseline mean of ``baseline``."""
+        return float(self.value * abs(baseline)) if self.relative else float(self.value)
+
+    def text(self) -> str:
+        """``"0.005"`` (absolute) or ``"5%"`` (relative), for tables."""
+        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+
+    def to_json(self) -> float | str:
+        """The form TOML files and manifests use: a number (absolute) or ``"5%"``."""
+        return self.text() if self.relative else self.value
+
+    @classmethod
+    def parse(cls, value: Any, where: str = "margin") -> Margin:
+        """A margin from a number (absolute) or a string ``"N%"`` (relative to the baseline).
+
+        Raises ``ValueError`` naming ``where`` for anything else.
+        """
+        if isinstance(value, Margin):
+            return value
+        try:
+            if isinstance(value, str) and value.strip().endswith("%"):
+                return cls(float(value.strip()[:-1]) / 100.0, relative=True)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return cls(float(value))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        raise ValueError(
+            f"{where}: a margin is a number >= 0 (absolute) or a string like \"5%\" "
+            f"(relative to the baseline), got {value!r}"
+        )
 
 
 @dataclass
@@ -104,6 +169,18 @@ class Metric:
     gated : bool
         Whether the regression gate checks the metric (a descriptive metric
         such as the popularity of recommendations has no better direction).
+    family : str
+        What kind of quantity the metric is, which decides how its gate
+        margin is expressed: ``"pairwise"`` (a per-user share of correctly
+        ordered pairs, e.g. AUC: bounded and dense, an absolute margin),
+        ``"top-k"`` (a per-user quantity of the head of the ranking, e.g.
+        precision@k, NDCG@k, MRR: its level varies tenfold with k and the
+        dataset, so a relative margin), ``"catalogue"`` (one value per run,
+        e.g. coverage@k: no per-user rows, a relative margin that is also the
+        floor of its seed-spread tolerance) or ``"descriptive"`` (not gated).
+    margin : Margin, optional
+        The gate's margin for this metric (required when ``gated``); suites
+        may override it (``[gate.margins]`` in TOML).
     """
 
     name: str
@@ -118,6 +195,8 @@ class Metric:
     description: str = ""
     kind: str = "accuracy"
     gated: bool = True
+    family: str = "top-k"
+    margin: Margin | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -130,6 +209,16 @@ class Metric:
             raise ValueError(f"kind must be 'accuracy' or 'beyond', got {self.kind!r}")
         if not callable(self.compute):
             raise TypeError(f"compute of metric {self.name!r} must be callable")
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.gated and self.margin is None:
+            raise ValueError(
+                f"gated metric {self.name!r} needs a margin (Margin(0.005) or "
+                "Margin(0.05, relative=True)): the regression gate fails a run only when "
+                "it is worse than its baseline by more than this"
+            )
+        if self.margin is not None and not isinstance(self.margin, Margin):
+            raise TypeError(f"margin of metric {self.name!r} must be a Margin")
 
     def columns(self, ks: Iterable[int]) -> list[str]:
         """Column names for cut-offs ``ks``."""
@@ -222,6 +311,42 @@ class MetricRegistry:
     def is_metric(self, column: str) -> bool:
         """Whether ``column`` is a registered metric's column (any k)."""
         return self.metric_of(column) is not None
+
+    def margins(
+        self, overrides: Mapping[str, Any] | None = None, *, where: str = "margins"
+    ) -> dict[str, Margin]:
+        """The regression gate's margin of every gated metric, by metric name.
+
+        Parameters
+        ----------
+        overrides : mapping, optional
+            Metric name or family (``"top-k"``...) -> margin (a number, or
+            ``"N%"``; see :meth:`Margin.parse`). A metric's own name beats its
+            family.
+        where : str
+            Named in errors (e.g. the TOML file and table).
+
+        Raises
+        ------
+        ValueError
+            An override names no gated metric or family, or is not a margin.
+        """
+        overrides = dict(overrides or {})
+        gated = [m for m in self._metrics.values() if m.gated]
+        known = {m.name for m in gated} | {m.family for m in gated}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown metric or family {', '.join(map(repr, unknown))}; "
+                f"gated: {', '.join(sorted(known))}"
+            )
+        parsed = {key: Margin.parse(value, f"{where}.{key}") for key, value in overrides.items()}
+        out = {}
+        for metric in gated:
+            margin = parsed.get(metric.name, parsed.get(metric.family, metric.margin))
+            assert margin is not None  # a gated metric declares one (checked at construction)
+            out[metric.name] = margin
+        return out
 
     def higher_is_better(self, column: str) -> bool:
         """Direction of a metric column (``KeyError`` for a non-metric column)."""

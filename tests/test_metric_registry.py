@@ -19,6 +19,7 @@ from bench.results.report import build_report
 from bench.runner import Runner, RunSpec
 from bench.synthetic import synthetic
 from metrics import METRICS, Evaluator, Metric, MetricRegistry, evaluate, metric_columns
+from metrics.registry import Margin
 from metrics.beyond import topk_entries, topk_inclusion
 
 OPTIONS = {"num_users": 60, "num_items": 40, "num_positives": 900, "seed": 2}
@@ -63,7 +64,15 @@ def first_hit_share(inputs, k):
 
 @pytest.fixture
 def new_metric():
-    METRICS.register(Metric("tophalf", first_hit_share, headline=True, description="test only"))
+    METRICS.register(
+        Metric(
+            "tophalf",
+            first_hit_share,
+            headline=True,
+            margin=Margin(0.005),
+            description="test only",
+        )
+    )
     yield "tophalf"
     METRICS.unregister("tophalf")
 
@@ -85,22 +94,33 @@ def test_a_new_metric_reaches_runs_report_and_gate(new_metric, tmp_path):
     # Made worse on the new metric only: the gate fails on it.
     worse = tmp_path / "worse"
     shutil.copytree(base, worse)
+    # As a real run would: the per-user values change, and runs.csv's means with them.
     edited = pd.read_csv(worse / "runs.csv", dtype={"run_id": str})
-    edited.loc[edited["label"] == "random", new_metric] -= 0.1
+    per_user = pd.read_parquet(worse / "per_user.parquet")
+    ids = edited["label"] == "random"
+    mine = per_user["run_id"].astype(str).isin(set(edited.loc[ids, "run_id"]))
+    per_user.loc[mine, new_metric] -= 0.1
+    means = per_user[mine].groupby(per_user["run_id"].astype(str))[new_metric].mean()
+    edited.loc[ids, new_metric] = edited.loc[ids, "run_id"].map(means)
     edited.to_csv(worse / "runs.csv", index=False)
+    per_user.to_parquet(worse / "per_user.parquet", index=False)
     failed = regress(worse, base)
     assert [(c.label, c.check) for c in failed.failures] == [("random", new_metric)]
 
 
 def test_registry_rejects_duplicates_and_bad_metrics():
     reg = MetricRegistry()
-    reg.register(Metric("x", lambda i, k: np.zeros(0)))
+    reg.register(Metric("x", lambda i, k: np.zeros(0), margin=Margin(0.01)))
     with pytest.raises(ValueError, match="already registered"):
-        reg.register(Metric("x", lambda i, k: np.zeros(0)))
+        reg.register(Metric("x", lambda i, k: np.zeros(0), margin=Margin(0.01)))
     with pytest.raises(ValueError, match="must match"):
         Metric("Bad Name", lambda i, k: None)
     with pytest.raises(ValueError, match="combine"):
-        Metric("c", lambda i, k: None, scope="catalogue")
+        Metric("c", lambda i, k: None, scope="catalogue", margin=Margin(0.01))
+    with pytest.raises(ValueError, match="needs a margin"):
+        Metric("m", lambda i, k: None)
+    with pytest.raises(ValueError, match="family"):
+        Metric("f", lambda i, k: None, family="other", gated=False)
     with pytest.raises(KeyError, match="known: x"):
         reg.get("y")
 
