@@ -674,9 +674,10 @@ def tables_from_canonical(
     has_year = (year_text != "").to_numpy(dtype=bool)
     years = pd.Series(pd.array([pd.NA] * len(lines), dtype="Int64"))
     if has_year.any():
-        years[has_year] = _ids(
-            year_text[has_year].reset_index(drop=True), file, first, "release_year"
-        )
+        # Check the whole column (a missing year reads as "0") so that a bad year is
+        # reported on its own line; the filtered rows would lose their offsets.
+        checked = _ids(year_text.where(has_year, "0"), file, first, "release_year")
+        years[has_year] = checked[has_year]
     flags = np.column_stack([(c == "1").to_numpy(dtype=bool) for c in cols[3:]])
     items = _items_frame(ids, titles.str.normalize("NFC"), years, flags)
 

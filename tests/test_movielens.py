@@ -143,6 +143,18 @@ def test_canonical_round_trip_and_layout(tiny_tables):
     assert_tables_equal(tables_from_canonical(files), tiny_tables)
 
 
+def test_canonical_bad_year_is_reported_on_its_own_line(tiny_tables):
+    files = tiny_tables.canonical()
+    lines = files["items.tsv"].decode("utf-8").split("\n")
+    assert lines[4].split("\t")[2] == ""  # line 5 has no year: lines before it keep theirs
+    fields = lines[6].split("\t")
+    fields[2] = "19x5"
+    lines[6] = "\t".join(fields)
+    files["items.tsv"] = "\n".join(lines).encode("utf-8")
+    with pytest.raises(DataError, match=r"items\.tsv, line 7: release_year '19x5'"):
+        tables_from_canonical(files)
+
+
 @pytest.mark.parametrize(
     ("full", "title", "year"),
     [
