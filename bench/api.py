@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.data import DEFAULT_DATASET
+from bench.datasets import DEFAULT_DATASET
 from bench.interrupts import signal_name
 from bench.registry import Registry, default_registry
 
@@ -177,7 +177,7 @@ def run(
     registry : Registry, optional
         Default :func:`bench.registry.default_registry` (with plugins).
     loader : callable, optional
-        Dataset loader (default :func:`bench.data.load_dataset`).
+        Dataset loader (default :func:`bench.datasets.load_dataset`).
     progress : bool
         Show progress bars (``tqdm.auto``: widgets in Jupyter, text elsewhere).
 

@@ -41,13 +41,14 @@ def _handle_sigterm():
 # -- list -------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from bench import suites
-    from bench.data import DATASETS, SPLITS
-    from bench.data import REGISTRY as DATASET_REGISTRY
+    from bench.datasets import REGISTRY as DATASET_REGISTRY
+    from bench.datasets import SPLITS
     from bench.registry import default_registry
     from bench.sampler import STRATEGIES
 
     reg = default_registry()
     entries = reg.entries(args.pattern)
+    dataset_entries = DATASET_REGISTRY.entries()
     if args.json:
         print(
             json.dumps(
@@ -74,10 +75,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                         for p in reg.plugin_errors
                     ],
                     "suites": suites.names(),
-                    "datasets": DATASETS,
+                    "datasets": {e.name: e.description for e in dataset_entries},
                     "dataset_entries": [
                         {
                             "name": e.name,
+                            "origin": e.origin,
                             "description": e.description,
                             "sources": list(e.sources),
                             "checksums": dict(e.checksums),
@@ -87,9 +89,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                             "carries": sorted(e.carries),
                             "options": e.accepted_options(),
                         }
-                        for e in DATASET_REGISTRY.entries()
+                        for e in dataset_entries
                     ],
-                    "splits": SPLITS,
+                    "dataset_plugin_errors": [
+                        {"name": p.name, "distribution": p.distribution, "error": p.error}
+                        for p in DATASET_REGISTRY.plugin_errors
+                    ],
+                    "splits": {name: rule.description for name, rule in SPLITS.items()},
                     "strategies": STRATEGIES,
                 },
                 indent=2,
@@ -118,16 +124,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in suites.names():
         print(f"  {name:<16} {suites.path(name)}")
     print("Datasets:")
-    for entry in DATASET_REGISTRY.entries():
-        print(f"  {entry.name:<16} {entry.description}")
+    for entry in dataset_entries:
+        print(f"  {entry.name:<16} {entry.description}  [from {entry.origin}]")
         print(
             f"  {'':<16} splits: {', '.join(entry.splits)} (default {entry.default_split}); "
             f"min_rating default {entry.default_min_rating}"
         )
         print(f"  {'':<16} sources: {' > '.join(entry.sources)}")
+    if DATASET_REGISTRY.plugin_errors:
+        print("Dataset plugins that failed to load:")
+        for p in DATASET_REGISTRY.plugin_errors:
+            print(f"  {p.name:<16} from {p.distribution}: {p.error}")
     print("Splits:")
-    for name, text in SPLITS.items():
-        print(f"  {name:<16} {text}")
+    for name, rule in SPLITS.items():
+        print(f"  {name:<16} {rule.description}")
     print("Negative sampling strategies:")
     for name, text in STRATEGIES.items():
         print(f"  {name:<16} {text}")
@@ -136,7 +146,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # -- data -------------------------------------------------------------------
 def cmd_data(args: argparse.Namespace) -> int:
-    from bench.data import load_dataset
+    from bench.datasets import load_dataset
 
     kwargs = {}
     if args.path:
@@ -208,7 +218,7 @@ def _option_value(text: str):
 def _experiment_from_args(args: argparse.Namespace):
     """Validate every option of ``rsbench run`` (through :mod:`bench.config`) into an Experiment."""
     from bench.config import CLI_SOURCE, build_experiment, load_experiment
-    from bench.data import DEFAULT_DATASET
+    from bench.datasets import DEFAULT_DATASET
 
     # Flags that may go with --config (they override the file); all values go
     # to bench.config as given, so that the command line and TOML files are
@@ -429,7 +439,7 @@ def _tune_config_from_args(args: argparse.Namespace):
 
 def _tune_config_from_flags(args: argparse.Namespace):
     from bench.config import parse_int_list
-    from bench.data import DEFAULT_DATASET
+    from bench.datasets import DEFAULT_DATASET
     from bench.tune import build_tune_config, load_tune_config
 
     tune_flags = {
@@ -790,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     _configure_logging(args)
     from bench.config import ConfigError
-    from bench.dataset import DataError
+    from bench.datasets.dataset import DataError
     from bench.registry import ModelUnavailableError, UnknownModelError
 
     previous = _handle_sigterm()

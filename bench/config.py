@@ -33,7 +33,7 @@ Every option, from a TOML file or the command line, is validated here, once,
 by :func:`build_experiment`, before anything runs; a bad value raises
 :class:`ConfigError` naming the key (or flag) and the file. Generic rules
 (types, ranges) live in this module; what a dataset accepts (its splits,
-whether it has ratings, its options) is asked of :func:`bench.data.check_options`.
+whether it has ratings, its options) is asked of :func:`bench.datasets.check_options`.
 
 Ranges: seeds are integers in ``[0, 2**32 - 1]`` (an unsigned 32-bit integer:
 what ``numpy.random.SeedSequence`` and every framework seed accept, and it
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.data import DEFAULT_DATASET
+from bench.datasets import DEFAULT_DATASET
 from bench.runner import EXCLUSIONS, MAX_EPOCHS, MAX_SEED, TIES, RunSpec
 
 if sys.version_info >= (3, 11):
@@ -128,7 +128,7 @@ MAX_THREADS = 4096
 
 def dataset_defaults(name: str) -> tuple[str, float | None]:
     """``(split, min_rating)`` defaults of dataset ``name``, from the dataset registry."""
-    from bench.data import dataset_defaults as registry_defaults
+    from bench.datasets import dataset_defaults as registry_defaults
 
     return registry_defaults(name)
 
@@ -465,7 +465,7 @@ def build_experiment(
         dataset_options = ds.get("options", {})
         if not isinstance(dataset_options, dict):
             raise ConfigError(f"{source}: dataset options must be a table, got {dataset_options!r}")
-        from bench.data import check_options
+        from bench.datasets import check_options
 
         try:
             check_options(dataset, split, min_rating, dataset_options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -38,12 +39,23 @@ def _umask() -> int:
     return mask
 
 
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can fsync a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
     The temporary file lives in the same folder (so the rename is atomic on
-    POSIX), is fsynced before the rename, and is removed if the block raises.
+    POSIX) and names its writer's process id (see :func:`remove_stale_temporaries`);
+    it is fsynced before the rename, the folder after it, and it is removed if
+    the block raises.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +75,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+    _fsync_dir(path.parent)
 
 
 def _write_with(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
@@ -71,9 +84,22 @@ def _write_with(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return _write_with(path, lambda tmp: tmp.write_bytes(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sha256: str | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically.
+
+    With ``sha256``, the written file is read back and must have that SHA-256
+    (hex) before it replaces ``path``; otherwise ``OSError`` is raised and
+    ``path`` is left as it was.
+    """
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+        if sha256 is not None:
+            written = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            if written != sha256:
+                raise OSError(f"{tmp}: sha256 {written} after writing, expected {sha256}")
+
+    return _write_with(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -23,8 +23,8 @@ import pandas as pd
 import psutil
 from threadpoolctl import threadpool_limits
 
-from bench.data import DEFAULT_DATASET, dataset_defaults
-from bench.dataset import Dataset, NotApplicableError
+from bench.datasets import DEFAULT_DATASET, dataset_defaults
+from bench.datasets.dataset import Dataset, NotApplicableError
 from bench.registry import Registry, default_registry
 from bench.threads import check_threads, thread_limits
 
@@ -88,7 +88,7 @@ class RunSpec:
         Overrides the model's own ``epochs`` (``None`` keeps it); in
         ``[1, MAX_EPOCHS]``.
     dataset, split, min_rating, dataset_options
-        What :func:`bench.data.load_dataset` is called with.
+        What :func:`bench.datasets.load_dataset` is called with.
     ties : {"expected", "pessimistic"}
         Tie policy of every metric.
     exclude : {"train-positives", "train-all", "none"}
@@ -266,7 +266,7 @@ class Runner:
         Where model names are looked up (default: :func:`default_registry`).
     loader : callable, optional
         ``loader(dataset, split, min_rating, **options) -> Dataset``
-        (default: :func:`bench.data.load_dataset`).
+        (default: :func:`bench.datasets.load_dataset`).
     block_size : int
         Users per scoring block during evaluation.
     curves : bool
@@ -354,7 +354,7 @@ class Runner:
         if key not in self._datasets:
             loader = self.loader
             if loader is None:
-                from bench.data import load_dataset as loader
+                from bench.datasets import load_dataset as loader
             options = dict(spec.dataset_options)
             if spec.stage != "test":  # loaders without stages keep working
                 options["stage"] = spec.stage
@@ -371,7 +371,7 @@ class Runner:
         framework is not installed.
         """
         if self.loader is None:
-            from bench.data import check_options
+            from bench.datasets import check_options
 
             check_options(spec.dataset, spec.split, spec.min_rating, dict(spec.dataset_options))
         self.registry.params(spec.model, spec.preset, **dict(spec.params))

@@ -38,7 +38,7 @@ __all__ = ["check_recommender", "contract_data"]
 
 def contract_data():
     """The tiny synthetic dataset of the contract (60 users, 80 items, seeded)."""
-    from bench.synthetic import synthetic
+    from bench.datasets.synthetic import synthetic
 
     return synthetic(num_users=60, num_items=80, num_positives=1_200, test_per_user=2, seed=7)
 

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config import ConfigError, Experiment, build_experiment
-from bench.dataset import Dataset
+from bench.datasets.dataset import Dataset
 from bench.io import atomic_write_csv
 from bench.registry import Registry, default_registry
 from bench.runner import Runner, RunResult, RunSpec, StopRun
@@ -862,7 +862,7 @@ def run_studies(
 ) -> list[tuple[Target, Any]]:
     """Tune every model until its budget is spent; write ``trials.csv`` and the summary.
 
-    Only validation-stage datasets are loaded (see :func:`bench.data.load_dataset`).
+    Only validation-stage datasets are loaded (see :func:`bench.datasets.load_dataset`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

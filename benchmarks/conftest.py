@@ -12,6 +12,6 @@ import bench  # noqa: F401
 @pytest.fixture(scope="session")
 def ml100k():
     """MovieLens 100K `ua`, ratings >= 4 (fetched by the microbench session's set-up)."""
-    from bench.data import load_dataset
+    from bench.datasets import load_dataset
 
     return load_dataset("ml-100k", split="ua", min_rating=4.0)

@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 import bench
-from bench.synthetic import synthetic
+from bench.datasets.synthetic import synthetic
 from metrics import Evaluator, evaluate, roc_auc, summarize
 
 KS = (5, 10, 20)

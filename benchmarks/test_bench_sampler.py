@@ -1,6 +1,6 @@
 """Throughput and set-up of the common negative sampler, new and old side by side.
 
-Synthetic data from :func:`bench.synthetic.synthetic_interactions` at two shapes:
+Synthetic data from :func:`bench.datasets.synthetic.synthetic_interactions` at two shapes:
 ML-100K (943 x 1,682 x 49,906 positives) and ML-20M (138,493 x 26,744 x 10 M,
 about 24 s to generate). The old sampler is the pre-issue-18 one, frozen in
 ``benchmarks/_old_sampler.py``. Goals (issue 18): ``uniform-unseen`` >= 5 M
@@ -21,8 +21,8 @@ from _old_sampler import NegativeSampler as OldSampler
 from test_bench_metrics import _PeakRSS
 
 import bench.sampler as sampler_module
+from bench.datasets.synthetic import synthetic_interactions
 from bench.sampler import NegativeSampler
-from bench.synthetic import synthetic_interactions
 
 STRATEGIES = ("uniform", "uniform-unseen", "popularity", "hard")
 DIM = 64
@@ -145,7 +145,7 @@ def test_sampler_ml20m_shape_sorted_rows_index(benchmark, ml20m_shape, monkeypat
 @pytest.fixture(scope="module")
 def scale_second_size():
     """The scale suite's second size (ML-1M shape): one user is positive on 3,703 of 3,706 items."""
-    from bench.synthetic import synthetic
+    from bench.datasets.synthetic import synthetic
 
     return synthetic(num_users=6040, num_items=3706, num_positives=575_000, seed=0).train
 

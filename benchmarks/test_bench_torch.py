@@ -136,7 +136,7 @@ def test_torch_bilinear_fast_epoch_at_the_largest_scale_size(benchmark):
     pre-issue-18 update); the ratios are ratios of medians.
     Goal (issue 18): at most 7 s per epoch on 2 cores.
     """
-    from bench.synthetic import synthetic
+    from bench.datasets.synthetic import synthetic
 
     data = synthetic(num_users=138_493, num_items=26_744, num_positives=10_000_000, seed=0)
     train = data.train

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from bench.dataset import SideFeatures
+    from bench.datasets.dataset import SideFeatures
     from bench.interactions import Interactions
     from bench.sampler import NegativeSampler
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.linalg
 
-from bench.dataset import NotApplicableError
+from bench.datasets.dataset import NotApplicableError
 from bench.interactions import Interactions
 from models.base import Recommender, check_finite, check_positive
 
@@ -99,7 +99,7 @@ class EASE(_FitState):
     binary user-item train matrix; ``score(u) = X_u B``. Memory is
     O(num_items^2) and time O(num_items^3), by design, whatever the number of
     positives: fine for ML-100K/1M; ``fit`` raises
-    :class:`bench.dataset.NotApplicableError` (a ``ValueError``) for catalogues
+    :class:`bench.datasets.dataset.NotApplicableError` (a ``ValueError``) for catalogues
     above ``max_items``, which the runner records as "not-applicable".
 
     ``l2`` must also keep ``X^T X + lambda I`` numerically invertible: ``fit``

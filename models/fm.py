@@ -21,7 +21,7 @@ from models.base import (
 from models.torch_triplet import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from bench.dataset import SideFeatures
+    from bench.datasets.dataset import SideFeatures
     from bench.sampler import Triplets
 
 __all__ = ["LOSSES", "OPTIMIZERS", "FactorizationMachine"]

@@ -14,7 +14,7 @@ from bench.interactions import Interactions
 from models.base import EpochCallback, Recommender, check_finite, check_positive, derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from bench.dataset import SideFeatures
+    from bench.datasets.dataset import SideFeatures
     from bench.sampler import NegativeSampler
 
 __all__ = ["ImplicitALS", "ImplicitBPR"]

@@ -20,7 +20,7 @@ from models.base import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from bench.dataset import SideFeatures
+    from bench.datasets.dataset import SideFeatures
     from bench.sampler import NegativeSampler
 
 __all__ = ["LOSSES", "LightFMModel"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from bench.dataset import SideFeatures
-from bench.synthetic import synthetic
+from bench.datasets.dataset import SideFeatures
+from bench.datasets.synthetic import synthetic
 
 
 @pytest.fixture
@@ -54,6 +54,6 @@ def ml100k():
     The data is fetched by the test session's set-up (``rsbench data ml-100k``);
     run with ``-m "not realdata"`` on a machine that cannot fetch it.
     """
-    from bench.data import load_dataset
+    from bench.datasets import load_dataset
 
     return load_dataset("ml-100k", split="ua", min_rating=4.0)

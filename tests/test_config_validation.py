@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-import bench.data
+import bench.datasets
 import bench.runner
 from bench.cli import main
 from bench.config import ConfigError, build_experiment, load_experiment
@@ -192,7 +192,7 @@ def test_dataset_rules_come_from_the_data_layer_hook(monkeypatch):
         seen.append((name, split, min_rating, options))
         raise ValueError("the registry says no")
 
-    monkeypatch.setattr(bench.data, "check_options", hook)
+    monkeypatch.setattr(bench.datasets, "check_options", hook)
     with pytest.raises(ConfigError, match="command line: the registry says no"):
         build_experiment({"models": "popularity", "dataset": "synthetic"})
     assert seen == [("synthetic", "random", None, {})]

@@ -10,25 +10,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from records import dataset_from_tables
 
-from bench.data import (
-    DATASET_SPLITS,
-    DATASETS,
+from bench.datasets import (
+    REGISTRY,
     SPLITS,
-    dataset_from_tables,
     load_dataset,
     split_mask,
 )
-from bench.dataset import DataError, Dataset
-from bench.movielens import ML100K_SHA256, MovieLensTables, read_grouplens
-from bench.synthetic import synthetic
+from bench.datasets.catalog import ML100K_SHA256, read_ml100k
+from bench.datasets.dataset import DataError, Dataset
+from bench.datasets.formats.movielens import MovieLensTables
+from bench.datasets.synthetic import synthetic
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ml-tiny"
 
 
 @pytest.fixture(scope="module")
 def tables() -> MovieLensTables:
-    return read_grouplens(FIXTURE)
+    return read_ml100k(FIXTURE)
 
 
 def file_order_ratings() -> list[tuple[int, int, int, int]]:
@@ -55,16 +55,19 @@ def user_items(data: Dataset, side: str, raw_user: int) -> set[int]:
 
 
 def test_listings_cover_every_name():
-    assert set(DATASETS) == {
-        "ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-latest-small", "synthetic"
+    datasets = {e.name: e for e in REGISTRY.entries() if e.origin == "rsbench"}
+    assert set(datasets) == {
+        "ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-latest-small", "synthetic",
+        "<your log>",
     }  # fmt: skip
     assert set(SPLITS) == {
         "ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "temporal",
         "random-fraction", "time-cutoff", "cold-users", "cold-items",
     }  # fmt: skip
-    assert DATASET_SPLITS["synthetic"] == ("random",)
-    assert all(set(splits) <= set(SPLITS) for splits in DATASET_SPLITS.values())
-    assert all(isinstance(v, str) and v for v in (*DATASETS.values(), *SPLITS.values()))
+    assert datasets["synthetic"].splits == ("random",)
+    assert all(set(e.splits) <= set(SPLITS) for e in datasets.values())
+    assert all(e.description for e in datasets.values())
+    assert all(rule.description and rule.name == name for name, rule in SPLITS.items())
 
 
 def test_unknown_names_list_the_known_ones():
@@ -243,7 +246,7 @@ def test_temporal_ties_go_to_the_later_line():
 
 
 def _small_tables(ratings: pd.DataFrame) -> MovieLensTables:
-    from bench.movielens import GENRES
+    from bench.datasets.formats.movielens import GENRES
 
     items = pd.DataFrame(
         {"title": [f"t{i}" for i in range(1, 5)], "release_year": pd.array([1990] * 4, "Int64")},
@@ -358,9 +361,10 @@ def test_real_random_split_is_seeded(real_splits):
 @pytest.mark.realdata
 def test_real_temporal_split_never_trains_on_the_future(real_splits):
     data = real_splits["temporal"]
-    from bench.movielens import load_movielens
+    from bench.datasets.catalog import ML100K
+    from bench.datasets.formats.movielens import tables_from_canonical
 
-    tables, _ = load_movielens()
+    tables = tables_from_canonical(ML100K.load().files)
     stamps = tables.ratings.set_index(["user_id", "item_id"])["timestamp"]
     users, items = data.raw_user_ids, data.raw_item_ids
 
@@ -389,7 +393,7 @@ def test_loading_from_a_warm_cache_is_fast(ml100k):
 
 
 def test_registry_refuses_duplicates_and_impossible_splits():
-    from bench.data import REGISTRY, DatasetEntry, DatasetRegistry
+    from bench.datasets import REGISTRY, DatasetEntry, DatasetRegistry
 
     reg = DatasetRegistry()
     entry = REGISTRY.get("ml-1m")

@@ -176,7 +176,7 @@ def test_popularity_on_tiny_matches_notebook_auc(tiny):
 @pytest.mark.realdata
 def test_popularity_on_ml100k_matches_notebook_auc(request):
     """ML-100K ua split: 934 evaluated users; AUC equals the notebook's sklearn loop."""
-    pytest.importorskip("bench.data")
+    pytest.importorskip("bench.datasets")
     from sklearn.metrics import roc_auc_score
 
     from models.baselines import Popularity

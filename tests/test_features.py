@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from bench.features import AGE_BUCKETS, item_side_features, user_side_features
-from bench.movielens import GENRES
+from bench.datasets.features import item_side_features
+from bench.datasets.formats.movielens import AGE_BUCKETS, GENRES
+from bench.datasets.formats.movielens import movielens_user_features as user_side_features
 
 
 def item_table(rows: list[tuple[int, int | None, list[str]]]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 import scipy.sparse as sp
 import torch
 
-from bench.dataset import SideFeatures
+from bench.datasets.dataset import SideFeatures
 from bench.interactions import Interactions
 from bench.sampler import NegativeSampler
 from metrics import Evaluator, summarize

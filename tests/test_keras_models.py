@@ -165,7 +165,7 @@ def test_num_threads_is_applied_in_a_fresh_process():
 
     code = (
         "import numpy as np, tensorflow as tf\n"
-        "from bench.synthetic import synthetic\n"
+        "from bench.datasets.synthetic import synthetic\n"
         "from models.keras_triplet import KerasBilinear\n"
         "data = synthetic(num_users=20, num_items=30, num_positives=200, seed=1)\n"
         "KerasBilinear(num_threads=1, epochs=1).fit(data.train, rng=np.random.default_rng(0))\n"

@@ -10,10 +10,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from bench import sources
-from bench.data import REGISTRY, load_dataset
-from bench.dataset import DataError
-from bench.grouplens import RELEASES, load_release, parse_large
+from bench.datasets import REGISTRY, load_dataset, sources
+from bench.datasets.catalog import RELEASES, release_chain
+from bench.datasets.dataset import DataError
+from bench.datasets.formats.grouplens import parse_large
 
 DAT_RATINGS = (
     "1::122::5::838985046\n1::185::4.5::838983525\n2::122::3::868245777\n"
@@ -98,7 +98,7 @@ def test_a_local_zip_goes_through_the_registry(tmp_path):
         load_dataset("ml-10m", "temporal", 5.5, path=str(path))
 
 
-def test_unreachable_grouplens_says_what_was_tried(monkeypatch):
+def test_unreachable_grouplens_says_what_was_tried(monkeypatch, tmp_path):
     def expired(url, timeout):
         error = ssl.SSLCertVerificationError(1, "certificate verify failed")
         error.verify_message = "certificate has expired"
@@ -106,9 +106,9 @@ def test_unreachable_grouplens_says_what_was_tried(monkeypatch):
 
     monkeypatch.setattr(sources.urllib.request, "urlopen", expired)
     with pytest.raises(DataError) as info:
-        load_release("ml-20m")
+        release_chain(RELEASES["ml-20m"]).load(cache_dir=tmp_path)
     message = str(info.value)
-    assert "tried grouplens: https://files.grouplens.org/datasets/movielens/ml-20m.zip" in message
+    assert "; grouplens: https://files.grouplens.org/datasets/movielens/ml-20m.zip" in message
     assert "TLS certificate has expired" in message and "pass --path" in message
     assert "\n" not in message
 
@@ -124,7 +124,7 @@ def test_pinned_md5s_are_the_published_ones():
     assert RELEASES["ml-latest-small"].md5 is None  # re-issued: no fixed value to pin
 
 
-def test_a_download_with_the_wrong_md5_is_refused(monkeypatch):
+def test_a_download_with_the_wrong_md5_is_refused(monkeypatch, tmp_path):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("ml-20m/ratings.csv", CSV_RATINGS)
@@ -136,4 +136,5 @@ def test_a_download_with_the_wrong_md5_is_refused(monkeypatch):
 
     monkeypatch.setattr(sources, "download", fake)
     with pytest.raises(DataError, match=r"md5 0{32}, not the published cd245b17"):
-        load_release("ml-20m")
+        release_chain(RELEASES["ml-20m"]).load(cache_dir=tmp_path)
+    assert not (tmp_path / "ml-20m").exists()

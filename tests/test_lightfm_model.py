@@ -134,7 +134,7 @@ def test_features_ignored_unless_asked(tiny, tiny_features):
 
 
 def test_wrong_feature_rows_raise(tiny, tiny_features):
-    from bench.dataset import SideFeatures
+    from bench.datasets.dataset import SideFeatures
 
     user_side, item_side = tiny_features
     short = SideFeatures(item_side.matrix[:10], item_side.names)

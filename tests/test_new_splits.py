@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from records import dataset_from_tables
 
-from bench.data import dataset_from_index, dataset_from_tables, load_dataset
-from bench.dataset import NotApplicableError
-from bench.movielens import read_local
-from bench.splits import (
+from bench.datasets import Record, load_dataset, split_record
+from bench.datasets.catalog import read_ml100k
+from bench.datasets.dataset import NotApplicableError
+from bench.datasets.splits import (
     cold_mask,
     global_cutoff_mask,
     holdout_fraction_mask,
@@ -28,7 +29,7 @@ def pairs(inter) -> set[tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def tables():
-    return read_local(FIXTURE)
+    return read_ml100k(FIXTURE)
 
 
 def test_random_fraction_by_hand():
@@ -189,12 +190,7 @@ def test_validation_through_load_dataset_and_the_cutoff(tmp_path):
     assert len(data.test_all) == 4
 
 
-def test_dataset_from_index_rejects_an_unknown_stage():
+def test_split_record_rejects_an_unknown_stage():
+    record = Record(np.array([0, 0]), np.array([0, 1]), None, None, np.array([7]), np.array([1, 2]))
     with pytest.raises(ValueError, match="stage must be 'test' or 'validation'"):
-        dataset_from_index(
-            *(np.array([0, 0]), np.array([0, 1]), None, None, 1, 2, "random", None),
-            name="x",
-            source="",
-            sha256="",
-            stage="tuning",
-        )
+        split_record(record, "random", None, name="x", stage="tuning")

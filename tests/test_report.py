@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.datasets.synthetic import synthetic
 from bench.registry import Registry
 from bench.report import (
     build_report,
@@ -25,7 +26,6 @@ from bench.report import (
 )
 from bench.results import ResultsError, ResultStore, load_results
 from bench.runner import Runner, RunSpec
-from bench.synthetic import synthetic
 
 HAVE_IMPLICIT = importlib.util.find_spec("implicit") is not None
 MAIN = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")

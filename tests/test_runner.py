@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import bench.data
+import bench.datasets
 import bench.runner
 from bench.cli import main
+from bench.datasets.synthetic import synthetic
 from bench.registry import Registry
 from bench.results import ResultStore, load_results
 from bench.runner import Runner, RunSpec
-from bench.synthetic import synthetic
 from models.baselines import Popularity
 
 DATA = synthetic(num_users=80, num_items=60, num_positives=1_600, seed=11)
@@ -76,7 +76,7 @@ test_registry.__test__ = False  # a factory, not a test
 @pytest.fixture
 def patched(monkeypatch):
     monkeypatch.setattr(bench.runner, "default_registry", test_registry)
-    monkeypatch.setattr(bench.data, "load_dataset", fake_loader)
+    monkeypatch.setattr(bench.datasets, "load_dataset", fake_loader)
     Counting.fits.clear()
 
 

@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 
+from bench.datasets.synthetic import synthetic
 from bench.registry import Registry
 from bench.runner import Runner, RunSpec
-from bench.synthetic import synthetic
 from models.baselines import Popularity
 
 DATA = synthetic(num_users=40, num_items=30, num_positives=600, seed=3)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bench.datasets.synthetic import synthetic_interactions
 from bench.interactions import Interactions
 from bench.sampler import STRATEGIES, NegativeSampler
-from bench.synthetic import synthetic_interactions
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import sources
-from bench.dataset import DataError
-from bench.movielens import ML100K_CAPS, read_grouplens, read_local
+from bench.datasets import sources
+from bench.datasets.catalog import ML100K_CAPS
+from bench.datasets.catalog import read_ml100k as read_local
+from bench.datasets.dataset import DataError
+
+read_grouplens = read_local
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ml-tiny"
 NAMES = ("u.data", "u.item", "u.user")

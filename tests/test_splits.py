@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.splits import (
+from bench.datasets.splits import (
     allbut_mask,
     fold_mask,
     random_leave_k_out_mask,

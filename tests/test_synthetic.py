@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.synthetic import synthetic, synthetic_interactions
+from bench.datasets.synthetic import synthetic, synthetic_interactions
 
 
 def test_shape_and_no_duplicate_pairs():

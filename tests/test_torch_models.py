@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from bench.datasets.synthetic import synthetic  # noqa: E402
 from bench.interactions import Interactions  # noqa: E402
 from bench.registry import default_registry  # noqa: E402
 from bench.sampler import NegativeSampler  # noqa: E402
-from bench.synthetic import synthetic  # noqa: E402
 from models.base import NotFittedError  # noqa: E402
 from models.torch_triplet import TorchBilinear, TorchDeep  # noqa: E402
 

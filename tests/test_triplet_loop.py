@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.synthetic import synthetic
+from bench.datasets.synthetic import synthetic
 from models.base import TripletRecommender
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("optuna")
 
 from bench.config import ConfigError
-from bench.data import load_dataset
-from bench.dataset import Dataset
+from bench.datasets import load_dataset
+from bench.datasets.dataset import Dataset
 from bench.interactions import Interactions
 from bench.runner import Runner, RunSpec, StopRun
 from bench.tune import (

@@ -735,7 +735,7 @@ def _dataset_check(dataset: str, base_rows: pd.DataFrame, new_rows: pd.DataFrame
         return Comparison(
             dataset, "", "dataset", kind="dataset", note=f"same sha256 {_short(base_hash)}"
         )
-    from bench.data import is_generated
+    from bench.datasets import is_generated
 
     names = set(base_rows["dataset"].astype(str)) if "dataset" in base_rows else set()
     synthetic = bool(names) and all(is_generated(name) for name in names)

@@ -8,15 +8,24 @@ positives) is produced in blocks without ever materialising users x items.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from bench.dataset import Dataset
+from bench.datasets.dataset import Dataset
+from bench.datasets.registry import LoadRequest, check_int
+from bench.datasets.splits import (
+    VALIDATION_FRACTION,
+    holdout_fraction_mask,
+    random_leave_k_out_mask,
+)
 from bench.interactions import Interactions
-from bench.splits import random_leave_k_out_mask
 
-__all__ = ["synthetic", "synthetic_interactions"]
+__all__ = ["OPTIONS", "check_options", "load_synthetic", "synthetic", "synthetic_interactions"]
 
 
 def _check_positive_int(name: str, value: int) -> int:
@@ -198,3 +207,81 @@ def synthetic(
         ),
         sha256=digest.hexdigest(),
     )
+
+
+# ----------------------------------------------------------------------------- as a dataset
+
+#: The generator's options as a dataset (``rsbench list``).
+OPTIONS: dict[str, str] = {
+    "seed": "seed of the generator and of its split",
+    "num_users": "users (int >= 1)",
+    "num_items": "items (int >= 3)",
+    "num_positives": "positives in total (int >= 2 * num_users)",
+    "test_per_user": "test positives per user (int >= 1)",
+    "rank": "latent taste dimension (int >= 1)",
+    "popularity_exponent": "Zipf exponent of item popularity (>= 0)",
+    "taste_strength": "weight of taste against popularity (>= 0)",
+}
+
+
+def load_synthetic(request: LoadRequest) -> Dataset:
+    """The synthetic dataset of a checked request: its random split, or the validation carve."""
+    options = dict(request.options)
+    stage = request.stage
+    if stage == "test" and "validation_seed" in options:
+        raise ValueError("validation_seed applies to stage='validation' only")
+    seed = options.pop("seed", 0)
+    validation_seed = options.pop("validation_seed", 0)
+    data = synthetic(seed=seed, **options)
+    if stage == "test":
+        return data
+    # The fixed-split carve (CONTRACTS item 4): its test rows are dropped, never read.
+    train = data.train
+    held = holdout_fraction_mask(
+        train.user_ids,
+        np.arange(len(train)),
+        np.ones(len(train), dtype=bool),
+        VALIDATION_FRACTION,
+        np.random.default_rng(validation_seed),
+    )
+    rule = (
+        f"random {VALIDATION_FRACTION:g} of each user's train rows, never the user's "
+        f"last train positive (validation_seed {validation_seed})"
+    )
+    kept, validation = train.select(~held), train.select(held)
+    return replace(
+        data,
+        train=kept,
+        test=validation,
+        train_all=kept,
+        test_all=validation,
+        stage="validation",
+        facts={**dict(data.facts), "validation_rule": rule, "test_rule": "random leave-k-out"},
+    )
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """The generator's own checks of its options, before anything runs (``ValueError``)."""
+    defaults = {n: p.default for n, p in inspect.signature(synthetic).parameters.items()}
+    users = options.get("num_users", defaults["num_users"])
+    positives = options.get("num_positives", defaults["num_positives"])
+    if isinstance(users, int) and isinstance(positives, int) and positives < 2 * users:
+        # synthetic()'s own rule, checked before anything runs
+        raise ValueError(
+            f"num_positives={positives} is below 2 per user ({2 * users} for num_users={users})"
+        )
+    if "validation_seed" in options:
+        check_int("validation_seed", options["validation_seed"], 0)
+    for key in ("num_users", "num_items", "num_positives", "test_per_user", "rank"):
+        if key in options:
+            check_int(key, options[key], 1)
+    for key in ("popularity_exponent", "taste_strength"):
+        if key in options:
+            value = options[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not np.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")

@@ -1,4 +1,4 @@
-"""Your own interaction logs (CSV, TSV, Parquet) read as strictly as MovieLens.
+"""Your own interaction logs (CSV, TSV, Parquet) read as strictly as MovieLens, and their loader.
 
 A log is one row per interaction. You map its columns (``user``, ``item`` and
 optionally ``rating`` and ``timestamp``); ids may be of any type, strings
@@ -18,13 +18,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.dataset import DataError
-from bench.grouplens import RatingsLog
-from bench.sources import file_digests, read_regular_file
+from bench.datasets.dataset import DataError, Dataset
+from bench.datasets.record import Record, split_record
+from bench.datasets.registry import LoadRequest
+from bench.datasets.sources import file_digests, read_regular_file
 
-__all__ = ["DUPLICATE_POLICIES", "LOG_OPTIONS", "k_core", "read_log"]
+__all__ = [
+    "DUPLICATE_POLICIES",
+    "LOG_OPTIONS",
+    "LOG_SUFFIXES",
+    "is_log_path",
+    "k_core",
+    "load_log",
+    "read_log",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Suffixes that make a dataset name a path to your own log.
+LOG_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet")
 
 #: Options of a log dataset (TOML ``[dataset]`` keys besides ``path``).
 LOG_OPTIONS: dict[str, str] = {
@@ -257,8 +269,8 @@ def read_log(
     duplicates: str = "error",
     min_user_interactions: int = 1,
     min_item_interactions: int = 1,
-) -> RatingsLog:
-    """Read an interaction log into a :class:`~bench.grouplens.RatingsLog`.
+) -> Record:
+    """Read an interaction log into a :class:`~bench.datasets.record.Record`.
 
     Parameters
     ----------
@@ -279,7 +291,7 @@ def read_log(
 
     Returns
     -------
-    RatingsLog
+    Record
         Indices numbered by sorted raw id; ``facts`` holds the file's SHA-256,
         the duplicate policy and rows dropped, and the k-core counts before and
         after (users, items, rows) with the passes it took.
@@ -373,13 +385,52 @@ def read_log(
         },
     }
     logger.info("read %s: %s", file, facts["k_core"])
-    return RatingsLog(
-        user_idx.astype(np.int32),
-        item_idx.astype(np.int32),
-        np.ones(rows.shape[0], np.float32) if stars is None else stars[rows].astype(np.float32),
-        None if stamps is None else stamps[rows],
-        raw_users,
-        raw_items,
+    return Record(
+        user_index=user_idx.astype(np.int32),
+        item_index=item_idx.astype(np.int32),
+        rating=np.ones(rows.shape[0], np.float32)
+        if stars is None
+        else stars[rows].astype(np.float32),
+        timestamp=None if stamps is None else stamps[rows],
+        raw_user_ids=raw_users,
+        raw_item_ids=raw_items,
         sha256=digests.sha256,
+        source=f"path:{path.resolve()}",
         facts=facts,
+    )
+
+
+def is_log_path(name: str) -> bool:
+    """Whether dataset name ``name`` is a path to your own log (by its suffix)."""
+    return name.lower().endswith(LOG_SUFFIXES)
+
+
+def load_log(request: LoadRequest) -> Dataset:
+    """Read the log the request's dataset name is a path to, and split it.
+
+    Raises
+    ------
+    ValueError
+        ``min_rating`` without a rating column.
+    DataError
+        The file is missing or malformed.
+    """
+    options = dict(request.options)
+    log_options = {k: options.pop(k) for k in list(options) if k in LOG_OPTIONS}
+    # The name is the file (bench.config turns a [dataset] path into the name).
+    log_options.pop("path", None)
+    options.pop("cache_dir", None)
+    record = read_log(request.name, **log_options)
+    if request.min_rating is not None and record.facts.get("rating_column") is None:
+        raise ValueError(
+            f"{request.name}: min_rating={request.min_rating:g} needs a rating column "
+            "(give rating=...), or pass min_rating=None to count every row as a positive"
+        )
+    return split_record(
+        record,
+        request.split,
+        request.min_rating,
+        name=request.name,
+        stage=request.stage,
+        options=options,
     )

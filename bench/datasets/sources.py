@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.dataset import DataError
+from bench.datasets.dataset import DataError
 
 __all__ = [
     "CHUNK_BYTES",
@@ -38,6 +38,7 @@ __all__ = [
     "download",
     "find_members",
     "pip_download",
+    "read_folder",
     "read_member",
     "read_members",
     "read_regular_file",
@@ -255,6 +256,31 @@ def read_members(
         raise DataError(f"{display}: not a valid zip archive ({exc})") from None
     except OSError as exc:
         raise DataError(f"{display}: cannot be read ({exc.strerror or exc})") from None
+    return data, names
+
+
+def read_folder(
+    folder: Path, basenames: Mapping[str, str], caps: Mapping[str, int]
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Read the files named by ``basenames`` out of ``folder``, each within its cap.
+
+    Returns
+    -------
+    data : dict of key to bytes
+    names : dict of key to the file's path (for error messages)
+
+    Raises
+    ------
+    DataError
+        A file is missing, not a regular file, or past its cap.
+    """
+    data, names = {}, {}
+    for key, base in basenames.items():
+        path = folder / base
+        if not path.exists() and not path.is_symlink():
+            raise DataError(f"{folder}: no {base} in this folder")
+        data[key] = read_regular_file(path, caps[key])
+        names[key] = str(path)
     return data, names
 
 

@@ -1,27 +1,21 @@
-"""One-hot side features built from normalised item tables (genres, year) and user tables."""
+"""Generic one-hot side features from a table: flag columns, a release decade, buckets, categories.
+
+Nothing here knows a dataset: which columns are flags, which numeric column is
+bucketed how, and which are categories is given by the caller (the format
+module that knows its tables, e.g. :mod:`bench.datasets.formats.movielens`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from bench.dataset import SideFeatures
+from bench.datasets.dataset import SideFeatures
 
-__all__ = ["AGE_BUCKETS", "item_side_features", "user_side_features"]
-
-#: MovieLens 1M's age groups: (label, lowest age in the bucket).
-AGE_BUCKETS: tuple[tuple[str, int], ...] = (
-    ("under-18", 0),
-    ("18-24", 18),
-    ("25-34", 25),
-    ("35-44", 35),
-    ("45-49", 45),
-    ("50-55", 50),
-    ("56+", 56),
-)
+__all__ = ["item_side_features", "user_side_features"]
 
 
 def _row_positions(
@@ -125,47 +119,56 @@ def item_side_features(
 
 
 def user_side_features(
-    user_table: pd.DataFrame, *, ids: Sequence[int] | None = None
+    user_table: pd.DataFrame,
+    *,
+    buckets: Mapping[str, Sequence[tuple[str, int]]],
+    categorical: Sequence[str],
+    ids: Sequence[int] | None = None,
 ) -> SideFeatures:
-    """One-hot age bucket, gender and occupation per user.
+    """One-hot numeric buckets, then one-hot categories, per row of a table.
 
     Parameters
     ----------
     user_table : pandas.DataFrame
-        Index: user id; columns ``age`` (int, may be missing), ``gender`` and
-        ``occupation`` (str, may be missing).
+        Index: id; the numeric columns named in ``buckets`` (may be missing) and
+        the ``categorical`` columns (str, may be missing).
+    buckets : mapping of column to ((label, lowest value), ...)
+        Each numeric column's buckets in ascending order; a value belongs to the
+        last bucket whose lowest value it reaches. Every bucket is a column,
+        present or not (``<column>=<label>``).
+    categorical : sequence of str
+        Columns one-hot encoded as ``<column>=<value>`` for the values present, sorted.
     ids : sequence of int, optional
-        User ids, one per output row (default: the table's rows in order). Ids
-        absent from the table, and missing values, give zeros in their block.
+        Ids, one per output row (default: the table's rows in order). Ids absent
+        from the table, and missing values, give zeros in their block.
 
     Returns
     -------
     SideFeatures
-        float32 CSR of shape ``(n_users, 7 + n_genders + n_occupations)``: the
-        seven MovieLens 1M age buckets ``age=under-18``, ``age=18-24``,
-        ``age=25-34``, ``age=35-44``, ``age=45-49``, ``age=50-55``, ``age=56+``
-        (always all seven), then ``gender=<value>`` and ``occupation=<value>``
-        for the values present, sorted.
+        float32 CSR: the bucket blocks in ``buckets`` order, then the categories.
 
     Raises
     ------
     ValueError
-        A required column is missing or an age is negative.
+        A required column is missing or a bucketed value is negative.
     """
-    _require(user_table, ["age", "gender", "occupation"], "user_table")
+    _require(user_table, [*buckets, *categorical], "user_table")
     n_rows, table_rows, out_rows = _row_positions(user_table, ids, "user")
-    ages = pd.to_numeric(user_table["age"], errors="raise").to_numpy(np.float64, na_value=np.nan)
-    ages = ages[table_rows]
-    known = ~np.isnan(ages)
-    if (ages[known] < 0).any():
-        raise ValueError(f"ages must be >= 0, found {ages[known][ages[known] < 0][0]}")
-    lows = np.array([low for _, low in AGE_BUCKETS], dtype=np.float64)
-    age_codes = np.where(
-        known, np.searchsorted(lows, np.where(known, ages, 0), side="right") - 1, -1
-    )
-    blocks = [_one_hot(out_rows, age_codes, n_rows, len(AGE_BUCKETS))]
-    names = [f"age={label}" for label, _ in AGE_BUCKETS]
-    for column in ("gender", "occupation"):
+    blocks, names = [], []
+    for column, table in buckets.items():
+        values = pd.to_numeric(user_table[column], errors="raise").to_numpy(
+            np.float64, na_value=np.nan
+        )[table_rows]
+        known = ~np.isnan(values)
+        if (values[known] < 0).any():
+            raise ValueError(f"{column}s must be >= 0, found {values[known][values[known] < 0][0]}")
+        lows = np.array([low for _, low in table], dtype=np.float64)
+        codes = np.where(
+            known, np.searchsorted(lows, np.where(known, values, 0), side="right") - 1, -1
+        )
+        blocks.append(_one_hot(out_rows, codes, n_rows, len(table)))
+        names.extend(f"{column}={label}" for label, _ in table)
+    for column in categorical:
         values = user_table[column].to_numpy(dtype=object)[table_rows]
         present = ~pd.isna(values)
         vocabulary = np.array(sorted({str(v) for v in values[present]}), dtype=object)
