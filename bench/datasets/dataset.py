@@ -70,7 +70,7 @@ class Dataset:
         Every train interaction whatever its rating (for the "exclude everything
         seen in train" candidate policy).
     user_features, item_features : SideFeatures or None
-        One-hot side information (see :mod:`bench.features`).
+        One-hot side information (see :mod:`bench.datasets.features`).
     user_table, item_table : pandas.DataFrame or None
         The normalized raw attributes, one row per index, in index order.
     raw_user_ids, raw_item_ids : numpy.ndarray

