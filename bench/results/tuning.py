@@ -1,8 +1,4 @@
-"""Tuning tables: pure functions from ``trials.csv`` / ``runs.csv`` rows to DataFrames.
-
-
-
-"""
+"""Tuning tables: pure functions from ``trials.csv`` / ``runs.csv`` rows to DataFrames."""
 
 from __future__ import annotations
 
@@ -13,7 +9,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["COUNTED", "best_so_far", "default_vs_tuned", "summary_table"]
+from bench.results.tables import ALPHA, paired_family, user_means
+
+__all__ = [
+    "COUNTED",
+    "best_so_far",
+    "default_vs_tuned",
+    "summary_table",
+]
 
 #: Trial states that count against a budget (see :mod:`bench.tune`).
 COUNTED = ("complete", "pruned", "failed")
@@ -158,24 +161,35 @@ def default_vs_tuned(
     metrics: Sequence[str],
     *,
     suffix: str = " (tuned)",
-    level: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
+    alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """Default against tuned on test, per model and metric, with paired tests.
 
-    Per-user values are averaged over seeds first; the tuned label is
-    ``label + suffix``. The Wilcoxon p-values are Holm-corrected over the
-    models of each metric.
+    Per-user values are averaged over seeds first (:func:`bench.results.tables.user_means`);
+    the tuned label is ``label + suffix``. The comparison of each model
+    (tuned minus preset, on the users both evaluated) is the report's paired
+    comparison, :func:`bench.results.tables.paired_family`: paired t-test,
+    Holm-corrected over the models of each metric, with the interval at the
+    level Holm tested it at (significant exactly when it excludes 0) and the
+    Wilcoxon signed-rank test as a secondary p-value.
+
+    Parameters
+    ----------
+    runs, per_user : pandas.DataFrame
+        ``runs.csv`` and ``per_user.parquet`` rows.
+    metrics : sequence of str
+        Metric columns to compare.
+    suffix : str
+        What a tuned label adds to its preset's label.
+    alpha : float
+        Family-wise significance level of the Holm-corrected t-test.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``model, metric, default, tuned, diff, low, high, wilcoxon_p,
-        wilcoxon_holm, users, seeds, best_params``.
+        Columns ``model, metric, default, tuned, diff, low, high, level, t_pvalue,
+        t_holm, significant, wilcoxon_pvalue, wilcoxon_holm, users, seeds, best_params``.
     """
-    from metrics.stats import holm, paired_comparison
-
     columns = [
         "model",
         "metric",
@@ -184,7 +198,11 @@ def default_vs_tuned(
         "diff",
         "low",
         "high",
-        "wilcoxon_p",
+        "level",
+        "t_pvalue",
+        "t_holm",
+        "significant",
+        "wilcoxon_pvalue",
         "wilcoxon_holm",
         "users",
         "seeds",
@@ -194,58 +212,45 @@ def default_vs_tuned(
         return pd.DataFrame(columns=columns)
     ok = runs[runs["status"] == "ok"]
     labels = list(dict.fromkeys(ok["label"].astype(str)))
-    rows = []
+    pairs = []  # (model, metric, default values, tuned values, tuned runs)
     for tuned_label in [x for x in labels if x.endswith(suffix)]:
         label = tuned_label[: -len(suffix)]
         if label not in labels:
             continue
         sides = {}
         for side, name in (("default", label), ("tuned", tuned_label)):
-            ids = set(ok.loc[ok["label"].astype(str) == name, "run_id"].astype(str))
-            part = per_user[per_user["run_id"].astype(str).isin(ids)]
-            sides[side] = part.groupby("user")[[m for m in metrics if m in part]].mean()
+            ids = ok.loc[ok["label"].astype(str) == name, "run_id"].astype(str).tolist()
+            sides[side] = user_means(per_user, ids, metrics)
         tuned_runs = ok[ok["label"].astype(str) == tuned_label]
-        params = tuned_runs["params"].iloc[0] if "params" in tuned_runs else ""
         for metric in metrics:
             if metric not in sides["default"] or metric not in sides["tuned"]:
                 continue
             joined = pd.concat(
                 {"a": sides["tuned"][metric], "b": sides["default"][metric]}, axis=1, join="inner"
             ).dropna()
-            if len(joined) < 2:
-                continue
-            result = paired_comparison(
-                joined["a"].to_numpy(),
-                joined["b"].to_numpy(),
-                level=level,
-                n_boot=n_boot,
-                rng=np.random.default_rng(seed),
-            )
+            if len(joined) >= 2:
+                pairs.append((label, metric, joined, tuned_runs))
+    rows = []
+    for metric in dict.fromkeys(m for _, m, _, _ in pairs):
+        family = [p for p in pairs if p[1] == metric]
+        diffs = [j["a"].to_numpy() - j["b"].to_numpy() for _, _, j, _ in family]
+        for (label, _, joined, tuned_runs), test in zip(family, paired_family(diffs, alpha=alpha)):
             rows.append(
                 {
                     "model": label,
                     "metric": metric,
                     "default": float(joined["b"].mean()),
                     "tuned": float(joined["a"].mean()),
-                    "diff": float(result.mean_diff),
-                    "low": float(result.low),
-                    "high": float(result.high),
-                    "wilcoxon_p": float(result.wilcoxon_pvalue),
-                    "users": int(result.n),
+                    "diff": test["mean_diff"],
+                    **{c: test[c] for c in columns[5:13]},
+                    "users": test["n"],
                     "seeds": int(tuned_runs["seed"].nunique()),
-                    "best_params": params,
+                    "best_params": tuned_runs["params"].iloc[0] if "params" in tuned_runs else "",
                 }
             )
-    frame = pd.DataFrame(rows, columns=[c for c in columns if c != "wilcoxon_holm"])
-    frame["wilcoxon_holm"] = np.nan
-    for idx in frame.groupby("metric").groups.values():
-        p = frame.loc[idx, "wilcoxon_p"].to_numpy(np.float64)
-        finite = np.isfinite(p)
-        adjusted = np.full(p.shape, np.nan)
-        if finite.any():
-            adjusted[finite] = np.asarray(holm(p[finite]), dtype=np.float64)
-        frame.loc[idx, "wilcoxon_holm"] = adjusted
-    return frame[columns]
+    order = {(label, metric): i for i, (label, metric, _, _) in enumerate(pairs)}
+    rows.sort(key=lambda r: order[(r["model"], r["metric"])])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def tuned_params(best_params: str) -> dict:
