@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,13 +14,17 @@ from bench.results.tables import ALPHA, paired_family, user_means
 
 __all__ = [
     "COUNTED",
+    "SUMMARY_TEXT",
     "best_so_far",
     "default_vs_tuned",
+    "read_summary",
     "summary_table",
 ]
 
 #: Trial states that count against a budget (see :mod:`bench.tune`).
 COUNTED = ("complete", "pruned", "failed")
+#: Text columns of :func:`summary_table`: an empty one is "" (no note), never a missing number.
+SUMMARY_TEXT = ("model", "study", "budget_kind", "best_params", "note")
 
 
 def _ordered(trials: pd.DataFrame) -> pd.DataFrame:
@@ -132,6 +137,23 @@ def summary_table(
             "note",
         ],
     )
+
+
+def read_summary(path: str | Path) -> pd.DataFrame:
+    """Read a ``tuning_summary.csv`` (:func:`summary_table` written as CSV) back.
+
+    An empty cell is a missing number (NaN) in the numeric columns and an
+    empty string in the :data:`SUMMARY_TEXT` columns, as :func:`summary_table`
+    made it (a CSV cannot tell the two apart, so the column decides); no other
+    text (``NA``, ``nan``, ``null``...) is read as missing.
+    """
+    frame = pd.read_csv(
+        path, keep_default_na=False, na_values=[""], dtype={c: str for c in SUMMARY_TEXT}
+    )
+    for column in SUMMARY_TEXT:
+        if column in frame:
+            frame[column] = frame[column].fillna("")
+    return frame
 
 
 def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import pandas as pd
 from bench.results import figures as figs
 from bench.results.render import interval_text, p_text
 from bench.results.tables import ALPHA
-from bench.results.tuning import best_so_far, default_vs_tuned
+from bench.results.tuning import best_so_far, default_vs_tuned, read_summary
 
 __all__ = ["TABLE_METRICS", "tuning_section"]
 
@@ -73,11 +73,7 @@ def tuning_section(
     if not (folder / TRIALS).is_file():
         return False
     trials = pd.read_csv(folder / TRIALS, keep_default_na=False, na_values=[""])
-    summary = (
-        pd.read_csv(folder / SUMMARY, keep_default_na=False, na_values=[""])
-        if (folder / SUMMARY).is_file()
-        else pd.DataFrame()
-    )
+    summary = read_summary(folder / SUMMARY) if (folder / SUMMARY).is_file() else pd.DataFrame()
     tuning = dict(manifest.get("tuning", {}))
     objective = tuning.get("objective", "ndcg@10")
     kind, budget = tuning.get("budget_kind", "?"), tuning.get("budget", math.nan)
@@ -107,7 +103,7 @@ def tuning_section(
                     f"{r['best_value']:.4f}" if np.isfinite(r["best_value"]) else "-",
                     f"{r['gain']:+.4f}" if np.isfinite(r["gain"]) else "-",
                     _short_params(r["best_params"]),
-                    str(r["note"] or ""),
+                    r["note"],
                 ]
             )
         doc.heading(3, "Budgets and best parameters")
