@@ -54,9 +54,13 @@ def summary_table(
     pandas.DataFrame
         Columns ``model, study, budget_kind, budget, used, trials, complete, pruned,
         failed, interrupted, seconds, best_value, best_trial, default_value, gain,
-        best_params, workers, note``. ``used`` is in budget units; ``gain`` is the
-        best minus the default trial's validation value; ``note`` says when the
-        space could not use the budget and when the result is not reproducible.
+        best_params, workers, note, overshoot, stopped, over_budget``. ``used`` is in
+        budget units; ``gain`` is the best minus the default trial's validation value;
+        ``overshoot`` is ``used`` beyond ``budget`` (0 within it); ``stopped`` counts
+        the trials stopped at a seconds budget; ``over_budget`` is True when one trial
+        alone needed more than the whole seconds budget; ``note`` says when the space
+        could not use the budget, how a seconds budget ended, and when the result is
+        not reproducible.
     """
     if budget_kind not in ("trials", "seconds"):
         raise ValueError(f"budget_kind must be 'trials' or 'seconds', got {budget_kind!r}")
@@ -88,6 +92,8 @@ def summary_table(
                 notes.append(
                     f"its space has {int(size)} configuration(s): the budget cannot be used"
                 )
+        overshoot = max(used - budget, 0.0)
+        stopped, over_budget = _seconds_budget_notes(counted, budget_kind, budget, notes)
         if budget_kind == "seconds":
             notes.append("seconds budget: trial count and best parameters are not reproducible")
         if workers > 1:
@@ -112,6 +118,9 @@ def summary_table(
                 "best_params": best_params,
                 "workers": workers,
                 "note": "; ".join(notes),
+                "overshoot": overshoot,
+                "stopped": stopped,
+                "over_budget": over_budget,
             }
         )
     return pd.DataFrame(
@@ -135,8 +144,63 @@ def summary_table(
             "best_params",
             "workers",
             "note",
+            "overshoot",
+            "stopped",
+            "over_budget",
         ],
     )
+
+
+def _seconds_budget_notes(
+    counted: pd.DataFrame, budget_kind: str, budget: float, notes: list[str]
+) -> tuple[int, bool]:
+    """Notes on how a seconds budget ended; returns ``(stopped, over_budget)``.
+
+    ``stopped``: trials stopped at the budget (at an epoch boundary); ``over_budget``:
+    one trial alone took more than the whole budget (or, stopped, could not finish in
+    it). Older ``trials.csv`` files without the columns give ``(0, False)`` beyond the
+    seconds themselves.
+    """
+    if budget_kind != "seconds" or counted.empty:
+        return 0, False
+    seconds = pd.to_numeric(counted["seconds"], errors="coerce").fillna(0.0)
+    flag = counted.get("stopped_by_budget", pd.Series(False, index=counted.index))
+    is_stopped = flag.astype(str).str.lower().eq("true")
+    left = pd.to_numeric(
+        counted.get("budget_left", pd.Series(np.nan, index=counted.index)), errors="coerce"
+    )
+    over_budget = False
+    for index, row in counted[is_stopped].iterrows():
+        epochs, planned = row.get("epochs_run"), row.get("epochs_planned")
+        if not epochs > 0:
+            notes.append(
+                f"trial {int(row['trial'])}: the budget ran out in its set-up, before its fit"
+            )
+            continue
+        per_epoch = float(row.get("fit_seconds", np.nan)) / float(epochs)
+        whole = left[index] >= budget  # it started with the whole budget
+        over_budget |= bool(whole)
+        notes.append(
+            f"trial {int(row['trial'])} stopped at the budget after epoch {int(epochs)} of "
+            f"{int(planned) if pd.notna(planned) else '?'} ({per_epoch:.2g} s per epoch)"
+            + ("; one full fit needs more than the whole budget" if whole else "")
+        )
+    alone = counted[(seconds > budget) & ~is_stopped]
+    if not alone.empty:
+        over_budget = True
+        first = alone.index[0]
+        notes.append(
+            f"one trial alone took more than the whole budget (trial "
+            f"{int(alone.loc[first, 'trial'])}: {float(seconds[first]):.1f} s)"
+        )
+    total = float(seconds.sum())
+    last = counted.iloc[-1] if len(counted) else None
+    if total > budget and last is not None and not is_stopped[last.name]:
+        notes.append(
+            f"the trial that crossed the budget had no epoch boundary to stop at "
+            f"(closed form, or its last epoch): {total - budget:.1f} s over"
+        )
+    return int(is_stopped.sum()), over_budget
 
 
 def read_summary(path: str | Path) -> pd.DataFrame:
