@@ -25,7 +25,9 @@ def gamma(n: int, dtype=np.float32) -> float:
     return n * u / (1 - n * u)
 
 
-def triplet_hinge_step(users, items, user_ids, pos_ids, neg_ids, *, margin, cosine, epsilon=1e-7):
+def triplet_hinge_step(
+    users, items, user_ids, pos_ids, neg_ids, *, margin, cosine, epsilon=1e-7, closed_below=None
+):
     """The batch-mean margin loss of a bilinear triplet model at float64 tables.
 
     ``mean_b relu(margin + sim(u_b, n_b) - sim(u_b, p_b))`` with ``sim`` the
@@ -38,7 +40,9 @@ def triplet_hinge_step(users, items, user_ids, pos_ids, neg_ids, *, margin, cosi
         Each hinge's argument and its |.|-computation.
     grad_users, grad_items : numpy.ndarray, shape of ``users`` and ``items``
         Each table entry's gradient |.|-computation: the sum over its uses of
-        ``|d sim / d entry| / batch`` (every hinge taken as active).
+        ``|d sim / d entry| / batch``, over every triplet, or with
+        ``closed_below`` only over those whose hinge is not below
+        ``-closed_below * hinge_abs`` (closed on every path that rounds less).
     """
     users = np.asarray(users, np.float64)
     items = np.asarray(items, np.float64)
@@ -53,19 +57,23 @@ def triplet_hinge_step(users, items, user_ids, pos_ids, neg_ids, *, margin, cosi
         return rows * inverse, inverse, (norms > epsilon).astype(float)
 
     u, inv_u, above_u = scaled(users, user_ids)
-    sims, sims_abs = [], []
-    grad_users, grad_items = np.zeros_like(users), np.zeros_like(items)
-    for ids in (pos_ids, neg_ids):
-        v, inv_v, above_v = scaled(items, ids)
-        sims.append((u * v).sum(axis=1))
-        sim_abs = (np.abs(u) * np.abs(v)).sum(axis=1, keepdims=True)
-        sims_abs.append(sim_abs[:, 0])
-        # d cos(a, b) / d a = inv_a (b^ - [|a| > eps] cos(a, b) a^): at most
-        # inv_a (|b^| + [|a| > eps] |a^| sum|a^ b^|) per entry; for dot, |b|.
-        np.add.at(grad_users, user_ids, inv_u * (np.abs(v) + above_u * np.abs(u) * sim_abs) / num)
-        np.add.at(grad_items, ids, inv_v * (np.abs(u) + above_v * np.abs(v) * sim_abs) / num)
+    rows = [scaled(items, ids) for ids in (pos_ids, neg_ids)]
+    sims = [(u * v).sum(axis=1) for v, _, _ in rows]
+    sims_abs = [(np.abs(u) * np.abs(v)).sum(axis=1) for v, _, _ in rows]
     hinge = margin + sims[1] - sims[0]
     hinge_abs = margin + sims_abs[0] + sims_abs[1]
+    weight = np.full((num, 1), 1 / num)
+    if closed_below is not None:
+        weight[hinge < -closed_below * hinge_abs] = 0.0
+    grad_users, grad_items = np.zeros_like(users), np.zeros_like(items)
+    for ids, (v, inv_v, above_v), sim_abs in zip((pos_ids, neg_ids), rows, sims_abs):
+        sim_abs = sim_abs[:, None]
+        # d cos(a, b) / d a = inv_a (b^ - [|a| > eps] cos(a, b) a^): at most
+        # inv_a (|b^| + [|a| > eps] |a^| sum|a^ b^|) per entry; for dot, |b|.
+        np.add.at(
+            grad_users, user_ids, weight * inv_u * (np.abs(v) + above_u * np.abs(u) * sim_abs)
+        )
+        np.add.at(grad_items, ids, weight * inv_v * (np.abs(u) + above_v * np.abs(v) * sim_abs))
     return hinge, hinge_abs, grad_users, grad_items
 
 
