@@ -77,7 +77,13 @@ def tuning_section(
     tuning = dict(manifest.get("tuning", {}))
     objective = tuning.get("objective", "ndcg@10")
     kind, budget = tuning.get("budget_kind", "?"), tuning.get("budget", math.nan)
-    unit = "trials" if kind == "trials" else "seconds of fit + validation evaluation"
+    unit = (
+        "trials"
+        if kind == "trials"
+        else "seconds of trial wall time (fit, validation evaluation and each trial's "
+        "overhead; a trial that reaches the budget stops at its next epoch boundary with "
+        "that epoch's validation value, a closed-form fit finishes and its overshoot shows)"
+    )
     doc.heading(2, "Tuning")
     doc.para(
         f"Every model had the same budget: {budget:g} {unit}, summed over its trials "
@@ -93,6 +99,9 @@ def tuning_section(
         rows = []
         for r in summary.to_dict("records"):
             used = f"{r['used']:.0f}" if kind == "trials" else f"{r['used']:.1f}"
+            used += f" of {r['budget']:g}"  # given versus used
+            if kind == "seconds" and r["used"] > r["budget"]:
+                used += f" (+{r['used'] - r['budget']:.1f})"
             rows.append(
                 [
                     str(r["model"]),
@@ -110,7 +119,7 @@ def tuning_section(
         doc.table(
             [
                 "model",
-                f"budget used ({kind})",
+                f"budget used of given ({kind})",
                 "trials",
                 "complete/pruned/failed/interrupted",
                 f"preset {objective}",
