@@ -19,8 +19,8 @@ from bench.results.report import build_report
 from bench.runner import Runner, RunSpec
 from bench.synthetic import synthetic
 from metrics import METRICS, Evaluator, Metric, MetricRegistry, evaluate, metric_columns
-from metrics.registry import Margin
 from metrics.beyond import topk_entries, topk_inclusion
+from metrics.registry import Margin
 
 OPTIONS = {"num_users": 60, "num_items": 40, "num_positives": 900, "seed": 2}
 
