@@ -713,18 +713,34 @@ def test_bilinear_fast_preset_on_movielens(ml100k):
 
 
 @pytest.mark.realdata
-def test_bilinear_notebook_preset_reproduces_the_published_auc(ml100k):
+@pytest.mark.xdist_group("ml100k-fits")
+def test_bilinear_notebook_preset_reproduces_the_published_auc(ml100k, ml100k_fit):
     # PROTOCOL.md: the notebook's bilinear model reaches 0.919 - 0.922 at epoch 10.
-    summary = _auc(_fit_preset("torch-bilinear", "notebook", ml100k), ml100k)
+    summary = _auc(ml100k_fit("torch-bilinear", "notebook", seed=0), ml100k)
     assert 0.91 <= summary["auc"] <= 0.93
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_deep_notebook_preset_reaches_the_notebook_target(ml100k):
-    # The notebook asks the deep model for at least 0.91 (epoch 20 here).
-    summary = _auc(_fit_preset("torch-deep", "notebook", ml100k), ml100k)
-    assert summary["auc"] >= 0.91
+    # The notebook asks the deep model for at least 0.91 by epoch 20 (published: 0.89
+    # at epoch 10). As the Keras test: evaluate from epoch 12 on, stop once it is met.
+    model = REGISTRY.make("torch-deep", "notebook")
+    assert model.epochs == 20
+    history = {}
+
+    class Reached(Exception):
+        pass
+
+    def check(epoch):
+        if epoch >= 12:
+            history[epoch] = _auc(model, ml100k)["auc"]
+            if history[epoch] >= 0.91:
+                raise Reached
+
+    with pytest.raises(Reached):
+        model.fit(ml100k.train, rng=np.random.default_rng(0), on_epoch=check)
+    assert max(history) <= 20
 
 
 @pytest.mark.realdata
