@@ -7,25 +7,40 @@ across machines. ``nox`` alone runs the default sessions (tests, lint).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import nox
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: nox depends on tomli there
+    import tomli as tomllib
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
-ROOT = Path(__file__).parent
+ROOT = Path(__file__).absolute().parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 #: One virtual environment shared by every session that runs rsbench (tests,
-#: bench*, report, regression, microbench): the frameworks weigh about 3.6 GB,
-#: so one per session would multiply that. Rebuilt when the dependency files change.
+#: bench*, report, regression, microbench). It is small: rsbench (editable) and
+#: the plugin, with a ``.pth`` file that reaches the third-party dependencies in
+#: the shared environment below. Rebuilt when the dependency files change.
 SHARED_ENV = ROOT / ".nox" / "rsbench"
 #: The example third-party model package the plugin tests use (installed for real).
 PLUGIN = ROOT / "tests" / "plugin"
+#: Written last into a complete shared dependency environment (holds its stamp).
+COMPLETE = ".complete"
+#: A shared dependency environment unused this long is removed when another is built.
+UNUSED_DAYS = 14
 
 
 def _dependency_stamp() -> str:
@@ -35,23 +50,195 @@ def _dependency_stamp() -> str:
     return digest.hexdigest()
 
 
+def _env_root() -> Path:
+    """``$RSBENCH_ENV_DIR``, else ``~/.cache/rsbench/envs``: outside every clone."""
+    env = os.environ.get("RSBENCH_ENV_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rsbench" / "envs"
+
+
+def _third_party_requirements() -> list[str]:
+    """rsbench's dependencies with the ``all`` and ``dev`` extras, rsbench itself left out.
+
+    With pip and the build requirements of rsbench and the plugin, so that
+    ``SHARED_ENV`` needs no pip or setuptools of its own (and builds without
+    build isolation, offline).
+    """
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    extras = project["optional-dependencies"]
+    requirements = ["pip", *pyproject["build-system"]["requires"], *project["dependencies"]]
+    plugin = tomllib.loads((PLUGIN / "pyproject.toml").read_text())
+    requirements += plugin["build-system"]["requires"]
+    todo, seen = ["all", "dev"], set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for requirement in extras[extra]:
+            itself = re.fullmatch(rf"{project['name']}\[([\w,\s-]+)\]", requirement.strip())
+            if itself:
+                todo += [name.strip() for name in itself.group(1).split(",")]
+            else:
+                requirements.append(requirement)
+    return requirements
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on ``path`` (created if needed) while the block runs."""
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock; the atomic rename still keeps builds whole
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _dependencies(session: nox.Session) -> Path:
+    """The third-party site-packages for this dependency stamp and interpreter (built once).
+
+    ``<env root>/<stamp>-<interpreter>/site-packages`` (``pip install --target``)
+    and its ``bin``. A changed ``pyproject.toml``, ``constraints.txt`` or plugin
+    ``pyproject.toml`` is a new stamp, so a new folder; nothing is updated in
+    place. The folder is built under a temporary name and renamed when complete
+    (``COMPLETE`` written last), under a lock, so that a half-built environment
+    is never used and two clones at once build it once.
+    """
+    root = _env_root()
+    requirements = "\n".join(_third_party_requirements()) + "\n"
+    # The stamp, and what this file makes of it (the requirements list).
+    key = hashlib.sha256((_dependency_stamp() + requirements).encode()).hexdigest()
+    final = root / f"{key[:20]}-{sys.implementation.cache_tag}"
+    if (final / COMPLETE).exists():
+        with contextlib.suppress(OSError):
+            os.utime(final / COMPLETE)  # in use: not pruned
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f"{final.name}.lock"):
+        if (final / COMPLETE).exists():  # another clone built it while this one waited
+            return final
+        if final.exists():  # cannot be half-built (renamed whole); made by hand: set aside
+            final.rename(root / f".broken-{final.name}-{os.getpid()}")
+        building = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=root))
+        try:
+            (building / "requirements.txt").write_text(requirements)
+            session.log(f"Installing the third-party dependencies once into {final}")
+            session.run(
+                sys.executable, "-m", "pip", "install", "--quiet", "--no-warn-conflicts",
+                "--target", str(building / "site-packages"), *CONSTRAINTS,
+                "-r", str(building / "requirements.txt"), external=True,
+            )  # fmt: skip
+            (building / COMPLETE).write_text(_dependency_stamp() + "\n")
+            building.rename(final)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        _prune(root, keep=final)
+    return final
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Remove other dependency environments unused for ``UNUSED_DAYS``, and failed builds."""
+    cutoff = time.time() - UNUSED_DAYS * 86400
+    for folder in root.iterdir():
+        if not folder.is_dir() or folder == keep:
+            continue
+        if folder.name.startswith(".broken-") or (
+            # A build killed before it could clean up (one in progress is younger).
+            folder.name.startswith(".building-") and folder.stat().st_mtime < time.time() - 86400
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+        elif (folder / COMPLETE).exists() and (folder / COMPLETE).stat().st_mtime < cutoff:
+            with _locked(root / f"{folder.name}.lock"):
+                shutil.rmtree(folder, ignore_errors=True)
+            (root / f"{folder.name}.lock").unlink(missing_ok=True)
+
+
+def _link_scripts(dependencies: Path, env: Path, python: Path) -> None:
+    """Give ``env/bin`` the dependencies' commands (``pytest``, ``ray``...) run by ``python``."""
+    for script in sorted((dependencies / "site-packages" / "bin").glob("*")):
+        target = env / "bin" / script.name
+        if target.exists() or not script.is_file():
+            continue
+        lines = script.read_bytes().split(b"\n")
+        if lines[0].startswith(b"#!") and b"python" in lines[0]:
+            body = lines[1:]
+        elif lines[0] == b"#!/bin/sh" and lines[1].startswith(b"'''exec'"):
+            body = lines[3:]  # pip's form for a long interpreter path
+        else:  # a native program (ruff): as it is
+            target.symlink_to(script)
+            continue
+        target.write_bytes(b"\n".join([b"#!" + os.fsencode(python), *body]))
+        target.chmod(0o755)
+
+
+def _build_shared_env(session: nox.Session, dependencies: Path, wanted: str) -> None:
+    """Build ``SHARED_ENV`` under a temporary name, then swap it in (the path stays valid)."""
+    for pattern in ("building-*", "old-*"):  # left by a build that was killed
+        for leftover in SHARED_ENV.parent.glob(f"{SHARED_ENV.name}.{pattern}"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    building = Path(tempfile.mkdtemp(prefix="rsbench.building-", dir=SHARED_ENV.parent))
+    try:
+        # pip and setuptools come from the dependencies (Python 3.11's venv would
+        # seed a setuptools too old to build rsbench).
+        session.run(sys.executable, "-m", "venv", "--without-pip", str(building), external=True)
+        python = building / "bin" / "python"
+        site = session.run(
+            str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            external=True, silent=True,
+        ).strip()  # fmt: skip
+        # addsitedir, not a bare path line: the dependencies' own .pth files run too.
+        (Path(site) / "_rsbench_dependencies.pth").write_text(
+            f"import site; site.addsitedir({str(dependencies / 'site-packages')!r})\n"
+        )
+        pip = (str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation")
+        session.run(*pip, "-e", ".", external=True)
+        # Non-editable, as a user's plugin would be: exercises the entry point for real.
+        session.run(*pip, str(PLUGIN), external=True)
+        # Commands written above name the temporary folder: name the final one.
+        for path in [*(building / "bin").iterdir(), building / "pyvenv.cfg"]:
+            if path.is_file() and not path.is_symlink():
+                text = path.read_bytes()
+                if os.fsencode(str(building)) in text:
+                    path.write_bytes(text.replace(os.fsencode(str(building)),
+                                                  os.fsencode(str(SHARED_ENV))))  # fmt: skip
+        _link_scripts(dependencies, building, SHARED_ENV / "bin" / "python")
+        (building / ".rsbench-installed").write_text(wanted)
+        old = None
+        if SHARED_ENV.exists():
+            old = SHARED_ENV.parent / f"rsbench.old-{os.getpid()}"
+            SHARED_ENV.rename(old)
+        building.rename(SHARED_ENV)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def install(session: nox.Session) -> dict[str, str]:
     """Make (once) the shared environment: rsbench editable with every extra, plus the plugin.
 
-    Returns the environment variables that put it first on ``PATH``; sessions
-    pass them to ``session.run(..., env=env)``.
+    The third-party dependencies are installed once per dependency stamp outside
+    the clone (``$RSBENCH_ENV_DIR``, default ``~/.cache/rsbench/envs``) and
+    shared by every clone; ``SHARED_ENV`` adds this clone's rsbench (editable)
+    and the plugin. Returns the environment variables that put it first on
+    ``PATH``; sessions pass them to ``session.run(..., env=env)``.
     """
-    python = SHARED_ENV / "bin" / "python"
-    if not python.exists():
-        session.run(sys.executable, "-m", "venv", str(SHARED_ENV), external=True)
+    dependencies = _dependencies(session)
+    wanted = f"{_dependency_stamp()}\n{dependencies}\n"
     stamp = SHARED_ENV / ".rsbench-installed"
-    wanted = _dependency_stamp()
     if not stamp.exists() or stamp.read_text() != wanted:
-        pip = (str(python), "-m", "pip", "install", "--quiet")
-        session.run(*pip, *CONSTRAINTS, "-e", ".[all,dev]", external=True)
-        # Non-editable, as a user's plugin would be: exercises the entry point for real.
-        session.run(*pip, "--force-reinstall", "--no-deps", str(PLUGIN), external=True)
-        stamp.write_text(wanted)
+        SHARED_ENV.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(SHARED_ENV.parent / "rsbench.lock"):
+            if not stamp.exists() or stamp.read_text() != wanted:
+                _build_shared_env(session, dependencies, wanted)
     bin_dir = str(SHARED_ENV / "bin")
     return {
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
@@ -74,10 +261,23 @@ def fetch_data(session: nox.Session, env: dict[str, str]) -> None:
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """Run the full test suite (unit, realdata and slow tests), the plugin package installed."""
+    """Run every test (unit, realdata, slow) on two workers, then the `serial` ones alone."""
     env = install(session)
     fetch_data(session, env)
-    run(session, env, "pytest", *(session.posargs or ["-q", "--durations=15"]))
+    if session.posargs:
+        run(session, env, "pytest", *session.posargs)
+        return
+    # Two workers (tests of one xdist_group on the same one), then the tests marked
+    # `serial` (wall-clock bounds, signals, Ray clusters) on their own.
+    failed = False
+    try:
+        run(session, env, "pytest", "-q", "--durations=15", "-n", "2", "--dist", "loadgroup",
+            "-m", "not serial")  # fmt: skip
+    except nox.command.CommandFailed:
+        failed = True  # still run the serial part, then fail
+    run(session, env, "pytest", "-q", "--durations=10", "-m", "serial")
+    if failed:
+        session.error("the parallel part of the test suite failed (see above)")
 
 
 @nox.session

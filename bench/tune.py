@@ -23,8 +23,20 @@ budget stays per model):
 * ``budget_trials``: no trial starts once counted plus running trials reach the
   budget (a trial that finds itself beyond it after a race is dropped before it
   runs, state ``skipped``), so the study ends with exactly that many;
-* ``budget_seconds``: no trial starts once the counted seconds reach the
-  budget; the trial that crosses it is kept (with several workers, each one's).
+* ``budget_seconds``: a trial's seconds are its worker's wall time (storage
+  reads, the sampler's set-up and suggestion, the model's construction, the
+  trial's data preparation, fit and validation evaluations; only the one-time
+  per-process warm-ups, :func:`_warm_up`, are left out). No trial starts once
+  the counted seconds reach the budget, and the trial that reaches it is
+  stopped at the epoch boundary where it is spent: it is ``complete``, with the
+  validation value of its last completed epoch and ``epochs`` = that epoch
+  (``stopped_by_budget``), so the used seconds exceed the budget by less than
+  one epoch. A fit with no epoch boundary left (closed-form models, or its last
+  epoch) finishes: the summary shows the overshoot, and says when one trial
+  alone took more than the whole budget. A trial whose set-up alone used what
+  was left is ``pruned`` before its fit (``epochs_run`` 0). With several
+  workers, each one stops its own trial at the budget as counted when that
+  trial started.
 
 Reproducibility: the TPE sampler is re-created before each trial with a seed
 derived from the study seed and the number of trials counted so far, so one
@@ -128,8 +140,8 @@ class TuneConfig:
         Its specs are the default (untuned) test runs; their seeds are the
         seeds of the tuned test runs.
     budget_trials, budget_seconds
-        Exactly one is set: trials per model, or seconds of fit plus validation
-        evaluation per model, summed over its trials.
+        Exactly one is set: trials per model, or seconds per model summed over its
+        trials (each trial's wall time: fit, validation evaluation and its overhead).
     objective : str
         Validation metric to maximise (a column of :func:`metrics.metric_columns`).
     seed : int
@@ -327,11 +339,20 @@ class Target:
 
     def trial_spec(self, values: Mapping[str, Any]) -> RunSpec:
         """The validation run of a trial with tuned values ``values``."""
-        return replace(self.base, params={**dict(self.base.params), **dict(values)})
+        return _with_values(self.base, values)
 
     def tuned_specs(self, values: Mapping[str, Any]) -> list[RunSpec]:
         """The test runs (every seed) of the tuned values ``values``."""
-        return [replace(s, params={**dict(s.params), **dict(values)}) for s in self.final_specs]
+        return [_with_values(s, values) for s in self.final_specs]
+
+
+def _with_values(spec: RunSpec, values: Mapping[str, Any]) -> RunSpec:
+    """``spec`` with parameter ``values``; ``epochs`` replaces the spec's own ``epochs``
+    when the experiment set it (a trial stopped at the budget validated fewer)."""
+    values = dict(values)
+    if spec.epochs is not None and "epochs" in values:
+        spec = replace(spec, epochs=int(values.pop("epochs")))
+    return replace(spec, params={**dict(spec.params), **values})
 
 
 def build_targets(config: TuneConfig, registry: Registry | None = None) -> list[Target]:
@@ -632,49 +653,129 @@ def _report_epochs(epoch: int) -> bool:
 
 
 class _EpochReporter:
-    """The runner's epoch hook during tuning: report validation values, prune, time it all."""
+    """The runner's epoch hook during tuning: report validation values, prune, stop at the
+    budget, time it all.
+
+    With a seconds budget (:meth:`reset` ``budget=``), a trial is stopped at the first
+    epoch boundary where the study's counted seconds (``spent`` before the trial, plus
+    the trial's wall time since ``clock``, plus one validation evaluation) reach the
+    budget: the model is evaluated as it stands, and that value is the trial's
+    (:attr:`stopped_at`, :attr:`stopped_value`). With the evaluation and the storing of
+    the trial estimated from the last ones (:attr:`reserve`), the trial that crosses the
+    budget overshoots it by less than one epoch, up to the error of those estimates.
+    """
 
     def __init__(self, objective: str, prune: bool) -> None:
         self.objective = objective
         self.prune = prune
         self.trial: Any = None
+        # What stopping costs, from the last ones: a validation evaluation (this
+        # model's), and storing the trial (set by the objective; the same storage).
+        self.eval_estimate = 0.0
+        self.reserve = 0.0
         self.reset(None)
 
-    def reset(self, trial: Any) -> None:
+    def reset(
+        self,
+        trial: Any,
+        *,
+        clock: float | None = None,
+        spent: float = 0.0,
+        budget: float | None = None,
+    ) -> None:
+        """Start a trial: ``clock`` is its ``perf_counter`` start, ``spent`` the seconds
+        counted before it, ``budget`` the seconds budget (None: no stop at the budget)."""
         self.trial = trial
         self.eval_seconds = 0.0
         self.fit_seconds = 0.0
         self.pruned_at: int | None = None
+        self.stopped_at: int | None = None
+        self.stopped_value: float | None = None
+        self.clock = time.perf_counter() if clock is None else clock
+        self.spent = spent
+        self.budget = budget
+
+    def _evaluate(self, evaluate: Callable[[], pd.Series]) -> float:
+        started = time.perf_counter()
+        value = float(evaluate()[self.objective])
+        self.eval_estimate = time.perf_counter() - started
+        self.eval_seconds += self.eval_estimate
+        return value
 
     def __call__(self, epoch: int, fit_seconds: float, evaluate: Callable[[], pd.Series]) -> None:
         self.fit_seconds = fit_seconds
-        if not self.prune or self.trial is None or not _report_epochs(epoch):
+        if self.trial is None:
             return
-        started = time.perf_counter()
-        value = float(evaluate()[self.objective])
-        self.eval_seconds += time.perf_counter() - started
-        self.trial.report(value, epoch)
-        if self.trial.should_prune():
-            self.pruned_at = epoch
-            raise StopRun(f"pruned at epoch {epoch} ({self.objective} {value:.4f})")
+        value = None
+        if self.prune and _report_epochs(epoch):
+            value = self._evaluate(evaluate)
+            self.trial.report(value, epoch)
+            if self.trial.should_prune():
+                self.pruned_at = epoch
+                raise StopRun(f"pruned at epoch {epoch} ({self.objective} {value:.4f})")
+        if self.budget is None:
+            return
+        used = self.spent + (time.perf_counter() - self.clock) + self.reserve
+        if used + (0.0 if value is not None else self.eval_estimate) >= self.budget:
+            if value is None:
+                value = self._evaluate(evaluate)
+            self.stopped_at, self.stopped_value = epoch, value
+            raise StopRun(
+                f"budget of {self.budget:g} s spent at epoch {epoch} ({self.objective} {value:.4f})"
+            )
+
+
+@dataclass
+class _Clock:
+    """When the trial being run began (``perf_counter``), and when the last one ended.
+
+    A trial's seconds are its worker's wall time from the start of its loop turn in
+    :func:`run_study` (reading the storage, the sampler's set-up and suggestion, the
+    model's construction, the trial's data preparation, fit and evaluations, storing its
+    attributes) to the moment its ``seconds`` are stored; what follows (Optuna storing
+    its state) is carried into the next trial.
+    """
+
+    start: float = 0.0
+    end: float | None = None
+
+
+def _planned_epochs(target: Target, spec: RunSpec) -> int | None:
+    if spec.epochs is not None:
+        return int(spec.epochs)
+    epochs = {**target.fixed, **dict(spec.params)}.get("epochs")
+    return int(epochs) if epochs is not None else None
 
 
 def _objective(
-    target: Target, config: TuneConfig, study: Any, runner: Runner, reporter: _EpochReporter
+    target: Target,
+    config: TuneConfig,
+    study: Any,
+    runner: Runner,
+    reporter: _EpochReporter,
+    clock: _Clock,
 ):
     worker = _worker_id()
 
     def objective(trial: Any) -> float:
+        try:
+            return run_trial(trial)
+        finally:
+            clock.end = time.perf_counter()
+
+    def run_trial(trial: Any) -> float:
         trial.set_user_attr("worker", worker)
         trials = study.get_trials(deepcopy=False)
         states = {t.number: trial_state(t) for t in trials}
+        seconds_spent = 0.0
         if config.budget_kind == "trials":
             ahead = sum(
                 1 for n, s in states.items() if n < trial.number and s in (*COUNTED, "running")
             )
             spent = ahead >= config.budget
         else:
-            spent = sum(_seconds(t) for t in trials if states[t.number] in COUNTED) >= config.budget
+            seconds_spent = sum(_seconds(t) for t in trials if states[t.number] in COUNTED)
+            spent = seconds_spent >= config.budget
         if spent:
             trial.set_user_attr("skipped", "budget spent when the trial started")
             raise _Skip("budget spent")
@@ -682,33 +783,83 @@ def _objective(
         spec = target.trial_spec(values)
         trial.set_user_attr("seed", spec.seed)
         trial.set_user_attr("run_id", spec.run_id)
-        reporter.reset(trial)
-        started = time.perf_counter()
+        seconds_budget = config.budget if config.budget_kind == "seconds" else None
+        if seconds_budget is not None:
+            trial.set_user_attr("budget_left", seconds_budget - seconds_spent)
+            if seconds_spent + time.perf_counter() - clock.start >= seconds_budget:
+                # The trial's own set-up used what was left: no fit to start or stop.
+                record(
+                    trial, fit_seconds=0.0, eval_seconds=0.0, epochs_run=0, stopped_by_budget=True
+                )
+                raise _optuna().TrialPruned("budget spent before the fit began")
+        reporter.reset(trial, clock=clock.start, spent=seconds_spent, budget=seconds_budget)
         try:
             result = runner.run(spec)
         finally:
             reporter.trial = None
-        wall = time.perf_counter() - started
         row = result.row
-        if row.get("status") == "stopped" and reporter.pruned_at is not None:
-            trial.set_user_attr("fit_seconds", reporter.fit_seconds)
-            trial.set_user_attr("eval_seconds", reporter.eval_seconds)
-            trial.set_user_attr("epochs_run", reporter.pruned_at)
-            trial.set_user_attr("seconds", reporter.fit_seconds + reporter.eval_seconds)
+        stopped = row.get("status") == "stopped"
+        if stopped and reporter.pruned_at is not None:
+            record(
+                trial,
+                fit_seconds=reporter.fit_seconds,
+                eval_seconds=reporter.eval_seconds,
+                epochs_run=reporter.pruned_at,
+            )
             raise _optuna().TrialPruned(row.get("error", ""))
+        if stopped and reporter.stopped_at is not None:
+            # Stopped at the budget: complete, with the value and epochs it validated
+            # (best_values and trials.csv give epochs = stopped_at, so a winner is
+            # refitted with the epochs that were validated).
+            record(
+                trial,
+                fit_seconds=reporter.fit_seconds,
+                eval_seconds=reporter.eval_seconds,
+                epochs_run=reporter.stopped_at,
+                epochs_planned=_planned_epochs(target, spec),
+                stopped_by_budget=True,
+            )
+            return float(reporter.stopped_value)
         if not result.ok:
             # The row has no timings: the trial's wall time is what it cost.
-            trial.set_user_attr("seconds", wall)
-            trial.set_user_attr("error", str(row.get("error", "unknown error"))[:2000])
+            record(trial, error=str(row.get("error", "unknown error"))[:2000])
             raise _TrialFailed(row.get("error", ""))
-        eval_seconds = float(row["eval_seconds"]) + reporter.eval_seconds
-        trial.set_user_attr("fit_seconds", float(row["fit_seconds"]))
-        trial.set_user_attr("eval_seconds", eval_seconds)
-        trial.set_user_attr("epochs_run", int(row["epochs"]))
-        trial.set_user_attr("seconds", float(row["fit_seconds"]) + eval_seconds)
+        seconds = record(
+            trial,
+            fit_seconds=float(row["fit_seconds"]),
+            eval_seconds=float(row["eval_seconds"]) + reporter.eval_seconds,
+            epochs_run=int(row["epochs"]),
+        )
+        if seconds_budget is not None and seconds > seconds_budget:
+            log.warning(
+                "%s trial %d took %.1f s, more than the whole budget of %g s "
+                "(its fit had no epoch boundary to stop at)",
+                target.label,
+                trial.number,
+                seconds,
+                seconds_budget,
+            )
         return float(row[config.objective])
 
+    def record(trial: Any, **attrs: Any) -> float:
+        """Store a finished trial's attributes, then ``seconds``: its wall time so far."""
+        started = time.perf_counter()
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        seconds = time.perf_counter() - clock.start
+        trial.set_user_attr("seconds", seconds)
+        reporter.reserve = time.perf_counter() - started
+        return seconds
+
     return objective
+
+
+def validated_params(trial: Any) -> dict[str, Any]:
+    """A trial's parameters as validated: a trial stopped at the budget ran ``epochs_run``."""
+    params = dict(trial.params)
+    if trial.user_attrs.get("stopped_by_budget") and trial_state(trial) == "complete":
+        params["epochs"] = int(trial.user_attrs["epochs_run"])
+    return params
 
 
 def _next_grid_point(target: Target, seen: set[str], seed: int) -> dict[str, Any] | None:
@@ -718,6 +869,24 @@ def _next_grid_point(target: Target, seen: set[str], seed: int) -> dict[str, Any
         if _params_key(points[i]) not in seen:
             return points[i]
     return None
+
+
+def _warm_up(target: Target, runner: Runner) -> None:
+    """Once per process and model, before any trial's clock: the runner's own warm-ups.
+
+    The metrics' and the model's compiled kernels, its framework's import and the
+    (cached) validation dataset would otherwise be charged to whichever trial comes
+    first in a process, the runner leaves them out of fit time for the same reason.
+    A failure here is left to the first trial to record.
+    """
+    try:
+        from metrics import warm_up
+
+        warm_up()
+        runner.dataset(target.base)
+        runner.registry.make(target.base.model, target.base.preset, **target.fixed).warm_up()
+    except Exception as exc:  # the trial that hits it records it
+        log.debug("%s: warm-up failed (%s); its first trial will say why", target.label, exc)
 
 
 def run_study(
@@ -732,8 +901,14 @@ def run_study(
     optuna = _optuna()
     study = open_study(target, storage, config)
     size = target.space.size(target.fixed)
-    objective = _objective(target, config, study, runner, reporter)
+    _warm_up(target, runner)
+    reporter.eval_estimate = 0.0  # another model's evaluation says nothing of this one's
+    clock = _Clock()
+    objective = _objective(target, config, study, runner, reporter, clock)
     while True:
+        # Each trial's clock starts here, or where the previous trial's objective ended.
+        clock.start = clock.end if clock.end is not None else time.perf_counter()
+        clock.end = None
         now = usage(study)
         if config.budget_kind == "trials":
             if now.counted + now.running >= config.budget:
@@ -783,7 +958,14 @@ def wait_idle(study: Any, label: str, poll: float = 2.0) -> None:
 
 # -- tables ------------------------------------------------------------------------------
 def trials_table(studies: Sequence[tuple[Target, Any]]) -> pd.DataFrame:
-    """One row per trial of each study (``trials.csv``); skipped trials are left out."""
+    """One row per trial of each study (``trials.csv``); skipped trials are left out.
+
+    ``seconds`` is what the trial counted against a seconds budget (its wall time):
+    ``fit_seconds + eval_seconds + overhead_seconds``. ``budget_left`` is the
+    seconds budget left when it started; a trial ``stopped_by_budget`` ran
+    ``epochs_run`` of its ``epochs_planned`` epochs, and ``params`` holds the
+    epochs it validated.
+    """
     rows = []
     for target, study in studies:
         for t in study.get_trials(deepcopy=False):
@@ -802,13 +984,19 @@ def trials_table(studies: Sequence[tuple[Target, Any]]) -> pd.DataFrame:
                     "fit_seconds": attrs.get("fit_seconds", np.nan),
                     "eval_seconds": attrs.get("eval_seconds", np.nan),
                     "epochs_run": attrs.get("epochs_run", np.nan),
-                    "params": json.dumps(t.params, sort_keys=True, default=str),
+                    "params": json.dumps(validated_params(t), sort_keys=True, default=str),
                     "default": bool(attrs.get("default", False)),
                     "seed": attrs.get("seed", np.nan),
                     "worker": attrs.get("worker", ""),
                     "started": t.datetime_start.isoformat() if t.datetime_start else "",
                     "finished": t.datetime_complete.isoformat() if t.datetime_complete else "",
                     "error": attrs.get("error", ""),
+                    "overhead_seconds": attrs.get("seconds", np.nan)
+                    - attrs.get("fit_seconds", np.nan)
+                    - attrs.get("eval_seconds", np.nan),
+                    "budget_left": attrs.get("budget_left", np.nan),
+                    "stopped_by_budget": bool(attrs.get("stopped_by_budget", False)),
+                    "epochs_planned": attrs.get("epochs_planned", np.nan),
                 }
             )
     columns = [
@@ -828,6 +1016,10 @@ def trials_table(studies: Sequence[tuple[Target, Any]]) -> pd.DataFrame:
         "started",
         "finished",
         "error",
+        "overhead_seconds",
+        "budget_left",
+        "stopped_by_budget",
+        "epochs_planned",
     ]
     return pd.DataFrame(rows, columns=columns)
 
@@ -848,7 +1040,7 @@ def best_values(study: Any) -> tuple[dict[str, Any], float, int] | None:
     if not complete:
         return None
     best = max(complete, key=lambda t: (t.value, -t.number))
-    return dict(best.params), float(best.value), best.number
+    return validated_params(best), float(best.value), best.number
 
 
 # -- the two phases --------------------------------------------------------------------

@@ -94,7 +94,7 @@ class Margin:
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
         raise ValueError(
-            f"{where}: a margin is a number >= 0 (absolute) or a string like \"5%\" "
+            f'{where}: a margin is a number >= 0 (absolute) or a string like "5%" '
             f"(relative to the baseline), got {value!r}"
         )
 

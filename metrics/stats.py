@@ -8,7 +8,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.stats
 
-__all__ = ["CI", "PairedComparison", "holm", "mean_ci", "paired_comparison"]
+__all__ = [
+    "CI",
+    "PairedComparison",
+    "holm",
+    "holm_interval_alphas",
+    "mean_ci",
+    "paired_comparison",
+]
 
 # Bootstrap resamples are drawn in chunks of at most this many indices (bounds memory).
 _BOOT_CHUNK = 1 << 22
@@ -237,3 +244,60 @@ def holm(pvalues: Any) -> np.ndarray:
     adjusted = np.empty(m, dtype=np.float64)
     adjusted[order] = adjusted_sorted
     return adjusted
+
+
+def holm_interval_alphas(pvalues: Any, alpha: float = 0.05) -> np.ndarray:
+    """The per-comparison level at which Holm's step-down procedure tests each hypothesis.
+
+    With the ``m`` p-values sorted increasingly and ``R`` the number that Holm
+    rejects at ``alpha`` (those whose :func:`holm` adjusted p-value is below
+    ``alpha``), the hypothesis rejected ``k``-th (k = 1..R) gets
+    ``alpha / (m - k + 1)`` and every hypothesis kept gets ``alpha / (m - R)``.
+    Tied p-values share the level of the first of them.
+
+    A two-sided test's ``1 - level`` confidence interval excludes the null
+    value exactly when its p-value is below ``level``, so intervals built at
+    these levels exclude it exactly for the hypotheses Holm rejects: a rejected
+    ``k``-th has ``p <= adjusted < alpha``, hence ``p < alpha / (m - k + 1)``;
+    the first kept one has ``(m - R) * p >= alpha`` and every later one a larger
+    p. Every level is at most ``alpha``, so each interval contains the plain
+    ``1 - alpha`` interval. These are *not* simultaneous intervals: the chance
+    that one of the family misses its true value can exceed ``alpha``.
+
+    Parameters
+    ----------
+    pvalues : array of float, shape (m,)
+        Raw p-values in [0, 1] (as for :func:`holm`).
+    alpha : float
+        Family-wise significance level, in (0, 1).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (m,)
+        The level of each hypothesis, in the order of the input.
+
+    Examples
+    --------
+    Holm rejects 0.001 (first of 4) and 0.01 (second) and keeps the other two:
+
+    >>> holm_interval_alphas([0.001, 0.04, 0.01, 0.5]).round(5).tolist()
+    [0.0125, 0.025, 0.01667, 0.025]
+    """
+    alpha = float(alpha)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    adjusted = holm(pvalues)
+    m = adjusted.size
+    p = np.asarray(pvalues, dtype=np.float64)
+    # The order holm() steps down in; its adjusted p-values are monotone along it, so the
+    # rejected hypotheses are the first R (tied p-values share one adjusted value).
+    order = np.argsort(p, kind="stable")
+    rejected = int((adjusted < alpha).sum())
+    sorted_alphas = np.full(m, alpha / max(m - rejected, 1))
+    # Tied p-values take the rank of the first of them (the smaller level), so that
+    # equal p-values get equal intervals whatever their order in the input.
+    ranks = np.searchsorted(p[order], p[order][:rejected], side="left")
+    sorted_alphas[:rejected] = alpha / (m - ranks)
+    out = np.empty(m, dtype=np.float64)
+    out[order] = sorted_alphas
+    return out

@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from bench.datasets.dataset import SideFeatures
 from bench.datasets.synthetic import synthetic
+
+#: Modules whose tests must run alone (``serial``) but whose files do not say so yet.
+SERIAL_MODULES = {
+    "test_tune_budget.py": "seconds budgets measured on the wall clock",
+    "test_tune_workers.py": "a real SIGKILL mid-trial, and worker processes racing on a study",
+}
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Under ``-m serial`` alone, do not import modules without a serial test.
+
+    Importing every module only to deselect it costs TensorFlow's import (seconds)
+    in the serial part of ``nox -s tests``. A module holds a serial test only if
+    it names the marker or is listed in ``SERIAL_MODULES``.
+    """
+    if config.getoption("markexpr", "") != "serial" or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_") or collection_path.name in SERIAL_MODULES:
+        return None
+    return True if "serial" not in collection_path.read_text(encoding="utf-8") else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of ``SERIAL_MODULES`` serial; on xdist workers, start with the slow ones.
+
+    A worker that picks up a minute-long test at the end of the run leaves the other
+    idle that long: the ``slow`` tests go first, so they end while short ones remain.
+    """
+    for item in items:
+        if item.path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 @pytest.fixture
@@ -57,3 +93,26 @@ def ml100k():
     from bench.datasets import load_dataset
 
     return load_dataset("ml-100k", split="ua", min_rating=4.0)
+
+
+@pytest.fixture(scope="session")
+def ml100k_fit(ml100k):
+    """``ml100k_fit(name, preset, seed=0)``: that model fitted on ``ml100k`` once per session.
+
+    For tests that only read a trained model (scores, metrics): the realdata
+    notebook-preset fits take tens of seconds each. Tests that use it carry
+    ``pytest.mark.xdist_group("ml100k-fits")`` so that one worker fits each model.
+    """
+    from bench.registry import default_registry
+
+    registry = default_registry()
+    fitted = {}
+
+    def fit(name: str, preset: str | None = None, seed: int = 0):
+        key = (name, preset, seed)
+        if key not in fitted:
+            model = registry.make(name, preset)
+            fitted[key] = model.fit(ml100k.train, rng=np.random.default_rng(seed))
+        return fitted[key]
+
+    return fit

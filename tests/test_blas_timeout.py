@@ -55,6 +55,7 @@ def test_import_sets_the_timeout_unless_the_user_did():
     assert _python("import numpy; " + code) == "4 False"
 
 
+@pytest.mark.serial  # measures this process's CPU time: no other test beside it
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two BLAS threads")
 def test_idle_blas_workers_do_not_spin_after_a_product():
     # The default spins for about 0.1 s of CPU here; with rsbench imported first, ~0.

@@ -27,6 +27,8 @@ from bench.runner import Runner, RunSpec
 from models.baselines import Popularity
 
 ROOT = Path(__file__).resolve().parent.parent
+# Time limits, memory limits and signals, checked against the wall clock: alone.
+pytestmark = pytest.mark.serial
 
 
 class Segfaulting(Popularity):

@@ -181,6 +181,17 @@ def test_defaults_and_overrides(tmp_path):
     assert (forced.timeout_s, forced.max_memory_mb, forced.out) == (1.5, 2048.0, "x")
     with pytest.raises(ConfigError, match=r"^--epochs must be an integer in \[1, "):
         load_experiment(cfg, overrides={"epochs": "99999999999999999999"})
+    # --seeds beats the file's seeds, per-model ones included; checked as the file's are.
+    cfg.write_text('models = ["popularity", { name = "random", seeds = [7] }]\nseeds = [0, 1]\n')
+    reseeded = load_experiment(cfg, overrides={"seeds": "2,3"})
+    assert [(s.model, s.seed) for s in reseeded.specs] == [
+        ("popularity", 2),
+        ("popularity", 3),
+        ("random", 2),
+        ("random", 3),
+    ]
+    with pytest.raises(ConfigError, match=r"^--seeds"):
+        load_experiment(cfg, overrides={"seeds": "2,2"})
     cfg.write_text('models = ["popularity"]\nisolate = false\n')
     assert load_experiment(cfg).isolate is False
 

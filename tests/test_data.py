@@ -380,6 +380,7 @@ def test_real_temporal_split_never_trains_on_the_future(real_splits):
 
 
 @pytest.mark.realdata
+@pytest.mark.serial  # a wall-clock bound
 def test_loading_from_a_warm_cache_is_fast(ml100k):
     times = []
     for _ in range(3):

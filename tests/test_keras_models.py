@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import float_bounds
 import numpy as np
 import pytest
 
@@ -268,7 +269,7 @@ def _score_tolerance(model, user_ids, item_ids):
     if isinstance(model, KerasBilinear):
         users, items = model._embeddings()  # both scorers use these same float32 arrays
         magnitude = np.abs(users[user_ids].astype(np.float64)) * np.abs(items[item_ids])
-        return 2 * _gamma(users.shape[1]) * magnitude.sum(axis=1)
+        return 2 * float_bounds.gamma(users.shape[1]) * magnitude.sum(axis=1)
     net = model._net
     tables = (net.user_embedding.embeddings.numpy(), net.item_embedding.embeddings.numpy())
     x = np.abs(np.hstack([tables[0][user_ids], tables[1][item_ids]]).astype(np.float64))
@@ -276,7 +277,7 @@ def _score_tolerance(model, user_ids, item_ids):
     for dense in net.dense:
         depth += x.shape[1] + 2
         x = x @ np.abs(dense.kernel.numpy()) + np.abs(dense.bias.numpy())
-    return 2 * _gamma(depth) * x[:, 0]
+    return 2 * float_bounds.gamma(depth) * x[:, 0]
 
 
 @pytest.mark.parametrize("n_hidden", [0, 1, 2])
@@ -326,13 +327,6 @@ class _FixedTriplets:
         return self.triplets
 
 
-def _gamma(n):
-    """Higham's gamma_n = n u / (1 - n u) for float32 (u = 2**-24): a float32 sum or
-    dot product of n terms, in any order, is within gamma_n * sum(|term|) of the exact one."""
-    u = 2.0**-24
-    return n * u / (1 - n * u)
-
-
 # Roundings on the longest chain from the weights to the first step's loss or to one
 # gradient entry: cosine (norms and dot, 64 terms each) or MLP (96 + 128 terms) forward,
 # the same again backward, plus one entry's sum over its <= 2 x 64 uses in a batch.
@@ -346,7 +340,8 @@ def _first_step_bounds(model, w0, batch):
     rounding error in one float32 evaluation; ``grads_abs`` (one array per trainable
     variable) is each gradient entry's sum of |terms|, the same computation with every
     weight, gate and sign replaced by its absolute value (gates <= 1 only shrink it),
-    so one float32 evaluation of that entry is within ``_gamma(_STEP_DEPTH)`` times it.
+    so one float32 evaluation of that entry is within ``gamma(_STEP_DEPTH)`` times it
+    (tests/float_bounds.py).
     Also checks that no gate (hinge, ReLU) has its input within rounding of 0, where
     one path could open it and another close it.
     """
@@ -391,10 +386,12 @@ def _first_step_bounds(model, w0, batch):
             x = np.hstack([signed[0][users], signed[1][items]])
             hidden = x @ signed[2] + signed[3]
             hidden_abs = np.abs(x) @ kernel_1 + bias_1
-            assert (np.abs(hidden) > _gamma(width + 1) * hidden_abs).all(), "pick another batch"
+            assert (np.abs(hidden) > float_bounds.gamma(width + 1) * hidden_abs).all(), (
+                "pick another batch"
+            )
             out = np.maximum(hidden, 0) @ signed[4][:, 0] + signed[5][0]
             out_abs = hidden_abs @ kernel_2[:, 0] + bias_2[0]
-            assert (np.abs(out) > _gamma(width + len(bias_1) + 2) * out_abs).all()
+            assert (np.abs(out) > float_bounds.gamma(width + len(bias_1) + 2) * out_abs).all()
             sims.append(np.maximum(out, 0))
             sims_abs.append(out_abs)
             for k, part in ((0, to_input[:user_dim]), (1, to_input[user_dim:])):
@@ -407,8 +404,11 @@ def _first_step_bounds(model, w0, batch):
             grads[5] += 1.0
         penalty, penalty_depth = 0.0, 1
     hinge_abs = margin + sims_abs[0] + sims_abs[1]
-    assert (np.abs(margin + sims[1] - sims[0]) > _gamma(_STEP_DEPTH) * hinge_abs).all()
-    loss_bound = _gamma(_STEP_DEPTH) * hinge_abs.mean() + _gamma(penalty_depth) * penalty
+    assert (np.abs(margin + sims[1] - sims[0]) > float_bounds.gamma(_STEP_DEPTH) * hinge_abs).all()
+    loss_bound = (
+        float_bounds.gamma(_STEP_DEPTH) * hinge_abs.mean()
+        + float_bounds.gamma(penalty_depth) * penalty
+    )
     return loss_bound, grads
 
 
@@ -456,7 +456,7 @@ def test_trainers_take_the_same_first_step(cls, params, trainers, tiny):
             [w.numpy() for w in model._net.trainable_variables],
         )
     loss_bound, grads_abs = _first_step_bounds(untrained, w0, batch)
-    gamma = _gamma(_STEP_DEPTH)
+    gamma = float_bounds.gamma(_STEP_DEPTH)
     (loss, w1), *others = steps.values()
     for other_loss, other_w1 in others:
         assert abs(other_loss - loss) <= 2 * loss_bound

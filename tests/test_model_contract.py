@@ -68,6 +68,15 @@ class _ScoresBeforeFit(_Good):
         return np.zeros((len(user_ids), 3), dtype=np.float32)
 
 
+class _NormalisesOverTheBlock(_Good):
+    """Scores centred on the block's mean: a user's scores depend on who else is scored."""
+
+    def score(self, user_ids):
+        user_ids = self._check_user_ids(user_ids)
+        block = self._table[user_ids]
+        return self._finish_scores(block - block.mean(axis=0))
+
+
 class _ChangesParams(_Good):
     def fit(self, train, **kwargs):
         self.scale = 2.0
@@ -86,6 +95,7 @@ def test_a_good_model_passes_and_comes_back_fitted(tiny):
         (_ReturnsFloat64, "C-contiguous float32"),
         (_ScoresBeforeFit, "NotFittedError"),
         (_ChangesParams, "changed the hyperparameters"),
+        (_NormalisesOverTheBlock, "depend on the other users of the block"),
     ],
 )
 def test_broken_models_fail_with_the_rule_they_break(cls, rule, tiny):

@@ -26,15 +26,17 @@ def test_non_editable_install_ships_and_lists_the_suites(tmp_path):
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("building rsbench offline needs setuptools in this environment")
     venv = tmp_path / "venv"
-    _run(sys.executable, "-m", "venv", venv)
+    _run(sys.executable, "-m", "venv", "--without-pip", venv)
     python = venv / "bin" / "python"
     # The frameworks come from this environment, through a .pth file (a venv
     # made from a venv with --system-site-packages reaches the base interpreter,
-    # not this environment); rsbench itself is installed for real. Python 3.11's
-    # venv seeds an old setuptools that cannot build a wheel offline: use ours.
-    _run(python, "-m", "pip", "uninstall", "--quiet", "--yes", "setuptools")
+    # not this environment): its site-packages and those its own .pth files add
+    # (nox's shared dependencies); rsbench itself is installed for real. pip and
+    # setuptools come from there too (Python 3.11's venv would seed a setuptools
+    # too old to build a wheel offline).
     purelib = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-    parent = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    own = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    parent = sorted(own | {p for p in sys.path if Path(p).name == "site-packages"})
     (Path(purelib.strip()) / "_rsbench_parent_env.pth").write_text("\n".join(parent) + "\n")
     _run(
         python,

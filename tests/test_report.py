@@ -201,7 +201,7 @@ def test_paired_comparisons_are_holm_corrected_t_tests(folder, written):
     import scipy.stats
 
     from bench.report import user_means
-    from metrics.stats import holm
+    from metrics.stats import holm, holm_interval_alphas
 
     report = build_report(folder, n_boot=500)
     paired = report.paired
@@ -224,8 +224,12 @@ def test_paired_comparisons_are_holm_corrected_t_tests(folder, written):
         row = vs_pop[vs_pop["label"] == label].iloc[0]
         assert row["mean_diff"] == pytest.approx(a.mean() - b.mean())
         assert row["t_pvalue"] == pytest.approx(reference.pvalue, rel=1e-9, abs=1e-300)
-        assert (row["low"], row["high"]) == pytest.approx((interval.low, interval.high))
+        assert (row["raw_low"], row["raw_high"]) == pytest.approx((interval.low, interval.high))
+        # The shown interval: scipy's own, at the level Holm tested this comparison at.
+        at_level = reference.confidence_interval(row["level"])
+        assert (row["low"], row["high"]) == pytest.approx((at_level.low, at_level.high))
     np.testing.assert_allclose(vs_pop["t_holm"], holm(np.array(raw)))
+    np.testing.assert_allclose(vs_pop["level"], 1 - holm_interval_alphas(np.array(raw)))
     assert (vs_pop["t_holm"] >= vs_pop["t_pvalue"] - 1e-15).all()
     # Random is far below popularity on AUC: significant after correction, marked *.
     random_row = vs_pop[vs_pop["label"] == "random"].iloc[0]
@@ -238,7 +242,8 @@ def test_paired_comparisons_are_holm_corrected_t_tests(folder, written):
         for line in section.splitlines()
         if line.startswith("| auc | random |")
     )
-    assert cells[3] == f"{random_row['mean_diff']:+.4f}" and cells[7] == "\\*"
+    assert cells[3] == f"{random_row['mean_diff']:+.4f}" and cells[8] == "\\*"
+    assert cells[5] == f"{random_row['level']:.2%}"
     assert "| auc | popularity |" not in section  # the reference is not compared with itself
     vs_best = paired[(paired["against"] == "best") & (paired["metric"] == "auc")]
     assert len(vs_best) == len(labels_of(folder)) - 1
@@ -246,30 +251,28 @@ def test_paired_comparisons_are_holm_corrected_t_tests(folder, written):
 
 
 def assert_consistent(report) -> None:
-    """Every comparison: star iff Holm p < 0.05, and then the interval excludes 0."""
+    """Every comparison: star iff Holm p < 0.05 iff its interval (at Holm's level) excludes 0."""
     paired = report.paired
     assert not paired.empty
     for r in paired.to_dict("records"):
-        assert r["low"] <= r["mean_diff"] <= r["high"], r
+        assert r["low"] <= r["raw_low"] <= r["mean_diff"] <= r["raw_high"] <= r["high"], r
         assert r["significant"] == (r["t_holm"] < 0.05), r
-        if r["significant"]:
-            assert r["low"] > 0 or r["high"] < 0, r
-        # The test is of the same mean: p < 0.05 exactly when the 95% interval excludes 0.
+        assert r["significant"] == (r["low"] > 0 or r["high"] < 0), r
+        # The plain 95% interval is the raw test's: p < 0.05 exactly when it excludes 0.
         if abs(r["t_pvalue"] - 0.05) > 1e-9:
-            assert (r["t_pvalue"] < 0.05) == (r["low"] > 0 or r["high"] < 0), r
+            assert (r["t_pvalue"] < 0.05) == (r["raw_low"] > 0 or r["raw_high"] < 0), r
     # And the rendered tables say the same as the numbers.
     rows = 0
     for line in report.markdown.splitlines():
         cells = [c.strip() for c in line.strip("|").split(" | ")]
-        if len(cells) != 10 or not re.fullmatch(r"[+-]\d\.\d{4}", cells[3]):
+        if len(cells) != 11 or not re.fullmatch(r"[+-]\d\.\d{4}", cells[3]):
             continue
         rows += 1
         low, high = (float(x) for x in cells[4].strip("\\[]").replace("\\]", "").split(", "))
-        star = cells[7] == "\\*"
-        holm_p = 0.0 if cells[6] == "<0.0001" else float(cells[6])
-        assert star == (holm_p < 0.05 or cells[6] == "<0.0001"), line
-        if star:
-            assert low > 0 or high < 0 or (low, high) != (0.0, 0.0), line
+        star = cells[8] == "\\*"
+        holm_p = 0.0 if cells[7] == "<0.0001" else float(cells[7])
+        assert star == (holm_p < 0.05 or cells[7] == "<0.0001"), line
+        assert star == (low > 0 or high < 0), line
     assert rows == len(paired)
 
 

@@ -171,6 +171,7 @@ def test_runner_measures_and_records_a_learning_curve():
     assert set(result.per_user["user"]) == set(DATA.eval_users().tolist())
 
 
+@pytest.mark.serial  # a wall-clock bound on the fit (0.2 s)
 def test_fit_time_excludes_the_per_epoch_evaluation(monkeypatch):
     import time as time_module
 

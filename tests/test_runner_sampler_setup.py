@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from bench.datasets.synthetic import synthetic
 from bench.registry import Registry
@@ -37,6 +38,7 @@ class SlowSampler(Popularity):
         return np.ascontiguousarray(np.broadcast_to(self._counts, (len(user_ids), self._num_items)))
 
 
+@pytest.mark.serial  # a wall-clock bound on the set-up
 def test_fit_seconds_include_the_sampler_setup():
     registry = Registry()
     registry.register("slow-sampler", "test_runner_sampler_setup:SlowSampler")

@@ -7,6 +7,7 @@ import pytest
 import scipy.stats
 
 from metrics import CI, PairedComparison, holm, mean_ci, paired_comparison
+from metrics.stats import holm_interval_alphas
 
 
 class TestMeanCI:
@@ -143,3 +144,29 @@ class TestHolm:
             holm([0.1, 1.5])
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
             holm([np.nan])
+
+
+class TestHolmIntervalAlphas:
+    def test_by_hand(self):
+        # Sorted: 0.001, 0.01, 0.04, 0.5; Holm adjusted 0.004, 0.03, 0.08, 0.5: R = 2 of 4.
+        # Rejected 1st and 2nd: 0.05/4, 0.05/3; the two kept: 0.05/(4 - 2).
+        alphas = holm_interval_alphas([0.04, 0.001, 0.5, 0.01])
+        np.testing.assert_allclose(alphas, [0.025, 0.0125, 0.025, 0.05 / 3])
+
+    def test_levels_agree_with_holm_rejections(self, rng):
+        for _ in range(200):
+            p = rng.uniform(0, 0.08, size=int(rng.integers(1, 12))) ** rng.uniform(0.5, 2)
+            alphas = holm_interval_alphas(p, 0.05)
+            # Rejected by Holm exactly when the p-value is below its own level.
+            np.testing.assert_array_equal(holm(p) < 0.05, p < alphas)
+            assert (alphas <= 0.05).all()
+
+    def test_ties_nothing_and_everything_rejected(self):
+        np.testing.assert_allclose(holm_interval_alphas([0.01, 0.01]), [0.025, 0.025])
+        np.testing.assert_allclose(holm_interval_alphas([0.3, 0.9]), [0.025, 0.025])
+        np.testing.assert_allclose(
+            holm_interval_alphas([0.001, 0.002, 0.003]), [1 / 60, 0.025, 0.05]
+        )
+        assert holm_interval_alphas([]).shape == (0,)
+        with pytest.raises(ValueError, match="alpha"):
+            holm_interval_alphas([0.1], alpha=1.5)

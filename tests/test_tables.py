@@ -133,10 +133,16 @@ def test_paired_summary_by_hand():
     assert out.loc["a", "mean_diff"] == pytest.approx(0.075)
     assert out.loc["a", "t_pvalue"] == pytest.approx(p)
     half = stats.t.ppf(0.975, 3) * se
-    assert out.loc["a", "low"] == pytest.approx(0.075 - half)
+    assert out.loc["a", "raw_low"] == pytest.approx(0.075 - half)
     # Holm over the two labels compared with b: both have the same p here.
     assert out.loc["a", "t_holm"] == pytest.approx(min(1.0, 2 * p))
-    assert out.loc["a", "significant"] == (min(1.0, 2 * p) < 0.05)
+    assert not out.loc["a", "significant"] and min(1.0, 2 * p) >= 0.05
+    # Nothing rejected (R = 0 of m = 2): the interval is at 1 - 0.05 / 2 and holds 0.
+    assert out.loc["a", "level"] == pytest.approx(0.975)
+    half = stats.t.ppf(1 - 0.025 / 2, 3) * se
+    assert out.loc["a", "low"] == pytest.approx(0.075 - half)
+    assert out.loc["a", "high"] == pytest.approx(0.075 + half)
+    assert out.loc["a", "low"] < 0 < out.loc["a", "high"]
 
 
 def test_activity_breakdown_by_hand():

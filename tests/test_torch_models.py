@@ -53,6 +53,35 @@ def _auc(model, data):
 
 
 # -- closed-form gradients -------------------------------------------------------
+# Roundings on the longest chain of these small batch steps (d = 4 or 5, 10 triplets):
+# norms and dots, the closed-form gradient, a row's sum over its uses, and the
+# whole-table L2 sum (80 squares); 128 bounds it.
+_SMALL_STEP_DEPTH = 128
+
+
+def _step_bounds(users, items, u_idx, p_idx, n_idx, *, similarity, margin, l2):
+    """Bounds on how far two float32 evaluations of one batch of `_reference_objective`
+    (closed form, autograd) can differ: ``(users, items, loss)``, float64.
+
+    Each gradient entry is within gamma(_SMALL_STEP_DEPTH) times its |.|-computation of
+    the exact one (tests/float_bounds.py), and so is the loss; no hinge may lie within
+    rounding of 0, where the two could gate it differently (checked here).
+    """
+    gamma = float_bounds.gamma(_SMALL_STEP_DEPTH)
+    users, items = (np.asarray(t, np.float64) for t in (users, items))
+    u_idx, p_idx, n_idx = (np.asarray(x) for x in (u_idx, p_idx, n_idx))
+    hinge, hinge_abs, grad_users, grad_items = float_bounds.triplet_hinge_step(
+        users, items, u_idx, p_idx, n_idx, margin=margin, cosine=similarity == "cosine"
+    )
+    # A positive that is also the negative: two identical dot products, hinge = margin.
+    assert ((np.abs(hinge) > 2 * gamma * hinge_abs) | (p_idx == n_idx)).all()
+    grad_users += 2 * l2 * np.abs(users)
+    grad_items += 2 * l2 * np.abs(items)
+    penalty = l2 * ((users**2).sum() + (items**2).sum())
+    loss = hinge_abs.mean() + 2 * penalty  # the test subtracts the penalty again
+    return 2 * gamma * grad_users, 2 * gamma * grad_items, 2 * gamma * loss
+
+
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
 @pytest.mark.parametrize("l2", [0.0, 1e-2])
 def test_bilinear_sgd_step_equals_autograd(similarity, l2):
@@ -91,41 +120,79 @@ def test_bilinear_sgd_step_equals_autograd(similarity, l2):
 
     model._train_batch(u_idx, p_idx, n_idx)
     model._fold_decay()  # the lazy L2 decay's scale into the tables
-    torch.testing.assert_close(model._user_table, users - lr * ref_users.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(model._item_table, items - lr * ref_items.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(model._loss_sum, hinges, rtol=1e-5, atol=1e-6)
+    # The closed form and autograd round differently (and by CPU): their gradients
+    # differ by at most `_step_bounds`; w - lr g then rounds each entry a few times
+    # (the lazy decay's scale, the scatter, the fold), within gamma |w| each way.
+    grad_users, grad_items, loss = _step_bounds(
+        users, items, u_idx, p_idx, n_idx, similarity=similarity, margin=margin, l2=l2
+    )
+    gamma = float_bounds.gamma(_SMALL_STEP_DEPTH)
+    for table, start, grad, bound in (
+        (model._user_table, users, ref_users.grad, grad_users),
+        (model._item_table, items, ref_items.grad, grad_items),
+    ):
+        expected = (start - lr * grad).numpy()
+        tolerance = lr * bound + 2 * gamma * (np.abs(start.numpy()) + np.abs(expected))
+        assert (np.abs(table.numpy() - expected) <= tolerance).all()
+    assert abs(float(model._loss_sum) - float(hinges)) <= loss
 
 
-def _sgd_batches(lazy, *, lr, l2, steps, seed=3):
-    """Tables after ``steps`` SGD batches on random triplets, with lazy or eager decay."""
-    gen = torch.Generator().manual_seed(seed)
-    num_users, num_items = 11, 13
+def _float64_sgd_model(lazy, *, lr, l2, tables=None):
+    """A float64 TorchBilinear for plain SGD with lazy or eager decay, at ``tables``."""
     model = TorchBilinear(latent_dim=6, optimizer="sgd", learning_rate=lr, l2_reg=l2)
     model.lazy_decay = lazy
-    model = _built(model, num_users, num_items)
-    # float64 tables: the two ways then agree to rounding, not float32 drift.
-    model._user_table = torch.randn(num_users, 6, generator=gen, dtype=torch.float64)
-    model._item_table = torch.randn(num_items, 6, generator=gen, dtype=torch.float64)
+    model = _built(model, 11, 13)
+    if tables is None:
+        gen = torch.Generator().manual_seed(3)
+        tables = [torch.randn(rows, 6, generator=gen, dtype=torch.float64) for rows in (11, 13)]
+    model._user_table, model._item_table = (t.clone() for t in tables)
     model._loss_sum = torch.zeros((), dtype=torch.float64)
-    for _ in range(steps):
-        u_idx = torch.randint(num_users, (8,), generator=gen)
-        p_idx = torch.randint(num_items, (8,), generator=gen)
-        n_idx = torch.randint(num_items, (8,), generator=gen)
-        model._train_batch(u_idx, p_idx, n_idx)
-    model._fold_decay()
-    return model._user_table, model._item_table, float(model._loss_sum)
+    return model
 
 
 @pytest.mark.parametrize("lr, l2", [(0.5, 1e-2), (2.0, 0.1)])
 def test_lazy_sgd_decay_equals_decaying_whole_tables(lr, l2):
     # (2.0, 0.1): factor 0.6 per batch, so the scale crosses the fold threshold
-    # (2**-20) after 28 of the 60 batches and is folded in mid-run.
-    lazy = _sgd_batches(True, lr=lr, l2=l2, steps=60)
-    eager = _sgd_batches(False, lr=lr, l2=l2, steps=60)
-    torch.testing.assert_close(lazy[0], eager[0], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(lazy[1], eager[1], rtol=1e-10, atol=1e-12)
-    assert lazy[2] == pytest.approx(eager[2], rel=1e-10)
-    assert float(lazy[1].abs().max()) > 1e-3  # not everything decayed to zero
+    # (2**-20) every 28 batches and is folded in mid-run.
+    # The two formulations round differently, so they are compared batch by batch:
+    # an eager step from the lazy model's true tables s V against the lazy step.
+    # In float64 each gradient entry is within gamma(64) (d = 6, 8 triplets) of its
+    # |.|-computation G of the exact one (tests/float_bounds.py, with 2 l2 |W| for
+    # the decay), and the step, the scale and the fold round each entry a few times:
+    # 2 gamma (2 lr G + 2 |W|) apart, while no hinge lies within rounding of 0.
+    gen = torch.Generator().manual_seed(4)
+    gamma = float_bounds.gamma(64, np.float64)
+    lazy = _float64_sgd_model(True, lr=lr, l2=l2)
+    start = lazy._item_table.clone()
+    folds = 0
+    for _ in range(60):
+        u_idx, p_idx, n_idx = (torch.randint(rows, (8,), generator=gen) for rows in (11, 13, 13))
+        scale = lazy._decay_scale
+        true = [lazy._user_table * scale, lazy._item_table * scale]
+        eager = _float64_sgd_model(False, lr=lr, l2=l2, tables=true)
+        hinge, hinge_abs, grad_users, grad_items = float_bounds.triplet_hinge_step(
+            *(t.numpy() for t in true), u_idx.numpy(), p_idx.numpy(), n_idx.numpy(),
+            margin=1.0, cosine=True,
+        )  # fmt: skip
+        assert ((np.abs(hinge) > 2 * gamma * hinge_abs) | (p_idx == n_idx).numpy()).all()
+        lazy._loss_sum.zero_()
+        lazy._train_batch(u_idx, p_idx, n_idx)
+        eager._train_batch(u_idx, p_idx, n_idx)
+        folds += lazy._decay_scale == 1.0
+        assert eager._decay_scale == 1.0
+        for ours, theirs, before, grad in (
+            (lazy._user_table, eager._user_table, true[0], grad_users),
+            (lazy._item_table, eager._item_table, true[1], grad_items),
+        ):
+            ours = (ours * lazy._decay_scale).numpy()
+            g = grad + 2 * l2 * np.abs(before.numpy())
+            tolerance = 2 * gamma * (2 * lr * g + 2 * np.abs(before.numpy()))
+            assert (np.abs(ours - theirs.numpy()) <= tolerance).all()
+        loss_bound = 2 * gamma * (hinge_abs * (hinge > 0)).mean()
+        assert abs(float(lazy._loss_sum) - float(eager._loss_sum)) <= loss_bound
+    assert folds == (2 if l2 == 0.1 else 0)  # after batches 28 and 56
+    lazy._fold_decay()
+    assert float((lazy._item_table - start).abs().max()) > 1e-3  # the steps moved the items
 
 
 def test_lazy_sgd_decay_touches_only_the_batch_rows():
@@ -309,12 +376,25 @@ def test_bilinear_adam_first_step_is_keras_adam():
     ).backward()
     alpha = lr * np.sqrt(1 - 0.999) / (1 - 0.9)
     model._train_batch(u_idx, p_idx, n_idx)
-    for table, start, grad in (
-        (model._user_table, users, ref_users.grad),
-        (model._item_table, items, ref_items.grad),
+    # The closed-form and autograd gradients differ by at most `_step_bounds`; the
+    # first step is lr g / (|g| + c) with c = 1e-7 / sqrt(0.001), whose slope
+    # c / (|g| + c)**2 is largest at the smallest |g| between the two gradients, so
+    # an entry whose gradient is within rounding of 0 may move anywhere in
+    # [-lr, lr]: the bound says so rather than assume it away. Then a few roundings
+    # of the weight and of the step's arithmetic.
+    bounds = _step_bounds(users, items, u_idx, p_idx, n_idx, similarity="cosine", margin=1.0, l2=l2)
+    c = 1e-7 / np.sqrt(0.001)
+    gamma = float_bounds.gamma(_SMALL_STEP_DEPTH)
+    for table, start, grad, bound in (
+        (model._user_table, users, ref_users.grad, bounds[0]),
+        (model._item_table, items, ref_items.grad, bounds[1]),
     ):
-        expected = start - alpha * (0.1 * grad) / (torch.sqrt(0.001 * grad**2) + 1e-7)
-        torch.testing.assert_close(table, expected, rtol=1e-5, atol=1e-6)
+        expected = (start - alpha * (0.1 * grad) / (torch.sqrt(0.001 * grad**2) + 1e-7)).numpy()
+        nearest = np.maximum(np.abs(grad.numpy()) - bound, 0)
+        tolerance = lr * c * bound / (nearest + c) ** 2
+        tolerance += 2 * gamma * (np.abs(start.numpy()) + lr)
+        assert (np.abs(table.numpy() - expected) <= tolerance).all()
+        assert tolerance.max() < lr / 100  # no gradient here is near 0: a real comparison
 
 
 # -- scoring ---------------------------------------------------------------------
@@ -324,7 +404,14 @@ def test_bilinear_score_is_cosine_of_the_tables(tiny, rng):
     expected = (users / np.linalg.norm(users, axis=1, keepdims=True)) @ (
         items / np.linalg.norm(items, axis=1, keepdims=True)
     ).T
-    np.testing.assert_allclose(model.score(np.arange(tiny.num_users)), expected, atol=1e-5)
+    # torch's normalisation and matmul against numpy's: each within gamma(n) of the
+    # exact cosine times its |.|-computation sum_j |u^_j| |v^_j| <= 1, n the roundings
+    # of a norm (64 squares), a rescale and a dot product (64 terms).
+    unit_users, unit_items = (
+        np.abs(x / np.linalg.norm(x, axis=1, keepdims=True)) for x in (users, items)
+    )
+    tolerance = 2 * float_bounds.gamma(2 * users.shape[1] + 4) * (unit_users @ unit_items.T)
+    assert (np.abs(model.score(np.arange(tiny.num_users)) - expected) <= tolerance).all()
     # A block normalises only its own user rows: the same bytes as normalising the
     # whole user table first (the way scoring did before), then taking the rows.
     from models.torch_triplet import _normalize
@@ -346,7 +433,16 @@ def test_deep_score_matches_the_mlp_on_every_pair(n_hidden, tiny, rng):
     with torch.no_grad():
         brute = model._pair_similarity(users, items).numpy().reshape(user_ids.size, -1)
     scores = model.score(user_ids)
-    np.testing.assert_allclose(scores, brute, rtol=1e-5, atol=1e-6)
+    # The block scorer splits the first layer (U W_u + (I W_i + b)) and runs other
+    # matmul shapes: each is within gamma(n) of the exact MLP output times its
+    # |.|-computation (tests/float_bounds.py).
+    pairs = torch.cat([model._user_table[users], model._item_table[items]], dim=1)
+    layers = [
+        (k.detach().numpy(), b.detach().numpy()) for k, b in zip(model._kernels, model._biases)
+    ]
+    magnitude, depth = float_bounds.mlp_abs(pairs.detach().numpy(), layers)
+    tolerance = 2 * float_bounds.gamma(depth + 1) * magnitude[:, 0]
+    assert (np.abs(scores - brute).ravel() <= tolerance).all()
     assert np.ptp(scores) > 0  # trained: not a constant (dead) output everywhere
 
 
@@ -513,15 +609,94 @@ def test_sampler_on_another_catalogue_is_rejected(tiny, rng):
         TorchBilinear().fit(tiny.train, sampler=NegativeSampler(other), rng=rng)
 
 
+class _FixedTriplets:
+    """A sampler that yields the same triplets every epoch."""
+
+    def __init__(self, triplets, num_items):
+        self.triplets, self.num_items = triplets, num_items
+
+    def sample(self, rng, score_pairs=None):
+        return self.triplets
+
+
+def _head(triplets, n):
+    from bench.sampler import Triplets
+
+    return Triplets(triplets.user_ids[:n], triplets.pos_item_ids[:n], triplets.neg_item_ids[:n])
+
+
+def _first_sgd_step(cls, data, device, batch):
+    """Initial and trained weights (float32 numpy) of one SGD batch on ``device``."""
+    params = {"optimizer": "sgd", "learning_rate": 0.5, "batch_size": 64, "l2_reg": 0.0}
+    if cls is TorchDeep:
+        params["dropout"] = 0.0
+    weights = []
+    for triplets in (_head(batch, 0), batch):
+        model = cls(device=device, epochs=1, **params).fit(
+            data.train,
+            sampler=_FixedTriplets(triplets, data.num_items),
+            rng=np.random.default_rng(5),
+        )
+        weights.append([w.detach().cpu().numpy() for w in model._weights().values()])
+    return weights
+
+
+def _first_sgd_step_tolerance(cls, start, batch, lr=0.5, margin=1.0):
+    """How far two devices' first SGD steps from ``start`` can be apart, per weight entry.
+
+    Each gradient entry is within gamma(512) times its |.|-computation G of the exact
+    one (tests/float_bounds.py; 512 bounds the roundings of 64-term norms and dots or
+    the MLP's 96 + 128 terms, both ways, plus a row's uses in the batch), apart from
+    terms F through a gate within rounding of 0, which one device may drop; w - lr g
+    adds a rounding per use of the row: 2 gamma (2 lr G + |w|) + lr F.
+    """
+    gamma = float_bounds.gamma(512)
+    users, pos, neg = batch.user_ids, batch.pos_item_ids, batch.neg_item_ids
+    if cls is TorchBilinear:
+        hinge, hinge_abs, *grads = float_bounds.triplet_hinge_step(
+            *start, users, pos, neg, margin=margin, cosine=True
+        )
+        assert ((np.abs(hinge) > 2 * gamma * hinge_abs) | (pos == neg)).all()
+        flips = [np.zeros_like(g) for g in grads]
+    else:
+        pairs = np.hstack([np.vstack([start[0][users]] * 2), start[1][np.concatenate([pos, neg])]])
+        layers = list(zip(start[2::2], start[3::2]))
+        _, _, grad_pairs, flip_pairs, grad_layers, flip_layers = float_bounds.mlp_hinge_step(
+            pairs, layers, margin=margin
+        )
+        grads, flips = [], []
+        for by_pair, by_layer, out in (
+            (grad_pairs, grad_layers, grads),
+            (flip_pairs, flip_layers, flips),
+        ):
+            tables = [np.zeros_like(start[0], np.float64), np.zeros_like(start[1], np.float64)]
+            user_dim = start[0].shape[1]
+            np.add.at(tables[0], np.concatenate([users, users]), by_pair[:, :user_dim])
+            np.add.at(tables[1], np.concatenate([pos, neg]), by_pair[:, user_dim:])
+            out += tables + [g for layer in by_layer for g in layer]
+    return [
+        2 * gamma * (2 * lr * g.reshape(w.shape) + np.abs(w)) + lr * f.reshape(w.shape)
+        for w, g, f in zip(start, grads, flips)
+    ]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("cls", [TorchBilinear, TorchDeep])
 def test_cuda_matches_cpu(cls, tiny):
-    users = np.arange(tiny.num_users)
-    scores = {}
-    for device in ("cpu", "cuda"):
-        model = cls(epochs=2, batch_size=64, device=device)
-        scores[device] = model.fit(tiny.train, rng=np.random.default_rng(5)).score(users)
-    np.testing.assert_allclose(scores["cuda"], scores["cpu"], atol=1e-4)
+    # CUDA and CPU kernels round differently, and training compounds it: compared over
+    # one SGD batch from the same initial weights (a CPU generator draws them for any
+    # device), within the rounding bound of that step.
+    # (Seed 2: a batch with no hinge or output unit within rounding of 0.)
+    triplets = NegativeSampler(tiny.train).sample(np.random.default_rng(2))
+    batch = _head(triplets, 64)
+    (start, cpu), (cuda_start, cuda) = (
+        _first_sgd_step(cls, tiny, d, batch) for d in ("cpu", "cuda")
+    )
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(start, cuda_start))
+    tolerances = _first_sgd_step_tolerance(cls, start, batch)
+    for ours, theirs, before, tolerance in zip(cpu, cuda, start, tolerances):
+        assert (np.abs(ours - theirs) <= tolerance).all()
+        assert tolerance.max() < 0.1 * np.abs(ours - before).max()  # a real comparison
 
 
 # -- real data ------------------------------------------------------------------------
@@ -538,18 +713,34 @@ def test_bilinear_fast_preset_on_movielens(ml100k):
 
 
 @pytest.mark.realdata
-def test_bilinear_notebook_preset_reproduces_the_published_auc(ml100k):
+@pytest.mark.xdist_group("ml100k-fits")
+def test_bilinear_notebook_preset_reproduces_the_published_auc(ml100k, ml100k_fit):
     # PROTOCOL.md: the notebook's bilinear model reaches 0.919 - 0.922 at epoch 10.
-    summary = _auc(_fit_preset("torch-bilinear", "notebook", ml100k), ml100k)
+    summary = _auc(ml100k_fit("torch-bilinear", "notebook", seed=0), ml100k)
     assert 0.91 <= summary["auc"] <= 0.93
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_deep_notebook_preset_reaches_the_notebook_target(ml100k):
-    # The notebook asks the deep model for at least 0.91 (epoch 20 here).
-    summary = _auc(_fit_preset("torch-deep", "notebook", ml100k), ml100k)
-    assert summary["auc"] >= 0.91
+    # The notebook asks the deep model for at least 0.91 by epoch 20 (published: 0.89
+    # at epoch 10). As the Keras test: evaluate from epoch 12 on, stop once it is met.
+    model = REGISTRY.make("torch-deep", "notebook")
+    assert model.epochs == 20
+    history = {}
+
+    class Reached(Exception):
+        pass
+
+    def check(epoch):
+        if epoch >= 12:
+            history[epoch] = _auc(model, ml100k)["auc"]
+            if history[epoch] >= 0.91:
+                raise Reached
+
+    with pytest.raises(Reached):
+        model.fit(ml100k.train, rng=np.random.default_rng(0), on_epoch=check)
+    assert max(history) <= 20
 
 
 @pytest.mark.realdata

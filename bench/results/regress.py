@@ -683,7 +683,9 @@ def _consistency(which: str, runs: pd.DataFrame, per_user: pd.DataFrame) -> list
     columns = [
         c
         for c in runs.columns
-        if c in per_user.columns and METRICS.is_metric(c) and pd.api.types.is_numeric_dtype(per_user[c])
+        if c in per_user.columns
+        and METRICS.is_metric(c)
+        and pd.api.types.is_numeric_dtype(per_user[c])
     ]
     if not columns:
         return []
@@ -896,9 +898,7 @@ def _holm(comparisons: list[Comparison], paired: list[_Paired], alpha: float) ->
         row = comparisons[check.index]
         note = "identical per user" if identical else ""
         if rejected[j]:
-            note = (
-                f"worse by {-mean:.4f} (bound {mean + one * se:+.4f} < -{check.margin:.4f})"
-            )
+            note = f"worse by {-mean:.4f} (bound {mean + one * se:+.4f} < -{check.margin:.4f})"
         comparisons[check.index] = Comparison(
             **{
                 **asdict(row),

@@ -15,7 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Doc", "Figure", "Strong", "md_escape", "render_html", "render_markdown", "text_table"]
+__all__ = [
+    "Doc",
+    "Figure",
+    "Strong",
+    "interval_text",
+    "md_escape",
+    "p_text",
+    "render_html",
+    "render_markdown",
+    "text_table",
+]
 
 FIGURES = "figures"
 
@@ -220,3 +230,30 @@ def text_table(
         ).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _bound_text(x: float) -> str:
+    if x is None or x != x or x in (float("inf"), float("-inf")):
+        return "-"
+    if x != 0.0 and abs(x) < 5e-5:
+        # Four decimals would print it as +0.0000 and hide which side of 0 it lies on.
+        return f"{x:+.1e}"
+    return f"{x:+.4f}"
+
+
+def interval_text(low: float, high: float) -> str:
+    """``[low, high]`` with signed four-decimal bounds; a non-zero bound never prints as 0.
+
+    Examples
+    --------
+    >>> interval_text(-0.00823, -0.00003)
+    '[-0.0082, -3.0e-05]'
+    """
+    return f"[{_bound_text(low)}, {_bound_text(high)}]"
+
+
+def p_text(p: float) -> str:
+    """A p-value with four decimals ("<0.0001" below; "n/a" when missing)."""
+    if p is None or p != p:
+        return "n/a"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"

@@ -28,12 +28,13 @@ from bench.results.render import (
     Doc,
     Figure,
     Strong,
+    interval_text,
+    p_text,
     render_html,
     render_markdown,
     text_table,
 )
 from bench.results.store import load_results
-from bench.results.tuning_report import tuning_section
 from bench.results.tables import (
     DatasetGroup,
     cost_summary,
@@ -43,6 +44,7 @@ from bench.results.tables import (
     quality_summary,
     user_means,
 )
+from bench.results.tuning_report import tuning_section
 from metrics.registry import METRICS
 
 __all__ = [
@@ -76,10 +78,7 @@ scale_figure = figs.scale_figure
 
 
 # -- formatting: one format per column ------------------------------------------------
-def _fmt_p(p: float) -> str:
-    if p is None or not np.isfinite(p):
-        return "n/a"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+_fmt_p = p_text
 
 
 def _fmt_metric(x: float) -> str:
@@ -185,11 +184,16 @@ def _protocol_section(doc: Doc, groups: list[DatasetGroup], level: float, n_boot
             f"Quality intervals: {level:.0%} percentile bootstrap over users ({n_boot} "
             f"resamples, seed {seed}); from {tables.NORMAL_ABOVE:,} users on, the normal "
             "approximation mean ± z·sd/√n. ± is the larger distance from the mean to a bound.",
-            f"Paired comparisons: per-user differences (model minus reference) on the users "
-            f"both evaluated; their mean, its {level:.0%} paired t interval and the paired "
-            "t-test of that mean, Holm-corrected over the models compared with the same "
-            f"reference on the same metric. Significant (*) = Holm p < {tables.ALPHA}; the "
-            "interval then excludes 0. The Wilcoxon signed-rank p (a median shift, Holm "
+            "Paired comparisons: per-user differences (model minus reference) on the users "
+            "both evaluated; their mean and the paired t-test of that mean, Holm-corrected "
+            "over the models compared with the same reference on the same metric (the "
+            "headline test everywhere, the tuning section included). Significant (*) = Holm "
+            f"p < {tables.ALPHA}. Interval: the paired t interval at the level Holm tested "
+            f"the comparison at: 1 - {tables.ALPHA}/(m - k + 1) for the comparison Holm "
+            f"rejects k-th of the m in its family, 1 - {tables.ALPHA}/(m - R) for the ones "
+            "it keeps when it rejects R. So * holds exactly when the interval excludes 0. "
+            f"Each interval contains the plain {1 - tables.ALPHA:.0%} interval; they are not "
+            "simultaneous intervals. The Wilcoxon signed-rank p (a median shift, Holm "
             "corrected) is a secondary column.",
             "Deterministic models (no randomness in fit) run once: their seed count is 1.",
         ]
@@ -294,13 +298,18 @@ def _activity_section(doc: Doc, group: DatasetGroup, per_user: pd.DataFrame, met
         doc.table(["model", *names], rows, [False, *[True] * len(names)])
 
 
-def _paired_section(doc: Doc, paired: pd.DataFrame, level: float) -> None:
+def _fmt_level(level: float) -> str:
+    return "-" if level is None or not np.isfinite(level) else f"{level:.2%}"
+
+
+def _paired_section(doc: Doc, paired: pd.DataFrame) -> None:
     doc.heading(4, "Paired comparisons")
     doc.para(
-        f"Difference: mean per-user difference, model minus reference; {level:.0%} paired t "
-        "interval; p: paired t-test of that mean, raw and Holm-corrected; * = Holm p < "
-        f"{tables.ALPHA} (the interval then excludes 0). Wilcoxon: signed-rank test, Holm "
-        "corrected (secondary)."
+        "Difference: mean per-user difference, model minus reference; p: paired t-test of "
+        f"that mean, raw and Holm-corrected; * = Holm p < {tables.ALPHA}. Interval: paired t "
+        "interval at the level Holm tested the comparison at (its own column), so * holds "
+        "exactly when the interval excludes 0. Wilcoxon: signed-rank test, Holm corrected "
+        "(secondary)."
     )
     header = [
         "metric",
@@ -308,13 +317,14 @@ def _paired_section(doc: Doc, paired: pd.DataFrame, level: float) -> None:
         "reference",
         "difference",
         "interval",
+        "interval level",
         "p",
         "p (Holm)",
         "sig.",
         "Wilcoxon p (Holm)",
         "users",
     ]
-    numeric = [False, False, False, True, True, True, True, False, True, True]
+    numeric = [False, False, False, True, True, True, True, True, False, True, True]
     for against, title in (
         ("popularity", "Against the popularity baseline"),
         ("best", "Against the best model of each metric"),
@@ -336,7 +346,8 @@ def _paired_section(doc: Doc, paired: pd.DataFrame, level: float) -> None:
                     r["label"],
                     r["reference"],
                     _fmt_signed(r["mean_diff"]),
-                    f"[{_fmt_signed(r['low'])}, {_fmt_signed(r['high'])}]",
+                    interval_text(r["low"], r["high"]),
+                    _fmt_level(r["level"]),
                     _fmt_p(r["t_pvalue"]),
                     _fmt_p(r["t_holm"]),
                     "*" if r["significant"] else "",
@@ -624,7 +635,9 @@ def build_report(
     results_dir : str or Path
         A folder written by ``rsbench run``.
     level : float
-        Confidence level of every interval.
+        Confidence level of every quality interval. The paired comparisons'
+        intervals follow their Holm-corrected t-test at :data:`tables.ALPHA`
+        (:func:`tables.paired_family`), so that * and interval agree.
     n_boot : int
         Bootstrap resamples per quality interval.
     seed : int
@@ -680,9 +693,9 @@ def build_report(
             _quality_section(doc, quality, metrics, level)
             _beyond_section(doc, group.runs)
             _activity_section(doc, group, per_user, metrics)
-            paired = tables.paired_tables(group, per_user, quality, metrics, level=level)
+            paired = tables.paired_tables(group, per_user, quality, metrics)
             if not paired.empty:
-                _paired_section(doc, paired, level)
+                _paired_section(doc, paired)
                 paired_frames.append(paired.assign(group=group.title(), section=number))
         _cost_section(doc, cost_summary(group.runs))
         _figure_sections(doc, group, curves, styles, figures, number)
@@ -693,9 +706,7 @@ def build_report(
         figures.append(Figure(file_name, figs.png(fig), caption))
         doc.figure(figures[-1])
 
-    tuning_section(
-        doc, folder, runs, per_user, manifest, add_figure, level=level, n_boot=n_boot, seed=seed
-    )
+    tuning_section(doc, folder, runs, per_user, manifest, add_figure)
     _failed_section(doc, runs)
     paired_all = pd.concat(paired_frames, ignore_index=True) if paired_frames else pd.DataFrame()
     quality_all = pd.concat(quality_frames, ignore_index=True) if quality_frames else pd.DataFrame()

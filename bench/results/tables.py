@@ -13,13 +13,19 @@ Statistical conventions (stated once, in the report's protocol section)
   or, above :data:`NORMAL_ABOVE` users, the normal approximation
   ``mean +- z * sd / sqrt(n)`` (the bootstrap's limit; at that size the two
   agree to a small fraction of the interval width, checked in the tests).
-* **Paired comparisons**: the mean per-user difference, its paired ``t``
-  interval and the two-sided paired t-test of that same mean, Holm-corrected
-  over the models compared with the same reference on the same metric. A
+* **Paired comparisons** (one definition, :func:`paired_family`, for the
+  main tables and the tuning section): the mean per-user difference and the
+  two-sided paired t-test of that mean, Holm-corrected over a family (the
+  models compared with the same reference on the same metric; in the tuning
+  section, the models' tuned-minus-preset differences on one metric). A
   comparison is *significant* exactly when the corrected p-value is below
-  :data:`ALPHA`; since Holm never lowers a p-value, the interval then excludes
-  zero. The Wilcoxon signed-rank test (a median shift) is a labelled
-  secondary column with its own Holm correction.
+  :data:`ALPHA`. Its paired ``t`` interval is built at the level Holm tested
+  it at (rejected ``k``-th of ``m``: ``1 - ALPHA / (m - k + 1)``; kept:
+  ``1 - ALPHA / (m - R)``, ``R`` rejected), so it excludes zero exactly when
+  the comparison is significant. Each such interval contains the plain
+  ``1 - ALPHA`` interval; they are not simultaneous intervals. The Wilcoxon
+  signed-rank test (a median shift) is a labelled secondary column with its
+  own Holm correction.
 """
 
 from __future__ import annotations
@@ -51,16 +57,17 @@ __all__ = [
     "headline_metrics",
     "means_by_label",
     "model_facts",
+    "paired_family",
     "paired_summary",
     "paired_tables",
     "pareto_front",
     "pareto_points",
-    "timing_grade_runs",
     "popularity_label",
     "preset_differences",
     "quality_summary",
     "run_identity",
     "scaling_exponent",
+    "timing_grade_runs",
     "user_means",
 ]
 
@@ -430,6 +437,9 @@ PAIRED_COLUMNS = [
     "mean_diff",
     "low",
     "high",
+    "level",
+    "raw_low",
+    "raw_high",
     "t_pvalue",
     "t_holm",
     "significant",
@@ -439,14 +449,92 @@ PAIRED_COLUMNS = [
 ]
 
 
+def paired_family(diffs: Sequence[np.ndarray], *, alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Paired t comparisons of one Holm family: the headline test of every comparison.
+
+    Each comparison is a vector of per-user differences (model minus
+    reference, or tuned minus default). For each: the mean difference, the
+    two-sided paired t-test of that mean, Holm-corrected over the family, and
+    the paired t interval at the level Holm tested it at
+    (:func:`metrics.stats.holm_interval_alphas`: the comparison Holm rejects
+    ``k``-th of ``m`` gets ``1 - alpha / (m - k + 1)``, the ones it keeps
+    ``1 - alpha / (m - R)`` with ``R`` rejected). So a comparison is
+    significant (``t_holm < alpha``) exactly when its interval excludes 0.
+    Every interval contains the plain ``1 - alpha`` one (``raw_low, raw_high``);
+    they are not simultaneous intervals. The Wilcoxon signed-rank test (a
+    median shift) is a secondary p-value with its own Holm correction.
+
+    Parameters
+    ----------
+    diffs : sequence of numpy.ndarray of float64, shape (n_i,)
+        Finite per-user differences, ``n_i >= 2``.
+    alpha : float
+        Family-wise significance level.
+
+    Returns
+    -------
+    list of dict
+        In the order of ``diffs``: ``mean_diff, low, high, level`` (the
+        interval and its confidence level), ``raw_low, raw_high`` (the plain
+        ``1 - alpha`` interval), ``t_pvalue, t_holm, significant,
+        wilcoxon_pvalue, wilcoxon_holm, n``.
+
+    Examples
+    --------
+    A hand-computed family of one: no correction, the 95% interval.
+
+    >>> row = paired_family([np.array([0.1, 0.1, 0.0, 0.1])])[0]
+    >>> round(row["t_pvalue"], 4), row["level"], round(row["low"], 4)
+    (0.0577, 0.95, -0.0046)
+    """
+    from metrics.stats import holm_interval_alphas
+
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    rows = []
+    for diff in diffs:
+        diff = np.asarray(diff, dtype=np.float64)
+        mean, raw_low, raw_high, p = _paired_t(diff, 1.0 - alpha)
+        rows.append(
+            {
+                "mean_diff": mean,
+                "raw_low": raw_low,
+                "raw_high": raw_high,
+                "t_pvalue": p,
+                "wilcoxon_pvalue": _wilcoxon(diff),
+                "n": int(diff.size),
+            }
+        )
+    if not rows:
+        return rows
+    t_holm = _holm_finite([r["t_pvalue"] for r in rows])
+    w_holm = _holm_finite([r["wilcoxon_pvalue"] for r in rows])
+    finite = np.isfinite(t_holm)
+    levels = np.full(len(rows), np.nan)
+    if finite.any():
+        p = np.array([r["t_pvalue"] for r in rows])[finite]
+        levels[finite] = 1.0 - holm_interval_alphas(p, alpha)
+    for row, diff, t, w, level in zip(rows, diffs, t_holm, w_holm, levels):
+        row["t_holm"], row["wilcoxon_holm"] = float(t), float(w)
+        row["significant"] = bool(np.isfinite(t) and t < alpha)
+        row["level"] = float(level)
+        if np.isfinite(level):
+            _, row["low"], row["high"], _ = _paired_t(np.asarray(diff, dtype=np.float64), level)
+        else:
+            row["low"] = row["high"] = math.nan
+    return rows
+
+
 def paired_summary(
     means_by_label: Mapping[str, pd.DataFrame],
     references: Mapping[str, str],
     *,
-    level: float = 0.95,
     alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """Paired comparison of every label with a reference label, per metric.
+
+    The labels compared with the same reference on the same metric are one
+    Holm family (:func:`paired_family`).
 
     Parameters
     ----------
@@ -454,27 +542,23 @@ def paired_summary(
         :func:`user_means` of each label.
     references : mapping of str to str
         Metric -> reference label (e.g. the best model of that metric).
-    level : float
-        Level of the paired t interval.
     alpha : float
-        Significance level of the Holm-corrected t-test.
+        Significance level of the Holm-corrected t-test; the intervals are
+        built at the levels Holm tests at, so they agree with it.
 
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`PAIRED_COLUMNS`: ``mean_diff`` (label minus reference
-        over the users both evaluated), ``low, high`` (paired t interval of
-        that mean), ``t_pvalue`` and ``t_holm`` (its test, raw and Holm over
-        the labels compared with the same reference on the same metric),
-        ``significant`` (``t_holm < alpha``), Wilcoxon p-values (secondary)
-        and ``n``.
+        Columns :data:`PAIRED_COLUMNS`: ``label, reference, metric``, then
+        :func:`paired_family`'s columns; ``mean_diff`` is label minus
+        reference over the users both evaluated.
     """
     rows = []
     for metric, reference in references.items():
         ref = means_by_label.get(reference)
         if ref is None or metric not in ref:
             continue
-        family = []
+        names, diffs = [], []
         for label, means in means_by_label.items():
             if label == reference or metric not in means:
                 continue
@@ -482,28 +566,10 @@ def paired_summary(
             joined = joined.dropna()
             if len(joined) < 2:
                 continue
-            diff = joined["a"].to_numpy() - joined["b"].to_numpy()
-            mean, low, high, p = _paired_t(diff, level)
-            family.append(
-                {
-                    "label": label,
-                    "reference": reference,
-                    "metric": metric,
-                    "mean_diff": mean,
-                    "low": low,
-                    "high": high,
-                    "t_pvalue": p,
-                    "wilcoxon_pvalue": _wilcoxon(diff),
-                    "n": int(diff.size),
-                }
-            )
-        if family:
-            t_holm = _holm_finite([r["t_pvalue"] for r in family])
-            w_holm = _holm_finite([r["wilcoxon_pvalue"] for r in family])
-            for row, t, w in zip(family, t_holm, w_holm):
-                row["t_holm"], row["wilcoxon_holm"] = float(t), float(w)
-                row["significant"] = bool(np.isfinite(t) and t < alpha)
-            rows.extend(family)
+            names.append(label)
+            diffs.append(joined["a"].to_numpy() - joined["b"].to_numpy())
+        for label, row in zip(names, paired_family(diffs, alpha=alpha)):
+            rows.append({"label": label, "reference": reference, "metric": metric, **row})
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
@@ -523,7 +589,7 @@ def paired_tables(
     quality: pd.DataFrame,
     metrics: Sequence[str],
     *,
-    level: float = 0.95,
+    alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """Every label against the best label of each metric and against popularity.
 
@@ -533,11 +599,11 @@ def paired_tables(
     means = means_by_label(group.runs, per_user, metrics)
     if len(means) < 2:
         return pd.DataFrame(columns=[*PAIRED_COLUMNS, "against"])
-    frames = [paired_summary(means, best_labels(quality), level=level).assign(against="best")]
+    frames = [paired_summary(means, best_labels(quality), alpha=alpha).assign(against="best")]
     popularity = popularity_label(group.runs)
     if popularity is not None:
         refs = {m: popularity for m in metrics}
-        frames.append(paired_summary(means, refs, level=level).assign(against="popularity"))
+        frames.append(paired_summary(means, refs, alpha=alpha).assign(against="popularity"))
     return pd.concat(frames, ignore_index=True)
 
 

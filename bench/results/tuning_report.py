@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from bench.results import figures as figs
-from bench.results.tuning import best_so_far, default_vs_tuned
+from bench.results.render import interval_text, p_text
+from bench.results.tables import ALPHA
+from bench.results.tuning import best_so_far, default_vs_tuned, read_summary
 
 __all__ = ["TABLE_METRICS", "tuning_section"]
 
@@ -25,12 +27,6 @@ __all__ = ["TABLE_METRICS", "tuning_section"]
 TABLE_METRICS = ("auc", "precision@10", "ndcg@10")
 TRIALS = "trials.csv"
 SUMMARY = "tuning_summary.csv"
-
-
-def _p(p: float) -> str:
-    if not np.isfinite(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _short_params(text: str) -> str:
@@ -53,10 +49,6 @@ def tuning_section(
     per_user: pd.DataFrame,
     manifest: Mapping[str, Any],
     add_figure: Callable[[str, Any, str], None],
-    *,
-    level: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
 ) -> bool:
     """Append the tuning section when ``folder`` has ``trials.csv``; return whether it did.
 
@@ -72,22 +64,26 @@ def tuning_section(
         Its manifest (``tuning`` holds the budget and objective).
     add_figure : callable
         ``add_figure(file_name, matplotlib_figure, caption)``.
-    level, n_boot, seed
-        Interval level, bootstrap resamples and seed of the paired tests.
+
+    The default-versus-tuned comparisons are the report's paired comparisons
+    (:func:`bench.results.tuning.default_vs_tuned`): paired t-test, Holm over
+    the models of each metric, at :data:`bench.results.tables.ALPHA`.
     """
     folder = Path(folder)
     if not (folder / TRIALS).is_file():
         return False
     trials = pd.read_csv(folder / TRIALS, keep_default_na=False, na_values=[""])
-    summary = (
-        pd.read_csv(folder / SUMMARY, keep_default_na=False, na_values=[""])
-        if (folder / SUMMARY).is_file()
-        else pd.DataFrame()
-    )
+    summary = read_summary(folder / SUMMARY) if (folder / SUMMARY).is_file() else pd.DataFrame()
     tuning = dict(manifest.get("tuning", {}))
     objective = tuning.get("objective", "ndcg@10")
     kind, budget = tuning.get("budget_kind", "?"), tuning.get("budget", math.nan)
-    unit = "trials" if kind == "trials" else "seconds of fit + validation evaluation"
+    unit = (
+        "trials"
+        if kind == "trials"
+        else "seconds of trial wall time (fit, validation evaluation and each trial's "
+        "overhead; a trial that reaches the budget stops at its next epoch boundary with "
+        "that epoch's validation value, a closed-form fit finishes and its overshoot shows)"
+    )
     doc.heading(2, "Tuning")
     doc.para(
         f"Every model had the same budget: {budget:g} {unit}, summed over its trials "
@@ -103,6 +99,9 @@ def tuning_section(
         rows = []
         for r in summary.to_dict("records"):
             used = f"{r['used']:.0f}" if kind == "trials" else f"{r['used']:.1f}"
+            used += f" of {r['budget']:g}"  # given versus used
+            if kind == "seconds" and r["used"] > r["budget"]:
+                used += f" (+{r['used'] - r['budget']:.1f})"
             rows.append(
                 [
                     str(r["model"]),
@@ -113,14 +112,14 @@ def tuning_section(
                     f"{r['best_value']:.4f}" if np.isfinite(r["best_value"]) else "-",
                     f"{r['gain']:+.4f}" if np.isfinite(r["gain"]) else "-",
                     _short_params(r["best_params"]),
-                    str(r["note"] or ""),
+                    r["note"],
                 ]
             )
         doc.heading(3, "Budgets and best parameters")
         doc.table(
             [
                 "model",
-                f"budget used ({kind})",
+                f"budget used of given ({kind})",
                 "trials",
                 "complete/pruned/failed/interrupted",
                 f"preset {objective}",
@@ -143,30 +142,51 @@ def tuning_section(
             "(right), one line per model; the dot marks where its budget ended.",
         )
     metrics = [m for m in TABLE_METRICS if m in runs]
-    comparison = default_vs_tuned(runs, per_user, metrics, level=level, n_boot=n_boot, seed=seed)
+    comparison = default_vs_tuned(runs, per_user, metrics)
     doc.heading(3, "Default versus tuned on test")
     if comparison.empty:
         doc.para("No pair of default and tuned test runs in this folder.")
         return True
     doc.para(
-        "Means over users (seeds averaged per user first). Cell: preset → tuned "
-        "(difference; Wilcoxon signed-rank p, Holm-corrected over the models of each metric); "
-        "* = significant at 0.05 after correction."
+        "Means over users (seeds averaged per user first). Cell: preset → tuned (difference "
+        "tuned minus preset; paired t-test p, Holm-corrected over the models of each metric), "
+        "then its paired t interval at the level Holm tested it at, as in the paired "
+        f"comparisons above; * = Holm p < {ALPHA}, exactly when the interval excludes 0."
     )
+    doc.table(
+        ["model", *metrics],
+        _comparison_cells(comparison, metrics, _headline_cell),
+        numeric=[False, *[True] * len(metrics)],
+    )
+    doc.para(
+        "Secondary: Wilcoxon signed-rank p of the same differences (a median shift), "
+        "Holm-corrected over the models of each metric."
+    )
+    doc.table(
+        ["model", *metrics],
+        _comparison_cells(comparison, metrics, lambda r: p_text(r["wilcoxon_holm"])),
+        numeric=[False, *[True] * len(metrics)],
+    )
+    return True
+
+
+def _headline_cell(r: Mapping[str, Any]) -> str:
+    mark = "*" if r["significant"] else ""
+    return (
+        f"{r['default']:.4f} → {r['tuned']:.4f} ({r['diff']:+.4f}; p {p_text(r['t_holm'])}) "
+        f"{interval_text(r['low'], r['high'])}{mark}"
+    )
+
+
+def _comparison_cells(
+    comparison: pd.DataFrame, metrics: list[str], cell: Callable[[Mapping[str, Any]], str]
+) -> list[list[str]]:
+    """One row per model, one ``cell(row)`` per metric ("-" where it was not compared)."""
     rows = []
     for model, part in comparison.groupby("model", sort=False):
-        cells = [str(model)]
         by_metric = part.set_index("metric")
-        for metric in metrics:
-            if metric not in by_metric.index:
-                cells.append("-")
-                continue
-            r = by_metric.loc[metric]
-            mark = "*" if np.isfinite(r["wilcoxon_holm"]) and r["wilcoxon_holm"] < 0.05 else ""
-            cells.append(
-                f"{r['default']:.4f} → {r['tuned']:.4f} ({r['diff']:+.4f}; p "
-                f"{_p(r['wilcoxon_holm'])}){mark}"
-            )
-        rows.append(cells)
-    doc.table(["model", *metrics], rows, numeric=[False, *[True] * len(metrics)])
-    return True
+        rows.append(
+            [str(model)]
+            + [cell(by_metric.loc[m]) if m in by_metric.index else "-" for m in metrics]
+        )
+    return rows
