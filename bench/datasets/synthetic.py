@@ -170,7 +170,7 @@ def synthetic(
     taste_strength: float = 3.0,
     seed: int = 0,
 ) -> Dataset:
-    """A synthetic :class:`~bench.datasets.dataset.Dataset` with a random per-user leave-k-out split.
+    """A synthetic :class:`~bench.datasets.dataset.Dataset`, random per-user leave-k-out split.
 
     Parameters are those of :func:`synthetic_interactions`, plus ``test_per_user``
     (rows held out per user, at least one row always stays in train). All
