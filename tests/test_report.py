@@ -515,3 +515,17 @@ def test_not_applicable_runs_are_listed_apart_from_failures():
     head, failed = text.split("## Failed runs")
     assert "## Not applicable" in head and "cannot score cold users" in head
     assert "boom" in failed and "cannot score cold users" not in failed
+
+
+def test_a_report_without_timing_grade_runs_has_no_pareto_front(tmp_path):
+    """Runs that all shared their machine (parallel jobs): no comparable fit times, no crash."""
+    folder = tmp_path / "shared"
+    baseline = Path(__file__).resolve().parents[1] / "results" / "baseline" / "quick"
+    shutil.copytree(baseline, folder, ignore=shutil.ignore_patterns("figures", "report.*"))
+    runs = pd.read_csv(folder / "runs.csv", dtype={"run_id": str})
+    runs["timing_grade"] = False
+    runs.to_csv(folder / "runs.csv", index=False)
+    report = build_report(folder, n_boot=50)
+    assert "No timing-grade run" in report.markdown
+    assert not any(name.startswith("pareto-") for name in report.figures)
+    assert any(name.startswith("curves-") for name in report.figures)  # the rest is drawn

@@ -435,6 +435,13 @@ def _figure_sections(doc, group, curves, styles, figures, number):
         return
     points = tables.pareto_points(group, pareto_metrics)
     doc.heading(4, "Quality versus fit time")
+    if points.empty:
+        # Runs that shared a machine (parallel jobs) have no comparable fit times.
+        doc.para(
+            "No timing-grade run (every run shared its machine with another), so no fit "
+            "times to compare: no Pareto front."
+        )
+        return
     front = points.index[points[f"front_{pareto_metrics[0]}"]]
     doc.para(
         f"Pareto front on {pareto_metrics[0]} against fit seconds (no other model is both "
