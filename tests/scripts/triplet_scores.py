@@ -29,9 +29,15 @@ def scores() -> dict[str, np.ndarray]:
     """``{"model|preset|negatives": scores}`` for every case (frameworks missing: skipped)."""
     import importlib.util
 
-    from bench.datasets.dataset import SideFeatures
-    from bench.datasets.synthetic import synthetic
     from bench.registry import default_registry
+
+    # This script runs in the pre-refactor tree too (its data layer was flat modules).
+    try:
+        from bench.datasets.dataset import SideFeatures
+        from bench.datasets.synthetic import synthetic
+    except ImportError:
+        from bench.dataset import SideFeatures
+        from bench.synthetic import synthetic
 
     data = synthetic(num_users=60, num_items=80, num_positives=1_200, test_per_user=2, seed=7)
     gen = np.random.default_rng(3)
