@@ -6,7 +6,6 @@ import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.stats
 
 __all__ = [
     "CI",
@@ -190,6 +189,8 @@ def paired_comparison(
     gen = _as_generator(rng)
     diff = a - b
     mean_diff, low, high = _percentile_interval(diff, level, n_boot, gen)
+    import scipy.stats  # here: importing metrics (in every run's process) stays light
+
     if np.all(diff == 0.0):
         t_p, w_p = 1.0, 1.0
     elif np.all(diff == diff[0]):

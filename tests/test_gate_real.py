@@ -27,7 +27,7 @@ from metrics.registry import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "results" / "baseline" / "quick"
-RESULTS = Path(os.environ.get("RSBENCH_GATE_RESULTS", BASELINE))
+RESULTS = ROOT / os.environ.get("RSBENCH_GATE_RESULTS", BASELINE)  # relative: to the root
 
 pytestmark = pytest.mark.realdata
 

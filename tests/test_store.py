@@ -225,6 +225,7 @@ def test_three_rsbench_runs_into_one_folder_keep_every_run(tmp_path):
                 "--dataset",
                 "synthetic",
                 "--no-curves",
+                "--no-isolate",  # the store's concurrency is the point, not the workers
                 "--out",
                 str(out),
                 *args,
