@@ -6,10 +6,11 @@ From Python::
 
     results = bench.run(["popularity", "itemknn"], seeds=[0, 1])
     results.runs, results.per_user, results.curves   # pandas DataFrames
+    tuned = bench.tune("tuned")                       # equal-budget tuning, then test
 
-``bench.run`` is :func:`bench.api.run`; ``bench.check_recommender`` is
-:func:`bench.testing.check_recommender`. Both are imported on first use, so
-``import bench`` stays cheap.
+``bench.run`` is :func:`bench.api.run`, ``bench.tune`` :func:`bench.api.tune`;
+``bench.check_recommender`` is :func:`bench.testing.check_recommender`. They are
+imported on first use, so ``import bench`` stays cheap.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
 #: Whether this process's OpenBLAS reads it: numpy was not loaded before ``bench``.
 BLAS_TIMEOUT_APPLIES = "numpy" not in sys.modules
 
-__all__ = ["Results", "check_recommender", "run"]
+__all__ = ["Results", "check_recommender", "run", "tune"]
 
 _LAZY = {
     "run": ("bench.api", "run"),
+    "tune": ("bench.api", "tune"),
     "Results": ("bench.api", "Results"),
     "check_recommender": ("bench.testing", "check_recommender"),
 }

@@ -24,27 +24,22 @@ value (no cloudpickle): a class that needs isolation belongs in a module.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from bench.datasets import DEFAULT_DATASET
-from bench.interrupts import signal_name
+from bench.execution.session import LOG_NAME, RunCallback, progress_bar
 from bench.registry import Registry, default_registry
 
-__all__ = ["Results", "run", "run_experiment"]
+__all__ = ["LOG_NAME", "Results", "TuneResults", "run", "run_experiment", "tune"]
 
 log = logging.getLogger(__name__)
-
-#: Called after every finished run with (result, runs done, runs to do, seconds so far).
-RunCallback = Callable[[Any, int, int, float], None]
 
 
 @dataclass
@@ -236,6 +231,115 @@ def run(
     return results
 
 
+@dataclass
+class TuneResults(Results):
+    """What :func:`tune` produced: the final runs' tables, and the studies behind them.
+
+    Attributes
+    ----------
+    studies : list of (Target, optuna.Study)
+        One study per tuned model (see :mod:`bench.execution.tuning`).
+    summary : pandas.DataFrame
+        ``tuning_summary.csv``: per model, trials, budget given and used, best
+        and default validation values, best parameters.
+    """
+
+    studies: list = field(default_factory=list)
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def tune(
+    config: Any = "tuned",
+    *,
+    out: str | Path | None = None,
+    phase: str = "all",
+    registry: Registry | None = None,
+    loader: Callable[..., Any] | None = None,
+    progress: bool = True,
+    command: str = "bench.tune",
+    on_result: RunCallback | None = None,
+) -> TuneResults:
+    """Tune every model of a tuning suite on one equal budget, then test the best parameters.
+
+    Parameters
+    ----------
+    config : TuneConfig, str or Path
+        A :class:`~bench.execution.tuning.TuneConfig`, or a tuning suite (a
+        packaged name such as ``"tuned"``, or the path of a TOML file).
+    out : str or Path, optional
+        Results folder (default: the suite's ``out``, else ``results/<name>``):
+        the study database, ``trials.csv``, ``tuning_summary.csv`` and the final
+        runs' tables.
+    phase : {"all", "tune", "final"}
+        Tune only (extra workers on a shared storage), final runs only, or both.
+    registry, loader
+        As in :func:`run`.
+    progress : bool
+        Show the final runs' bar.
+    command : str
+        Recorded in the manifest.
+    on_result : callable, optional
+        As in :func:`run_experiment`, for the final runs.
+
+    Returns
+    -------
+    TuneResults
+    """
+    from bench import suites
+    from bench.environment import environment
+    from bench.execution.tuning import SUMMARY, TuneConfig, load_tune_config, redact
+    from bench.execution.tuning import tune as tune_studies
+    from bench.results import load_results
+
+    if not isinstance(config, TuneConfig):
+        config = load_tune_config(suites.resolve(config))
+    out = Path(out or config.experiment.out or f"results/{config.experiment.name}")
+    manifest = {
+        "command": command,
+        "experiment": config.experiment.name,
+        "experiment_source": config.experiment.source,
+        "experiment_options": _jsonable_options(
+            {
+                **config.raw,
+                "tune": {
+                    **config.raw.get("tune", {}),
+                    **({"storage": redact(config.storage)} if config.storage else {}),
+                },
+            }
+        ),
+        "fit_time_factor": config.experiment.fit_time_factor,
+        "gate": config.experiment.gate,
+        "environment": environment(),
+    }
+    studies, (done, failed) = tune_studies(
+        config,
+        out,
+        phase=phase,
+        registry=registry,
+        loader=loader,
+        manifest=manifest,
+        on_result=on_result,
+        progress=progress,
+    )
+    # phase "tune" makes no runs: empty tables then.
+    empty = {"runs": pd.DataFrame(), "per_user": pd.DataFrame(), "curves": pd.DataFrame()}
+    tables = load_results(out) if phase != "tune" else {**empty, "manifest": {}}
+    summary_path = out / SUMMARY
+    return TuneResults(
+        runs=tables["runs"],
+        per_user=tables["per_user"],
+        curves=tables["curves"],
+        manifest=tables["manifest"],
+        out=out,
+        done=done,
+        failed=failed,
+        studies=studies,
+        summary=pd.read_csv(summary_path, keep_default_na=False)
+        if summary_path.exists()
+        else pd.DataFrame(),
+    )
+
+
 def run_experiment(
     experiment: Any,
     *,
@@ -255,7 +359,8 @@ def run_experiment(
     Validates every spec first (unknown names and impossible parameters raise
     ``ValueError`` before anything runs), skips runs already complete with the
     same parameters, writes each finished run at once (a crash loses nothing
-    done), and returns the folder's tables.
+    done), and returns the folder's tables (the loop is
+    :func:`bench.execution.session.run_session`).
 
     Parameters
     ----------
@@ -279,9 +384,9 @@ def run_experiment(
         (framework start-up noise included) to that log file, not to the
         terminal (the CLI's ``-v`` turns this off).
     runner : Runner, optional
-        A :class:`~bench.runner.Runner` configured by the caller (its registry
-        is then used); by default one is built from the experiment's
-        ``curves`` and ``isolate``.
+        A :class:`~bench.execution.runner.Runner` configured by the caller (its
+        registry is then used); by default one is built from the experiment's
+        ``curves``.
     manifest_extra : mapping, optional
         More fields for the manifest.
 
@@ -289,180 +394,53 @@ def run_experiment(
     -------
     Results
     """
-    from bench import runner as runner_module
     from bench.environment import environment
-    from bench.executors import make_executor
-    from bench.results import ResultStore, load_results, now_iso
-    from bench.runner import Runner, once_if_deterministic
-    from metrics.registry import METRICS
+    from bench.execution import Execution, Runner, once_if_deterministic, run_session
+    from bench.results import load_results
 
     if runner is None:
-        registry = runner_module.default_registry() if registry is None else registry
         runner = Runner(
-            registry,
+            registry,  # None: the runner's default registry (with plugins)
             loader=loader,
             curves=experiment.curves,
-            isolate=experiment.isolate,
-            timeout_s=getattr(experiment, "timeout_s", None),
-            max_memory_mb=getattr(experiment, "max_memory_mb", None),
-            epoch_progress=(lambda total, desc: _bar(total, desc, position=1, leave=False))
+            epoch_progress=(lambda total, desc: progress_bar(total, desc, position=1, leave=False))
             if progress
             else None,
         )
     registry = runner.registry
-    execution = getattr(experiment, "execution", None) or {
-        "executor": "local",
-        "jobs": 1,
-        "ray_address": None,
-        "retries": 1,
-    }
     # A deterministic model gives the same result for every seed: it runs once.
     specs = once_if_deterministic(canonical_specs(experiment.specs, registry), registry)
-    out = Path(out)
-    effective = {spec.run_id: runner.check(spec) for spec in specs}
-    store = ResultStore(out)
-    handler = _attach_log_file(out / LOG_NAME) if log_file else None
-    if handler is not None and quiet_workers:
-        runner.worker_log = str(out / LOG_NAME)
-    try:
-        # A completed run is skipped only if it was made with the parameters the
-        # spec resolves to now (a changed preset or default must be measured again).
-        stored = store.completed_params()
-        done_ids = {rid for rid, params in stored.items() if effective.get(rid) in (None, params)}
-        changed = sum(1 for s in specs if s.run_id in stored and s.run_id not in done_ids)
-        if changed:
-            log.warning(
-                "%s: %d completed run(s) used other parameters than the registry now "
-                "gives (a preset or default changed); redoing them",
-                out,
-                changed,
-            )
-        todo = [s for s in specs if s.run_id not in done_ids]
-        skipped = len(specs) - len(todo)
-        if skipped:
-            log.info("%s: %d of %d runs already complete, skipping them", out, skipped, len(specs))
-        store.write_manifest(
-            {
-                "command": command,
-                "experiment": experiment.name,
-                "experiment_source": experiment.source,
-                "experiment_options": _jsonable_options(experiment.raw),
-                "fit_time_factor": experiment.fit_time_factor,
-                "gate": experiment.gate,
-                "started_at": now_iso(),
-                "finished_at": None,
-                "status": "running",
-                "isolate": runner.isolate,
-                "timeout_s": runner.timeout_s,
-                "max_memory_mb": runner.max_memory_mb,
-                "execution": execution,
-                "environment": environment(),
-                "num_specs": len(specs),
-                "specs": [dict(s.to_dict(), run_id=s.run_id) for s in specs],
-                **dict(manifest_extra or {}),
-            }
-        )
-        failed = 0
-        datasets = dict(store.manifest.get("datasets", {}))
-        bar = _bar(len(todo), "runs", enabled=None if progress else False)
-        t0 = time.perf_counter()
-        status = "error"
-        by_id = {spec.run_id: spec for spec in todo}
-        finished = 0
-
-        def record(result) -> None:
-            # Called by the executor once per run, in this thread: one store.add each.
-            nonlocal failed, finished
-            spec = by_id[result.row["run_id"]]
-            bar.set_postfix_str(f"{spec.label} seed {spec.seed}")
-            store.add(result)
-            finished += 1
-            if result.ok:
-                data = runner.dataset(spec)
-                datasets[spec.dataset_key()] = {
-                    "sha256": data.sha256,
-                    "source": data.source,
-                    # split and validation rules, cut-off, k-core counts, file hashes
-                    **json.loads(json.dumps(dict(data.facts), default=str)),
-                }
-                first = METRICS.select(result.row, headline=True)[0]
-                log.info(
-                    "%s seed %d  %s %.4f  fit %.2fs",
-                    spec.label,
-                    spec.seed,
-                    first,
-                    result.row[first],
-                    result.row["fit_seconds"],
-                )
-            elif result.row.get("status") == "not-applicable":  # e.g. cold users, no features
-                log.info("%s seed %d: %s", spec.label, spec.seed, result.row["error"])
-            else:
-                failed += 1
-                log.error("%s seed %d FAILED: %s", spec.label, spec.seed, result.row["error"])
-            bar.update(1)
-            if on_result is not None:
-                on_result(result, finished, len(todo), time.perf_counter() - t0)
-
-        try:
-            with make_executor(
-                execution["executor"],
-                runner,
-                jobs=execution["jobs"],
-                ray_address=execution["ray_address"],
-                retries=execution["retries"],
-            ) as executor:
-                executor.run(todo, record)
-            status = "complete"
-        except KeyboardInterrupt as exc:
-            status = f"interrupted by {signal_name(exc)}"
-            log.warning(
-                "%s: the run(s) in progress were abandoned (%s): not recorded, they run again "
-                "on the next invocation",
-                out,
-                status,
-            )
-            raise
-        finally:
-            bar.close()
-            store.update_manifest(
-                finished_at=now_iso(),
-                status=status,
-                datasets=datasets,
-                wall_seconds=time.perf_counter() - t0,
-            )
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+    outcome = run_session(
+        specs,
+        out,
+        runner=runner,
+        execution=Execution.of(experiment),
+        manifest={
+            "command": command,
+            "experiment": experiment.name,
+            "experiment_source": experiment.source,
+            "experiment_options": _jsonable_options(experiment.raw),
+            "fit_time_factor": experiment.fit_time_factor,
+            "gate": experiment.gate,
+            "environment": environment(),
+            **dict(manifest_extra or {}),
+        },
+        on_result=on_result,
+        progress=progress,
+        log_file=log_file,
+        quiet_workers=quiet_workers,
+    )
     tables = load_results(out)
     return Results(
         runs=tables["runs"],
         per_user=tables["per_user"],
         curves=tables["curves"],
         manifest=tables["manifest"],
-        out=out,
-        done=len(todo) - failed,
-        skipped=skipped,
-        failed=failed,
+        out=Path(out),
+        done=outcome.done,
+        skipped=outcome.skipped,
+        failed=outcome.failed,
     )
-
-
-#: The log file every results folder gets (INFO and up, warnings, worker noise).
-LOG_NAME = "rsbench.log"
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _attach_log_file(path: Path) -> logging.Handler:
-    """Send every record (INFO and up) of this process to ``path`` while a benchmark runs."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    logging.captureWarnings(True)
-    return handler
 
 
 def _jsonable_options(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -478,23 +456,3 @@ def _jsonable_options(raw: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     return convert(dict(raw))
-
-
-def _bar(total: int, desc: str, *, position: int = 0, leave: bool = True, enabled=None):
-    """A ``tqdm.auto`` bar (a widget in Jupyter); off on a non-interactive terminal."""
-    import os
-    import sys
-
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        in_notebook = "ipykernel" in sys.modules
-        enabled = in_notebook or (sys.stderr.isatty() and not os.environ.get("CI"))
-    return tqdm(
-        total=total,
-        desc=desc,
-        position=position,
-        leave=leave,
-        disable=not enabled,
-        dynamic_ncols=True,
-    )

@@ -232,27 +232,11 @@ def _experiment_from_args(args: argparse.Namespace):
         "timeout_s": args.timeout_s,
         "max_memory_mb": args.max_memory_mb,
         "threads": getattr(args, "threads", None),
-        "executor": getattr(args, "executor", None),
-        "jobs": getattr(args, "jobs", None),
-        "ray_address": getattr(args, "ray_address", None),
-        "retries": getattr(args, "retries", None),
+        **_executor_flags(args),
     }
     if args.config:
-        given = [
-            flag
-            for flag, value in (
-                ("--models", args.models),
-                ("--dataset", args.dataset),
-                ("--split", args.split),
-                ("--min-rating", args.min_rating),
-                ("--ks", args.ks),
-                ("--ties", args.ties),
-                ("--exclude", args.exclude),
-            )
-            if value is not None
-        ]
-        if given:
-            raise UsageError(f"--config cannot be combined with {', '.join(given)}")
+        _refuse_beside_config(args, "models", "dataset", "split", "min_rating", "ks", "ties",
+                              "exclude")  # fmt: skip
         from bench import suites
 
         return load_experiment(suites.resolve(args.config), overrides=overrides)
@@ -275,27 +259,41 @@ def _experiment_from_args(args: argparse.Namespace):
     return build_experiment(options, source=CLI_SOURCE, overrides=overrides)
 
 
+def _executor_flags(args: argparse.Namespace) -> dict[str, object]:
+    """``--executor`` and every executor option's flag, by key (``None``: not given)."""
+    from bench.execution.executors import executor_options
+
+    keys = ["executor", *executor_options()]
+    return {key: getattr(args, key, None) for key in keys}
+
+
+def _refuse_beside_config(args: argparse.Namespace, *keys: str) -> None:
+    """The one flag-conflict rule: what a suite file defines cannot also come as a flag.
+
+    (Flags that override a file, such as ``--seeds`` for ``rsbench run``, are
+    :data:`bench.config.OVERRIDE_FLAGS` and are not listed here.)
+    """
+    given = ["--" + key.replace("_", "-") for key in keys if getattr(args, key, None) is not None]
+    if given:
+        raise UsageError(f"--config cannot be combined with {', '.join(given)}")
+
+
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--executor/--jobs/--ray-address/--retries/--threads`` (for ``run`` and ``tune``).
+    """``--executor``, every executor's declared options, ``--threads`` (``run`` and ``tune``).
 
     Values are validated by :func:`bench.config.build_experiment` (as overrides).
     """
-    from bench.executors import EXECUTORS
+    from bench.execution.executors import EXECUTORS, executor_options
 
     parser.add_argument(
         "--executor",
         choices=tuple(EXECUTORS),
-        help="where runs execute: local (default), process (--jobs N at a time on this "
-        "machine, each in its own process) or ray (a Ray cluster; pip install 'rsbench[ray]')",
+        help="where runs execute: "
+        + "; ".join(f"{name}: {cls.description}" for name, cls in EXECUTORS.items())
+        + " (ray: pip install 'rsbench[ray]'; default: local)",
     )
-    parser.add_argument("--jobs", help="runs at a time with --executor process (default: 1)")
-    parser.add_argument(
-        "--ray-address",
-        help="auto or HOST:PORT of a running Ray cluster (default: start a local Ray instance)",
-    )
-    parser.add_argument(
-        "--retries", help="extra attempts for a run whose worker or node died (default 1)"
-    )
+    for option in executor_options().values():
+        parser.add_argument(option.flag, help=option.help)
     parser.add_argument(
         "--threads",
         help="threads of every numeric pool per run (part of the run's spec; Ray CPUs per "
@@ -424,13 +422,10 @@ def _tune_config_from_args(args: argparse.Namespace):
     like the TOML keys of the same names.
     """
     from bench.config import CLI_SOURCE
-    from bench.tune import build_tune_config
+    from bench.execution.tuning import build_tune_config
 
     config = _tune_config_from_flags(args)
-    flags = {
-        key: getattr(args, key, None)
-        for key in ("executor", "jobs", "ray_address", "retries", "threads")
-    }
+    flags = {**_executor_flags(args), "threads": getattr(args, "threads", None)}
     flags = {key: value for key, value in flags.items() if value is not None}
     if not flags:
         return config
@@ -440,7 +435,7 @@ def _tune_config_from_args(args: argparse.Namespace):
 def _tune_config_from_flags(args: argparse.Namespace):
     from bench.config import parse_int_list
     from bench.datasets import DEFAULT_DATASET
-    from bench.tune import build_tune_config, load_tune_config
+    from bench.execution.tuning import build_tune_config, load_tune_config
 
     tune_flags = {
         "budget_trials": args.budget_trials,
@@ -456,19 +451,7 @@ def _tune_config_from_flags(args: argparse.Namespace):
     if args.budget_trials is not None and args.budget_seconds is not None:
         raise UsageError("give one of --budget-trials and --budget-seconds, not both")
     if args.config:
-        given = [
-            flag
-            for flag, value in (
-                ("--models", args.models),
-                ("--dataset", args.dataset),
-                ("--split", args.split),
-                ("--seeds", args.seeds),
-                ("--min-rating", args.min_rating),
-            )
-            if value is not None
-        ]
-        if given:
-            raise UsageError(f"--config cannot be combined with {', '.join(given)}")
+        _refuse_beside_config(args, "models", "dataset", "split", "seeds", "min_rating")
         from bench import suites
 
         config = load_tune_config(suites.resolve(args.config))
@@ -496,8 +479,7 @@ def _tune_config_from_flags(args: argparse.Namespace):
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from bench.environment import environment
-    from bench.tune import redact, tune
+    from bench.api import tune
 
     config = _tune_config_from_args(args)
     out = args.out or config.experiment.out or f"results/{config.experiment.name}"
@@ -505,48 +487,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    manifest = {
-        "command": shlex.join(["rsbench", *args.argv]),
-        "experiment": config.experiment.name,
-        "experiment_source": config.experiment.source,
-        "experiment_options": {
-            **config.raw,
-            "tune": {
-                **config.raw.get("tune", {}),
-                **({"storage": redact(config.storage)} if config.storage else {}),
-            },
-        },
-        "fit_time_factor": config.experiment.fit_time_factor,
-        "gate": config.experiment.gate,
-        "environment": environment(),
-    }
-    execution = config.experiment.execution
-    if args.phase in ("all", "tune") and execution["executor"] != "local":
-        # Study workers on the executor share the study storage; the budget is counted
-        # there, per model, whatever the number of workers (then the final runs here).
-        from bench.executors import make_executor
-        from bench.runner import Runner
-        from bench.tune import study_worker
-
-        workers = execution["jobs"] or 2  # study workers (the executor's runs at a time)
-        with make_executor(
-            execution["executor"],
-            Runner(curves=False),
-            jobs=execution["jobs"],
-            ray_address=execution["ray_address"],
-            retries=execution["retries"],
-        ) as executor:
-            executor.map_workers(study_worker, workers, config, str(out))
-        phase = "final" if args.phase == "all" else "tune"
-        if phase == "tune":
-            print(f"tuning done by {workers} worker(s) on {execution['executor']}")
-            return 0
-    else:
-        phase = args.phase
-    studies, (done, failed) = tune(config, out, phase=phase, manifest=manifest)
-    import pandas as pd
-
-    summary = pd.read_csv(f"{out}/tuning_summary.csv", keep_default_na=False)
+    results = tune(
+        config,
+        out=out,
+        phase=args.phase,
+        command=shlex.join(["rsbench", *args.argv]),
+    )
     cols = [
         "model",
         "trials",
@@ -557,14 +503,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "best_value",
         "default_value",
     ]
-    print(summary[cols].to_string(index=False))
+    if not results.summary.empty:
+        print(results.summary[cols].to_string(index=False))
     if args.phase != "tune":
-        from bench.results import load_results
-
-        loaded = load_results(out)
-        print(_summary_table(loaded["runs"], loaded["per_user"]))
-    print(f"\nresults: {out}  ({len(studies)} studies; {done} final run(s) done, {failed} failed)")
-    return 1 if failed else 0
+        print(_summary_table(results.runs, results.per_user))
+    print(
+        f"\nresults: {out}  ({len(results.studies)} studies; {results.done} final run(s) done, "
+        f"{results.failed} failed)"
+    )
+    return 1 if results.failed else 0
 
 
 # -- report / regress ------------------------------------------------------

@@ -26,7 +26,7 @@ resident-memory limits; a run past either is stopped and recorded as failed;
 they need isolated runs). ``threads`` (top level or per model) fixes every
 numeric thread pool of a run and is part of its spec. ``executor`` (``local``,
 ``process`` or ``ray``), ``jobs``, ``ray_address`` and ``retries`` choose where
-runs execute (see :mod:`bench.executors`); they never change a run's identity.
+runs execute (see :mod:`bench.execution.executors`); they never change a run's identity.
 Unknown keys are errors.
 
 Every option, from a TOML file or the command line, is validated here, once,
@@ -54,7 +54,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.datasets import DEFAULT_DATASET
-from bench.runner import EXCLUSIONS, MAX_EPOCHS, MAX_SEED, TIES, RunSpec
+from bench.execution.executors import executor_options
+from bench.execution.spec import EXCLUSIONS, MAX_EPOCHS, MAX_SEED, TIES, RunSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -95,9 +96,7 @@ TOP_KEYS = {
     "max_memory_mb",
     "threads",
     "executor",
-    "jobs",
-    "ray_address",
-    "retries",
+    # and every executor option (jobs, ray_address, retries...): see below
 }
 MODEL_KEYS = {"name", "preset", "params", "epochs", "seeds", "threads"}
 DATASET_KEYS = {"dataset", "split", "min_rating", "options"}
@@ -118,10 +117,19 @@ OVERRIDE_FLAGS = {
     "max_memory_mb": "--max-memory-mb",
     "threads": "--threads",
     "executor": "--executor",
-    "jobs": "--jobs",
-    "ray_address": "--ray-address",
-    "retries": "--retries",
 }
+
+
+def _top_keys() -> set[str]:
+    """:data:`TOP_KEYS` and every registered executor's options (they declare their own)."""
+    return TOP_KEYS | set(executor_options())
+
+
+def _override_flags() -> dict[str, str]:
+    """:data:`OVERRIDE_FLAGS` and the flag of every registered executor option."""
+    return {**OVERRIDE_FLAGS, **{k: o.flag for k, o in executor_options().items()}}
+
+
 #: Largest thread count of a run (and Ray CPUs it reserves).
 MAX_THREADS = 4096
 
@@ -153,7 +161,7 @@ class Experiment:
     isolate: bool = True
     timeout_s: float | None = None
     max_memory_mb: float | None = None
-    #: ``{"executor", "jobs", "ray_address", "retries"}`` (see :mod:`bench.executors`).
+    #: ``{"executor", "jobs", "ray_address", "retries"}`` (see :mod:`bench.execution.executors`).
     execution: dict[str, Any] = field(
         default_factory=lambda: {"executor": "local", "jobs": 1, "ray_address": None, "retries": 1}
     )
@@ -362,7 +370,8 @@ def build_experiment(
     """
     if not isinstance(options, dict):
         raise ConfigError(f"{source}: expected a table of options, got {options!r}")
-    unknown = set(options) - TOP_KEYS
+    top_keys, override_flags = _top_keys(), _override_flags()
+    unknown = set(options) - top_keys
     replaced = sorted(unknown & {"tolerance_se", "tolerance_floor"})
     if replaced:
         raise ConfigError(
@@ -373,10 +382,10 @@ def build_experiment(
     if unknown:
         raise ConfigError(
             f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(TOP_KEYS))}"
+            f"allowed: {', '.join(sorted(top_keys))}"
         )
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    bad = set(given) - set(OVERRIDE_FLAGS)
+    bad = set(given) - set(override_flags)
     if bad:
         raise ValueError(f"overrides has unknown key(s) {sorted(bad)}")
 
@@ -390,7 +399,7 @@ def build_experiment(
         # stays a bad file. Then the flag's value, named by the flag.
         value = default if key not in options else parse(options[key], where(key))
         if key in given:
-            value = parse(given[key], OVERRIDE_FLAGS[key])
+            value = parse(given[key], override_flags[key])
         return value
 
     def optional_string(value: Any, at: str) -> str | None:
@@ -558,27 +567,32 @@ def _gate_settings(value: Any, where: str) -> dict[str, Any]:
 
 
 def _execution(options: dict, given: dict, get: Any, source: str) -> dict[str, Any]:
-    """Executor options (file values, beaten by flags), checked by the executors module."""
-    from bench.executors import EXECUTORS, ExecutorError, check_executor_options
+    """Executor options (file values, beaten by flags), checked by the executors' declarations."""
+    from bench.execution.executors import EXECUTORS, ExecutorError, check_executor_options
 
     def choice(value: Any, at: str) -> str:
         if value not in EXECUTORS:
             raise ConfigError(f"{at} must be one of {', '.join(EXECUTORS)}, got {value!r}")
         return value
 
-    def count(low: int):
-        return lambda value, at: parse_int(value, at, low=low, high=2**31 - 1)
+    def checked(option):
+        def parse(value: Any, at: str) -> Any:
+            try:
+                return option.parse(value, at)
+            except ExecutorError as exc:
+                raise ConfigError(str(exc)) from None
+
+        return parse
 
     executor = get("executor", "local", choice)
-    jobs = get("jobs", None, count(1))
-    ray_address = get("ray_address", None, lambda value, at: value)  # checked below
-    retries = get("retries", None, count(0))
+    values = {key: get(key, None, checked(option)) for key, option in executor_options().items()}
     if "executor" in given and given["executor"] != options.get("executor", "local"):
-        # The file's jobs / address belong to the file's executor, not the flag's.
-        jobs = None if "jobs" not in given else jobs
-        ray_address = None if "ray_address" not in given else ray_address
+        # The file's options belong to the file's executor, not the flag's: only the
+        # ones every executor takes (retries) carry over.
+        common = set.intersection(*({o.key for o in cls.options} for cls in EXECUTORS.values()))
+        values = {k: (v if k in given or k in common else None) for k, v in values.items()}
     try:
-        return check_executor_options(executor, jobs, ray_address, retries, where=source)
+        return check_executor_options(executor, where=source, **values)
     except ExecutorError as exc:
         raise ConfigError(str(exc)) from None
 

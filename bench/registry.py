@@ -76,6 +76,26 @@ class PluginError:
     error: str
 
 
+#: Class attributes of :class:`models.base.Recommender` that the driver reads before a
+#: run; an entry may declare them (``facts=``) so that reading them imports nothing.
+MODEL_FACTS = (
+    "deterministic",
+    "uses_sampler",
+    "uses_features",
+    "iterative",
+    "can_score_cold_users",
+    "can_score_cold_items",
+)
+
+
+def _facts(*true: str) -> dict[str, bool]:
+    """Every :data:`MODEL_FACTS` entry, ``True`` for the names given."""
+    unknown = set(true) - set(MODEL_FACTS)
+    if unknown:
+        raise ValueError(f"unknown model fact(s) {sorted(unknown)}")
+    return {name: name in true for name in MODEL_FACTS}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One registered model.
@@ -101,7 +121,7 @@ class ModelEntry:
         ``{"type": "float"|"int", "low", "high", "log"}`` or
         ``{"type": "categorical", "choices": [...]}``, optionally with
         ``"when": {param: value or [values]}`` (suggested only then). See
-        :mod:`bench.tune_space`.
+        :mod:`bench.execution.tune_space`.
     preset_spaces : dict of str to dict
         Per-preset replacements of entries of ``space`` (e.g. a learning-rate
         range that depends on the preset's optimizer).
@@ -112,6 +132,10 @@ class ModelEntry:
         ``"ad hoc"`` (a ``module:Class`` name) or ``"python"`` (a class object).
     factory : type or None
         The class itself when it was registered as an object (not imported by name).
+    facts : dict of str to bool
+        The class's declared facts (:data:`MODEL_FACTS`: deterministic, uses the
+        sampler, ...), readable without importing the model's framework; a fact
+        not declared here is read from the class (:meth:`fact`).
     """
 
     name: str
@@ -126,6 +150,19 @@ class ModelEntry:
     default_preset: str | None = None
     source: str = "rsbench"
     factory: type | None = field(default=None, compare=False)
+    facts: dict[str, bool] = field(default_factory=dict)
+
+    def fact(self, name: str) -> bool:
+        """The class fact ``name`` (one of :data:`MODEL_FACTS`): declared, else from the class.
+
+        Declared facts cost no import: the driver reads them before any run
+        (e.g. a deterministic model runs once) without starting TensorFlow.
+        """
+        if name not in MODEL_FACTS:
+            raise ValueError(f"unknown model fact {name!r}; one of {', '.join(MODEL_FACTS)}")
+        if name in self.facts:
+            return self.facts[name]
+        return bool(getattr(self.load(), name, False))
 
     @property
     def importable(self) -> bool:
@@ -157,6 +194,17 @@ class ModelEntry:
                 f"model {self.name!r} needs {', '.join(missing)}, which is not installed{hint}"
             )
         return _import_object(self.entry_point, f"model {self.name!r}")
+
+
+def _checked_facts(facts: dict[str, bool] | None, name: str) -> dict[str, bool]:
+    facts = dict(facts or {})
+    for key, value in facts.items():
+        if key not in MODEL_FACTS or not isinstance(value, bool):
+            raise ValueError(
+                f"model {name!r}: facts must map {', '.join(MODEL_FACTS)} to True/False, "
+                f"got {key!r}: {value!r}"
+            )
+    return facts
 
 
 def _import_object(path: str, what: str) -> Any:
@@ -232,6 +280,7 @@ class Registry:
         preset_spaces: dict[str, dict[str, dict[str, Any]]] | None = None,
         default_preset: str | None = None,
         source: str = "rsbench",
+        facts: dict[str, bool] | None = None,
         **defaults: Any,
     ) -> ModelEntry:
         """Register ``name``; registering a name twice raises ``ValueError``.
@@ -265,6 +314,7 @@ class Registry:
             },
             default_preset=default_preset,
             source=source,
+            facts=_checked_facts(facts, name),
         )
         unknown = sorted(set(entry.preset_spaces) - set(entry.presets))
         if unknown:
@@ -663,15 +713,22 @@ def default_registry(*, plugins: bool = True) -> Registry:
     """
     reg = Registry()
     # Baselines: numpy only.
-    reg.register("random", "models.baselines:RandomModel", description="uniform random scores")
+    reg.register(
+        "random",
+        "models.baselines:RandomModel",
+        facts=_facts(),
+        description="uniform random scores",
+    )
     reg.register(
         "popularity",
         "models.baselines:Popularity",
+        facts=_facts("deterministic", "can_score_cold_users", "can_score_cold_items"),
         description="items ranked by train positive count",
     )
     reg.register(
         "ease",
         "models.baselines:EASE",
+        facts=_facts("deterministic"),
         description="EASE^R closed-form item-item model (Steck 2019)",
         # Steck 2019 tunes lambda on a log grid (hundreds on ML-20M); EASE admits any
         # lambda > 0, and below 1 the Gram inverse of a sparse catalogue is ill-conditioned.
@@ -680,6 +737,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "itemknn",
         "models.knn:ItemKNN",
+        facts=_facts("deterministic"),
         description="item-item cosine neighbours with shrinkage, top-k (scipy.sparse)",
         # Dacrema et al. 2019 search k in [5, 1000] and shrink in [0, 1000] for ItemKNN;
         # a shrinkage ladder keeps 0 (plain cosine) reachable.
@@ -693,6 +751,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "keras-bilinear",
         "models.keras_triplet:KerasBilinear",
+        facts=_facts("uses_sampler", "iterative"),
         default_preset="fast",
         presets={
             # The notebook, run by Keras's own Model.fit loop.
@@ -722,6 +781,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "keras-deep",
         "models.keras_triplet:KerasDeep",
+        facts=_facts("uses_sampler", "iterative"),
         default_preset="fast",
         presets={
             "notebook": {**NOTEBOOK_DEEP, "trainer": "keras-fit"},
@@ -750,6 +810,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "torch-bilinear",
         "models.torch_triplet:TorchBilinear",
+        facts=_facts("uses_sampler", "iterative"),
         default_preset="fast",
         presets={
             "notebook": {**NOTEBOOK_BILINEAR, "device": "cpu"},
@@ -777,6 +838,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "torch-deep",
         "models.torch_triplet:TorchDeep",
+        facts=_facts("uses_sampler", "iterative"),
         default_preset="fast",
         presets={
             "notebook": {**NOTEBOOK_DEEP, "device": "cpu"},
@@ -809,6 +871,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "lightfm-warp",
         "models.lightfm_model:LightFMModel",
+        facts=_facts("uses_features", "iterative", "can_score_cold_users", "can_score_cold_items"),
         default_preset="fast",
         loss="warp",
         presets={
@@ -822,6 +885,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "lightfm-bpr",
         "models.lightfm_model:LightFMModel",
+        facts=_facts("uses_features", "iterative", "can_score_cold_users", "can_score_cold_items"),
         default_preset="fast",
         loss="bpr",
         presets={
@@ -836,6 +900,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "implicit-als",
         "models.implicit_model:ImplicitALS",
+        facts=_facts("iterative"),
         default_preset="fast",
         presets={
             # Chosen by a sweep on a validation split cut from the ua train positives.
@@ -862,6 +927,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "implicit-bpr",
         "models.implicit_model:ImplicitBPR",
+        facts=_facts("iterative"),
         default_preset="fast",
         presets={
             "fast": {
@@ -911,6 +977,13 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "fm",
         "models.fm:FactorizationMachine",
+        facts=_facts(
+            "uses_sampler",
+            "uses_features",
+            "iterative",
+            "can_score_cold_users",
+            "can_score_cold_items",
+        ),
         default_preset="fast",
         presets={
             "fast": dict(fm_fast),

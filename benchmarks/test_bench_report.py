@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.execution.runner import RunResult
 from bench.results import ResultStore
 from bench.results.report import build_report, write_report
 from bench.results.tables import NORMAL_ABOVE
-from bench.runner import RunResult
 from metrics import metric_columns
 
 NUM_USERS = 138_000

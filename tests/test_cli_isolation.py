@@ -19,11 +19,14 @@ import numpy as np
 import psutil
 import pytest
 
-import bench.runner
+import bench.execution.runner
 from bench.cli import main
+from bench.execution.executors import make_executor
+from bench.execution.isolation import Isolation
+from bench.execution.runner import Runner
+from bench.execution.spec import RunSpec
 from bench.registry import Registry
 from bench.results import load_results
-from bench.runner import Runner, RunSpec
 from models.baselines import Popularity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +76,7 @@ def test_cli_isolates_by_default_so_a_segfault_is_a_failed_run(monkeypatch, tmp_
     # Issue 12 item 2: popularity, then a native crash, then EASE with l2 = 1e-300
     # (which crashed LAPACK in-process), then random. Without isolation the
     # process died with exit 139 and random never ran.
-    monkeypatch.setattr(bench.runner, "default_registry", isolation_registry)
+    monkeypatch.setattr(bench.execution.runner, "default_registry", isolation_registry)
     out = tmp_path / "res"
     cfg = tmp_path / "crash.toml"
     cfg.write_text(
@@ -110,21 +113,21 @@ def test_time_and_memory_limits_stop_a_run_and_the_others_go_on(caplog):
     # Issue 12 item 11: a hanging run and a run that grows without bound.
     common = {"dataset": "synthetic", "split": "random", "min_rating": None}
     started = time.monotonic()
-    hung = Runner(isolation_registry(), isolate=True, timeout_s=6).run(
-        RunSpec(model="sleep", **common)
+    hung = Isolation(timeout_s=6).run(
+        Runner(isolation_registry()), RunSpec(model="sleep", **common)
     )
     took = time.monotonic() - started
     assert not hung.ok
     assert hung.row["error"] == "TimeoutError: timed out after 6 s (killed)"
     assert 6 <= took < 30
     # A generous time limit next to the memory limit (a loaded machine starts children slowly).
-    runner = Runner(isolation_registry(), isolate=True, timeout_s=300, max_memory_mb=600)
-    grown = runner.run(RunSpec(model="hog", **common))
+    isolation, runner = Isolation(timeout_s=300, max_memory_mb=600), Runner(isolation_registry())
+    grown = isolation.run(runner, RunSpec(model="hog", **common))
     assert not grown.ok
     assert grown.row["error"].startswith("MemoryError: exceeded 600 MiB (")
     resident = float(grown.row["error"].split("(")[1].split(" MiB")[0])
     assert 600 < resident < 2900  # stopped after crossing the limit, before the hog's own cap
-    fine = runner.run(RunSpec(model="popularity", **common))
+    fine = isolation.run(runner, RunSpec(model="popularity", **common))
     assert fine.ok, fine.row["error"]
     # The killed processes were reaped, not left for a second kill.
     assert "did not exit after reporting" not in caplog.text
@@ -132,9 +135,11 @@ def test_time_and_memory_limits_stop_a_run_and_the_others_go_on(caplog):
 
 def test_limits_need_isolated_runs():
     with pytest.raises(ValueError, match="timeout_s stops a run by killing its process"):
-        Runner(isolation_registry(), timeout_s=5)
+        make_executor("local", Runner(isolation_registry()), timeout_s=5)
     with pytest.raises(ValueError, match="max_memory_mb must be a finite number > 0"):
-        Runner(isolation_registry(), isolate=True, max_memory_mb=float("nan"))
+        Isolation(max_memory_mb=float("nan"))
+    with pytest.raises(ValueError, match="max_memory_mb must be a finite number > 0"):
+        make_executor("process", Runner(isolation_registry()), max_memory_mb=0)
 
 
 # -- signals (issue 12 item 3) -----------------------------------------------------------
@@ -233,7 +238,7 @@ def test_the_watchdog_ends_an_orphan_where_prctl_is_not_used(tmp_path):
     grandchild = (
         "import os, threading, time\n"
         "parent = os.getppid()\n"
-        "from bench.runner import _watch_parent\n"
+        "from bench.execution.isolation import _watch_parent\n"
         "threading.Thread(target=_watch_parent, args=(parent, 0.1), daemon=True).start()\n"
         "print('watching', flush=True)\n"
         "time.sleep(120)\n"

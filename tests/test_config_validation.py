@@ -12,10 +12,10 @@ import textwrap
 import pytest
 
 import bench.datasets
-import bench.runner
+import bench.execution.runner
 from bench.cli import main
 from bench.config import ConfigError, build_experiment, load_experiment
-from bench.runner import MAX_SEED, RunSpec
+from bench.execution.spec import MAX_SEED, RunSpec
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def nothing_runs(monkeypatch):
     def refuse(self, spec):
         raise AssertionError(f"a run started: {spec}")
 
-    monkeypatch.setattr(bench.runner.Runner, "run", refuse)
+    monkeypatch.setattr(bench.execution.runner.Runner, "run", refuse)
 
 
 def _cli(argv, tmp_path, capsys) -> str:
@@ -208,4 +208,4 @@ def test_dataset_rules_come_from_the_data_layer_hook(monkeypatch):
         build_experiment({"models": "popularity", "dataset": "synthetic"})
     assert seen == [("synthetic", "random", None, {})]
     with pytest.raises(ValueError, match="the registry says no"):
-        bench.runner.Runner().check(RunSpec(model="popularity"))
+        bench.execution.runner.Runner().check(RunSpec(model="popularity"))

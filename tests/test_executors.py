@@ -12,17 +12,17 @@ import pytest
 
 from bench.cli import main
 from bench.config import ConfigError, build_experiment
-from bench.executors import (
+from bench.execution.executors import (
     ExecutorError,
     Overlaps,
     ProcessExecutor,
     check_executor_options,
     make_executor,
-    run_all,
-    task_options,
-    timing_grade_runs,
 )
-from bench.runner import Runner, RunSpec
+from bench.execution.executors.ray import task_options
+from bench.execution.runner import Runner
+from bench.execution.spec import RunSpec
+from bench.results.tables import timing_grade_runs
 from bench.threads import thread_limits
 
 METRICS = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
@@ -36,6 +36,13 @@ def suite_specs(threads: int | None = 1) -> list[RunSpec]:
     specs += [RunSpec(model="random", seed=s, **common) for s in (0, 1)]
     specs.append(RunSpec(model="lightfm-bpr", preset="fast", seed=0, epochs=2, **common))
     return specs
+
+
+def run_specs(executor, specs) -> list:
+    """Every result of ``specs`` through the executor's own interface (completion order)."""
+    results: list = []
+    executor.run(list(specs), results.append)
+    return results
 
 
 def by_run(results) -> dict[str, object]:
@@ -63,13 +70,13 @@ def assert_same_metrics(reference, other) -> None:
 @pytest.fixture(scope="module")
 def local_results():
     with make_executor("local", Runner(curves=False)) as executor:
-        return by_run(run_all(executor, suite_specs()))
+        return by_run(run_specs(executor, suite_specs()))
 
 
 def test_process_matches_local_bit_for_bit(local_results):
     specs = suite_specs()
     with make_executor("process", Runner(curves=False), jobs=2) as executor:
-        results = by_run(run_all(executor, specs))
+        results = by_run(run_specs(executor, specs))
     assert set(results) == {s.run_id for s in specs}  # every spec exactly once
     assert_same_metrics(local_results, results)
     rows = pd.DataFrame([r.row for r in results.values()])
@@ -135,28 +142,29 @@ def test_timing_grade_runs_selects_isolated_rows(tmp_path):
 
 def test_process_retries_a_worker_that_died(tmp_path, monkeypatch):
     """A child that dies before reporting is run again; past the retries it is recorded failed."""
-    import bench.runner
+    from bench.execution.isolation import Isolation
+    from bench.execution.runner import RunResult
 
     died = {"n": 0}
-    original = bench.runner.Runner._run_isolated
+    original = Isolation.run
 
-    def dies_first(self, spec):
+    def dies_first(self, runner, spec, data=None):
         if spec.model == "ease" and died["n"] < 1:
             died["n"] += 1
-            return bench.runner._failed_result(spec, 0.0, "WorkerDied: exit code -9")
-        return original(self, spec)
+            return RunResult.failed(spec, 0.0, "WorkerDied: exit code -9")
+        return original(self, runner, spec, data)
 
-    monkeypatch.setattr(bench.runner.Runner, "_run_isolated", dies_first)
+    monkeypatch.setattr(Isolation, "run", dies_first)
     specs = [s for s in suite_specs() if s.model in ("ease", "popularity")]
     with make_executor("process", Runner(curves=False), jobs=2, retries=1) as executor:
-        results = by_run(run_all(executor, specs))
+        results = by_run(run_specs(executor, specs))
     assert all(r.ok for r in results.values())
     attempts = {r.row["label"] + str(r.row["seed"]): r.row["attempts"] for r in results.values()}
     assert sorted(attempts.values()) == [1, 2]  # popularity once, ease retried once
 
     died["n"] = -5  # dies twice more than retries allow
     with make_executor("process", Runner(curves=False), jobs=2, retries=1) as executor:
-        results = by_run(run_all(executor, [s for s in specs if s.model == "ease"][:1]))
+        results = by_run(run_specs(executor, [s for s in specs if s.model == "ease"][:1]))
     (result,) = results.values()
     assert not result.ok and result.row["error"].startswith("WorkerDied")
     assert result.row["attempts"] == 2 and not result.row["timing_grade"]
@@ -166,7 +174,7 @@ def test_a_model_error_is_not_retried(monkeypatch):
     spec = RunSpec(model="ease", params={"l2": -1.0}, dataset="synthetic", split="random",
                    min_rating=None)  # fmt: skip
     with make_executor("process", Runner(curves=False), jobs=2, retries=3) as executor:
-        (result,) = run_all(executor, [spec])
+        (result,) = run_specs(executor, [spec])
     assert not result.ok and result.row["attempts"] == 1
 
 
@@ -214,9 +222,9 @@ def test_thread_limits_torch():
         ({"executor": "process", "jobs": 0}, r"jobs must be (>= 1|an integer in \[1,)"),
         ({"executor": "process", "jobs": 1.5}, "jobs must be an integer"),
         ({"executor": "local", "jobs": 2}, "needs executor 'process'"),
-        ({"executor": "ray", "jobs": 2}, "Ray schedules runs"),
+        ({"executor": "ray", "jobs": 2}, "jobs = 2 needs executor 'process'"),
         ({"executor": "ray", "retries": -1}, r"retries must be (>= 0|an integer in \[0,)"),
-        ({"executor": "local", "ray_address": "auto"}, "only used by executor 'ray'"),
+        ({"executor": "local", "ray_address": "auto"}, "needs executor 'ray'"),
         ({"executor": "ray", "ray_address": "nohost"}, "'auto' or HOST:PORT"),
         ({"executor": "ray", "ray_address": 5}, "'auto' or HOST:PORT"),
     ],
@@ -245,7 +253,7 @@ def test_executor_options_from_toml_and_flags(tmp_path):
     [
         (["--executor", "process", "--jobs", "0"], "--jobs must be an integer in [1,"),
         (["--jobs", "2"], "needs executor 'process'"),
-        (["--ray-address", "auto"], "only used by executor 'ray'"),
+        (["--ray-address", "auto"], "needs executor 'ray'"),
         (["--threads", "0"], "--threads must be an integer in [1, 4096]"),
         (["--jobs", "two", "--executor", "process"], "--jobs must be an integer"),
         (["--executor", "process", "--retries", "-1"], "--retries must be an integer in [0,"),

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_executors import METRICS, assert_same_metrics, by_run, suite_specs
+from test_executors import METRICS, assert_same_metrics, by_run, run_specs, suite_specs
 
-from bench.executors import make_executor, run_all
-from bench.runner import Runner
+from bench.execution.executors import make_executor
+from bench.execution.runner import Runner
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'rsbench[ray]'")
 
@@ -224,7 +224,7 @@ def run_driver(cluster: Cluster, config: Path, out: Path, *extra: str, kill: boo
 def local_reference():
     """The suite on the local executor, once: what every Ray run must equal."""
     with make_executor("local", Runner(curves=False)) as executor:
-        return by_run(run_all(executor, suite_specs()))
+        return by_run(run_specs(executor, suite_specs()))
 
 
 def results_of(out: Path) -> dict[str, object]:
@@ -318,8 +318,8 @@ def test_map_workers_as_ray_tasks(cluster):
     """The tuner's entry point: n study workers, each a Ray task on a fresh worker process."""
     script = (
         "import json, test_executors as t\n"
-        "from bench.executors import make_executor\n"
-        "from bench.runner import Runner\n"
+        "from bench.execution.executors import make_executor\n"
+        "from bench.execution.runner import Runner\n"
         f"with make_executor('ray', Runner(), ray_address='{cluster.address}') as ex:\n"
         "    print(json.dumps(ex.map_workers(t._worker_pid, 3)))\n"
     )

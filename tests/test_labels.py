@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.execution.isolation import worker_environment
+from bench.execution.spec import RunSpec
 from bench.registry import Registry, canonical_label, default_registry
-from bench.runner import RunSpec, worker_environment
 
 BASELINE = Path(__file__).resolve().parents[1] / "results" / "baseline" / "quick"
 

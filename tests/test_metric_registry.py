@@ -13,11 +13,12 @@ import pytest
 import scipy.sparse as sp
 
 from bench.datasets.synthetic import synthetic
+from bench.execution.runner import Runner
+from bench.execution.spec import RunSpec
 from bench.registry import Registry
 from bench.results import ResultStore, load_results
 from bench.results.regress import regress
 from bench.results.report import build_report
-from bench.runner import Runner, RunSpec
 from metrics import METRICS, Evaluator, Metric, MetricRegistry, evaluate, metric_columns
 from metrics.beyond import topk_entries, topk_inclusion
 from metrics.registry import Margin

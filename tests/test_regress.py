@@ -13,10 +13,11 @@ import pytest
 
 from bench.cli import main
 from bench.datasets.synthetic import synthetic
+from bench.execution.runner import Runner
+from bench.execution.spec import RunSpec
 from bench.registry import Registry
 from bench.results import ResultsError, ResultStore, load_results
 from bench.results.regress import GateSettings, RegressionOutcome, is_quality_metric, regress
-from bench.runner import Runner, RunSpec
 from metrics.registry import METRICS, Margin
 
 OPTIONS = {"num_users": 90, "num_items": 70, "num_positives": 1_800, "seed": 5}

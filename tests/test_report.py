@@ -15,6 +15,8 @@ import pytest
 
 from bench.cli import main
 from bench.datasets.synthetic import synthetic
+from bench.execution.runner import Runner
+from bench.execution.spec import RunSpec
 from bench.registry import Registry
 from bench.report import (
     build_report,
@@ -25,7 +27,6 @@ from bench.report import (
     write_report,
 )
 from bench.results import ResultsError, ResultStore, load_results
-from bench.runner import Runner, RunSpec
 
 HAVE_IMPLICIT = importlib.util.find_spec("implicit") is not None
 MAIN = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")

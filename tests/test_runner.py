@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 
 import bench.datasets
-import bench.runner
+import bench.execution.runner
 from bench.cli import main
 from bench.datasets.synthetic import synthetic
+from bench.execution.isolation import Isolation
+from bench.execution.runner import Runner
+from bench.execution.spec import RunSpec
 from bench.registry import Registry
 from bench.results import ResultStore, load_results
-from bench.runner import Runner, RunSpec
 from models.baselines import Popularity
 
 DATA = synthetic(num_users=80, num_items=60, num_positives=1_600, seed=11)
@@ -75,7 +77,7 @@ test_registry.__test__ = False  # a factory, not a test
 
 @pytest.fixture
 def patched(monkeypatch):
-    monkeypatch.setattr(bench.runner, "default_registry", test_registry)
+    monkeypatch.setattr(bench.execution.runner, "default_registry", test_registry)
     monkeypatch.setattr(bench.datasets, "load_dataset", fake_loader)
     Counting.fits.clear()
 
@@ -126,7 +128,7 @@ def test_runner_warms_the_model_up_before_its_fit_clock(monkeypatch):
     WarmingUp.events.clear()
     WarmingUp.clock_offset[0] = 0.0
     monkeypatch.setattr(
-        bench.runner.time, "perf_counter", lambda: real() + WarmingUp.clock_offset[0]
+        bench.execution.runner.time, "perf_counter", lambda: real() + WarmingUp.clock_offset[0]
     )
     reg = test_registry()
     reg.register("warming", "test_runner:WarmingUp")
@@ -430,18 +432,19 @@ def test_isolated_runs_match_in_process_and_survive_crashes():
     reg = test_registry()
     reg.register("crash", "test_runner:Crashing")
     here = Runner(reg, loader=isolated_loader)
-    there = Runner(reg, loader=isolated_loader, isolate=True)
+    isolation = Isolation()
     spec = RunSpec(model="counting", seed=4, dataset="synthetic")
-    a, b = here.run(spec), there.run(spec)
+    a, b = here.run(spec), isolation.run(here, spec)
     assert b.ok, b.row["error"]
     assert a.row["auc"] == b.row["auc"]
     pd.testing.assert_frame_equal(a.per_user, b.per_user)
-    crashed = there.run(RunSpec(model="crash", dataset="synthetic"))
+    assert b.dataset == a.dataset and b.dataset["sha256"] == DATA.sha256  # the run's data facts
+    crashed = isolation.run(here, RunSpec(model="crash", dataset="synthetic"))
     assert not crashed.ok
     assert "exit code 3" in crashed.row["error"]
     # Ctrl-C that reached the child is an interrupt in the parent, not a failed run.
     with pytest.raises(KeyboardInterrupt):
-        there.run(RunSpec(model="interrupt", dataset="synthetic"))
+        isolation.run(here, RunSpec(model="interrupt", dataset="synthetic"))
 
 
 @pytest.mark.parametrize(
@@ -504,7 +507,7 @@ def test_resume_redoes_runs_whose_preset_changed(patched, tmp_path, monkeypatch)
         reg.register("counting", "test_runner:Counting", presets={"long": {"epochs": 4}})
         return reg
 
-    monkeypatch.setattr(bench.runner, "default_registry", retuned)
+    monkeypatch.setattr(bench.execution.runner, "default_registry", retuned)
     assert main(args) == 0
     assert Counting.fits == [5, 4]  # the changed preset was measured again
     runs = load_results(out)["runs"]

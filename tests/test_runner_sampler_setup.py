@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from bench.datasets.synthetic import synthetic
+from bench.execution.runner import Runner
+from bench.execution.spec import RunSpec
 from bench.registry import Registry
-from bench.runner import Runner, RunSpec
 from models.baselines import Popularity
 
 DATA = synthetic(num_users=40, num_items=30, num_positives=600, seed=3)

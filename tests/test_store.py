@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.execution.runner import RunResult
 from bench.results import RESULTS_FORMAT, ResultsError, ResultStore, load_results
-from bench.runner import RunResult
 
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baseline"
 WRITERS = 4

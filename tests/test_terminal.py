@@ -88,7 +88,8 @@ def test_default_output_stays_under_the_line_budget_and_v_restores_detail(tmp_pa
     log = (tmp_path / "a" / "rsbench.log").read_text()
     # Isolated workers' records and native output are kept, not lost.
     assert "INFO metrics.evaluator [worker]: evaluated" in log
-    assert "INFO bench.api: popularity seed 0" in log  # deterministic: one run, seed 0
+    # deterministic: one run, seed 0
+    assert "INFO bench.execution.session: popularity seed 0" in log
 
     # The same models with one seed (each isolated worker's detail is the point, not
     # the number of runs): -v prints every worker's records, which is more lines.

@@ -13,9 +13,9 @@ pytest.importorskip("optuna")
 from bench.config import ConfigError
 from bench.datasets import load_dataset
 from bench.datasets.dataset import Dataset
-from bench.interactions import Interactions
-from bench.runner import Runner, RunSpec, StopRun
-from bench.tune import (
+from bench.execution.runner import Runner, StopRun
+from bench.execution.spec import RunSpec
+from bench.execution.tuning import (
     _EpochReporter,
     build_targets,
     build_tune_config,
@@ -27,16 +27,18 @@ from bench.tune import (
     tune,
     usage,
 )
+from bench.interactions import Interactions
 
 TORCH = {"name": "torch-bilinear", "preset": "fast", "epochs": 2}
 
 
-def make_config(models, *, seeds=(0, 1), dataset_options=None, **tune_opts):
+def make_config(models, *, seeds=(0, 1), dataset_options=None, isolate=True, **tune_opts):
     options = {
         "name": "t",
         "dataset": "synthetic",
         "seeds": list(seeds),
         "models": models,
+        "isolate": isolate,
         "tune": {"pruner": "none", "startup_trials": 3, **tune_opts},
     }
     if dataset_options:
@@ -292,7 +294,7 @@ class GuardedLoader:
 
 
 def test_no_test_access_while_tuning_then_final_runs(tmp_path, monkeypatch):
-    import bench.tune as tune_module
+    import bench.execution.tuning as tune_module
 
     loader = GuardedLoader()
     real = tune_module.run_studies
@@ -305,7 +307,9 @@ def test_no_test_access_while_tuning_then_final_runs(tmp_path, monkeypatch):
             loader.tuning = False
 
     monkeypatch.setattr(tune_module, "run_studies", guarded_run_studies)
-    config = make_config(["popularity", "ease", TORCH], budget_trials=3)
+    # In-process final runs: the guarded loader sees every load (the driver itself
+    # loads no test data; isolated runs would load it in their own processes).
+    config = make_config(["popularity", "ease", TORCH], budget_trials=3, isolate=False)
     studies, (done, failed) = tune(config, tmp_path, loader=loader)
     # Every trial completed, so no trial was refused its data; test came only after.
     for _, study in studies:

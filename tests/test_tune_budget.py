@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("optuna")
 
-from bench.registry import Registry
-from bench.runner import Runner, StopRun
-from bench.tune import (
+from bench.execution.runner import Runner, StopRun
+from bench.execution.tune_space import SearchSpace
+from bench.execution.tuning import (
     _EpochReporter,
     best_values,
     build_targets,
@@ -25,7 +25,7 @@ from bench.tune import (
     open_study,
     run_studies,
 )
-from bench.tune_space import SearchSpace
+from bench.registry import Registry
 from models.base import Recommender
 
 EPOCH_SECONDS = 0.25

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from bench.execution.tune_space import Param, SearchSpace
 from bench.registry import Registry, default_registry
-from bench.tune_space import Param, SearchSpace
 
 REGISTRY = default_registry()
 ENTRIES = REGISTRY.entries()

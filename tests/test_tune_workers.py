@@ -14,7 +14,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from bench.tune import load_tune_config, run_studies, trial_state  # noqa: E402
+from bench.execution.tuning import load_tune_config, run_studies, trial_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # EASE on a 1,500-item synthetic catalogue: each trial inverts a 1,500 x 1,500 Gram
@@ -133,7 +133,7 @@ def test_two_workers_share_one_budget(tmp_path):
 POP_SCRIPT = """
 import sys
 import optuna
-from bench.tune import open_storage
+from bench.execution.tuning import open_storage
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 study = optuna.load_study(study_name="queue", storage=open_storage(sys.argv[1]))
 print("ready", flush=True)
@@ -149,7 +149,7 @@ def test_workers_never_pop_the_same_enqueued_trial(tmp_path):
     and both run it (the CI failure "Cannot tell a COMPLETE trial"); without
     ``BEGIN IMMEDIATE`` this popped a trial twice in 10 of 10 tries.
     """
-    from bench.tune import open_storage
+    from bench.execution.tuning import open_storage
 
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     study = optuna.create_study(study_name="queue", storage=open_storage(url))

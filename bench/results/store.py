@@ -50,7 +50,7 @@ from bench.io import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from bench.runner import RunResult
+    from bench.execution.runner import RunResult
 
 __all__ = ["RESULTS_FORMAT", "ResultStore", "ResultsError", "load_results", "now_iso"]
 

@@ -21,7 +21,7 @@ __all__ = [
     "summary_table",
 ]
 
-#: Trial states that count against a budget (see :mod:`bench.tune`).
+#: Trial states that count against a budget (see :mod:`bench.execution.tuning`).
 COUNTED = ("complete", "pruned", "failed")
 #: Text columns of :func:`summary_table`: an empty one is "" (no note), never a missing number.
 SUMMARY_TEXT = ("model", "study", "budget_kind", "best_params", "note")

@@ -4,8 +4,8 @@ For every model of an experiment, one Optuna study searches the model's
 declared space (:meth:`bench.registry.Registry.space`, overridable in TOML)
 with the *same budget* for every model, counted in trials or in seconds of fit
 plus validation evaluation summed over trials. Trials are ordinary
-:class:`~bench.runner.RunSpec` objects with ``stage="validation"`` run by the
-normal :class:`~bench.runner.Runner`: they train on train' and are scored by
+:class:`~bench.execution.spec.RunSpec` objects with ``stage="validation"`` run by the
+normal :class:`~bench.execution.runner.Runner`: they train on train' and are scored by
 the metrics module on the validation rows, so the test rows are never loaded
 while tuning. Then each model's best parameters are refitted on the whole
 train split and evaluated on test with the experiment's seeds (next to the
@@ -67,10 +67,11 @@ import pandas as pd
 
 from bench.config import ConfigError, Experiment, build_experiment
 from bench.datasets.dataset import Dataset
+from bench.execution.runner import Runner, StopRun
+from bench.execution.spec import RunSpec
+from bench.execution.tune_space import SearchSpace
 from bench.io import atomic_write_csv
 from bench.registry import Registry, default_registry
-from bench.runner import Runner, RunResult, RunSpec, StopRun
-from bench.tune_space import SearchSpace
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -366,8 +367,7 @@ def build_targets(config: TuneConfig, registry: Registry | None = None) -> list[
     registry = registry if registry is not None else default_registry()
     groups: dict[str, list[RunSpec]] = {}
     for spec in config.experiment.specs:
-        key = json.dumps({k: v for k, v in spec.to_dict().items() if k != "seed"}, sort_keys=True)
-        groups.setdefault(key, []).append(spec)
+        groups.setdefault(spec.setting_key, []).append(spec)
     targets = []
     for specs in groups.values():
         first = specs[0]
@@ -1077,16 +1077,6 @@ def run_studies(
     return studies
 
 
-def _relabel(result: RunResult, label: str, study: str) -> RunResult:
-    row = {**result.row, "label": label, "tuned": True, "study": study}
-    frames = []
-    for frame in (result.per_user, result.curve):
-        if not frame.empty and "label" in frame:
-            frame = frame.assign(label=label)
-        frames.append(frame)
-    return RunResult(row, frames[0], frames[1])
-
-
 def run_final(
     config: TuneConfig,
     out: str | Path,
@@ -1095,25 +1085,26 @@ def run_final(
     registry: Registry | None = None,
     loader: Callable[..., Dataset] | None = None,
     manifest: Mapping[str, Any] | None = None,
-    progress: Callable[[RunSpec], None] | None = None,
+    on_result: Callable[..., None] | None = None,
+    progress: bool = False,
+    log_file: bool = True,
 ) -> tuple[int, int]:
     """Refit each model's best parameters on train and evaluate on test, every seed.
 
-    The default runs (untuned) come too when ``config.compare_default``. Rows go
-    to the results folder through :class:`bench.results.ResultStore`; tuned rows
-    are labelled ``"<label> (tuned)"`` with ``tuned=True`` and their ``study``.
+    The default runs (untuned) come too when ``config.compare_default``. The runs
+    go through the session loop (:func:`bench.execution.session.run_session`) on
+    the experiment's executor; tuned rows are labelled ``"<label> (tuned)"`` with
+    ``tuned=True`` and their ``study``.
 
     Returns
     -------
     (done, failed) : tuple of int
     """
-    from bench.results import ResultStore, now_iso
+    from bench.execution.session import Execution, run_session
+    from bench.results import ResultStore
 
     out = Path(out)
     registry = registry if registry is not None else default_registry()
-    runner = Runner(
-        registry, loader=loader, curves=config.experiment.curves, isolate=config.experiment.isolate
-    )
     planned: list[tuple[RunSpec, str | None]] = []
     for target, study in studies:
         wait_idle(study, target.label)
@@ -1144,63 +1135,34 @@ def run_final(
                 f"({', '.join(sorted(set(stale['label'].astype(str))))}); the studies changed "
                 "(a larger budget?): write the new results to another folder (--out)"
             )
-    done_ids = set(store.completed_ids())
-    todo = [(s, study) for s, study in planned if s.run_id not in done_ids]
-    store.write_manifest(
-        {
-            **dict(manifest or {}),
-            "started_at": now_iso(),
-            "finished_at": None,
-            "num_specs": len(planned),
-            "specs": [
-                dict(s.to_dict(), run_id=s.run_id, tuned=bool(study), study=study or "")
-                for s, study in planned
-            ],
-        }
-    )
-    failed = 0
-    t0 = time.perf_counter()
-    datasets = dict(store.manifest.get("datasets", {}))
-    try:
-        for spec, study_name in todo:
-            if progress is not None:
-                progress(spec)
-            result = runner.run(spec)
-            if study_name:
-                result = _relabel(result, spec.label + TUNED_SUFFIX, study_name)
-            else:
-                result = RunResult(
-                    {**result.row, "tuned": False, "study": ""}, result.per_user, result.curve
-                )
-            store.add(result)
-            if result.ok:
-                data = runner.dataset(spec)
-                datasets[spec.dataset_key()] = {"sha256": data.sha256, "source": data.source}
-                log.info(
-                    "%-32s seed %d  auc %.4f  %s %.4f",
-                    result.row["label"],
-                    spec.seed,
-                    result.row["auc"],
-                    config.objective,
-                    result.row[config.objective],
-                )
-            else:
-                failed += 1
-                log.error(
-                    "%s seed %d FAILED: %s", result.row["label"], spec.seed, result.row["error"]
-                )
-    finally:
-        store.update_manifest(
-            finished_at=now_iso(), datasets=datasets, wall_seconds=time.perf_counter() - t0
+    # Tuned runs are labelled "<label> (tuned)" and carry their study; default runs not.
+    annotations = {
+        spec.run_id: (
+            {"label": spec.label + TUNED_SUFFIX, "tuned": True, "study": study}
+            if study
+            else {"tuned": False, "study": ""}
         )
-    return len(todo) - failed, failed
+        for spec, study in planned
+    }
+    outcome = run_session(
+        [spec for spec, _ in planned],
+        out,
+        runner=Runner(registry, loader=loader, curves=config.experiment.curves),
+        execution=Execution.of(config.experiment),
+        manifest=dict(manifest or {}),
+        annotations=annotations,
+        on_result=on_result,
+        progress=progress,
+        log_file=log_file,
+    )
+    return outcome.done, outcome.failed
 
 
 def study_worker(index: int, config: TuneConfig, out: str) -> int:
     """One study worker (``index``) of an executor: tune every model until its budget is spent.
 
     The budget of each model is counted in the shared study storage, so it stays
-    equal whatever the number of workers (:meth:`bench.executors.Executor.map_workers`
+    equal whatever the number of workers (:meth:`bench.execution.executors.Executor.map_workers`
     runs ``n`` of these, in processes or as Ray tasks). Returns the trials that
     this worker finished.
     """
@@ -1222,11 +1184,17 @@ def tune(
     registry: Registry | None = None,
     loader: Callable[..., Dataset] | None = None,
     manifest: Mapping[str, Any] | None = None,
+    on_result: Callable[..., None] | None = None,
+    progress: bool = False,
 ) -> tuple[list[tuple[Target, Any]], tuple[int, int]]:
     """Tune (``phase`` "tune"), retrain and test (``"final"``), or both (``"all"``).
 
-    ``"final"`` only reads the studies (it waits for trials other workers are
-    running); extra workers on a shared study run ``"tune"``.
+    On an executor other than ``local`` the tuning is done by study workers
+    (:func:`study_worker`) that the executor runs against the shared study
+    storage, where each model's budget is counted; the final runs follow here,
+    through the session loop on the same executor. ``"final"`` only reads the
+    studies (it waits for trials other workers are running); extra workers on a
+    shared study run ``"tune"``.
 
     Returns
     -------
@@ -1237,12 +1205,26 @@ def tune(
         raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
     registry = registry if registry is not None else default_registry()
     targets = build_targets(config, registry)
-    if phase in ("all", "tune"):
+    execution = config.experiment.execution
+    if phase in ("all", "tune") and execution["executor"] != "local":
+        from bench.execution.executors import make_executor
+
+        workers = execution["jobs"] or 2  # study workers (the executor's runs at a time)
+        options = {k: v for k, v in execution.items() if k != "executor"}
+        with make_executor(execution["executor"], Runner(curves=False), **options) as executor:
+            executor.map_workers(study_worker, workers, config, str(out))
+        log.info("tuning done by %d worker(s) on %s", workers, execution["executor"])
+        studied = True
+    else:
+        studied = False
+    if phase in ("all", "tune") and not studied:
         studies = run_studies(config, out, registry=registry, loader=loader, targets=targets)
     else:
         storage = open_storage(config.storage or default_storage_url(out))
         studies = [(t, open_study(t, storage, config)) for t in targets]
     if phase == "tune":
+        if studied:
+            _write_tables(Path(out), config, studies)
         return studies, (0, 0)
     _write_tables(Path(out), config, studies)
     probe = Runner(registry, loader=loader, curves=False)
@@ -1269,5 +1251,7 @@ def tune(
         registry=registry,
         loader=loader,
         manifest={**dict(manifest or {}), "tuning": tuning},
+        on_result=on_result,
+        progress=progress,
     )
     return studies, final
