@@ -342,6 +342,7 @@ def build_experiment(
     *,
     source: str = CLI_SOURCE,
     overrides: dict[str, Any] | None = None,
+    command: str = "run",
 ) -> Experiment:
     """Turn a dict of options (from TOML or the CLI) into an :class:`Experiment`.
 
@@ -536,7 +537,7 @@ def build_experiment(
             f"{source}: timeout_s and max_memory_mb stop a run by killing its process, so "
             "they need isolated runs (drop isolate = false / --no-isolate)"
         )
-    execution = _execution(options, given, get, source)
+    execution = _execution(options, given, get, source, command)
     return Experiment(
         name=name,
         specs=specs,
@@ -566,7 +567,7 @@ def _gate_settings(value: Any, where: str) -> dict[str, Any]:
         raise ConfigError(str(exc)) from None
 
 
-def _execution(options: dict, given: dict, get: Any, source: str) -> dict[str, Any]:
+def _execution(options: dict, given: dict, get: Any, source: str, command: str) -> dict[str, Any]:
     """Executor options (file values, beaten by flags), checked by the executors' declarations."""
     from bench.execution.executors import EXECUTORS, ExecutorError, check_executor_options
 
@@ -592,7 +593,7 @@ def _execution(options: dict, given: dict, get: Any, source: str) -> dict[str, A
         common = set.intersection(*({o.key for o in cls.options} for cls in EXECUTORS.values()))
         values = {k: (v if k in given or k in common else None) for k, v in values.items()}
     try:
-        return check_executor_options(executor, where=source, **values)
+        return check_executor_options(executor, where=source, command=command, **values)
     except ExecutorError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -236,6 +236,20 @@ def test_bad_executor_options(options, message):
         build_experiment({"models": ["popularity"], **options}, source="x.toml")
 
 
+def test_jobs_on_ray_are_the_study_workers_of_tune():
+    # rsbench tune: --jobs study workers on Ray; rsbench run: Ray schedules runs by its CPUs.
+    checked = check_executor_options("ray", jobs=2, command="tune")
+    assert checked["jobs"] == 2 and checked["executor"] == "ray"
+    with pytest.raises(ExecutorError, match="jobs = 2 needs executor 'process' \\(rsbench run"):
+        check_executor_options("ray", jobs=2, command="run")
+    from bench.execution.tuning import build_tune_config
+
+    config = build_tune_config(
+        {"models": ["ease"], "executor": "ray", "jobs": 3, "tune": {"budget_trials": 2}}
+    )
+    assert config.experiment.execution["jobs"] == 3
+
+
 def test_executor_options_from_toml_and_flags(tmp_path):
     exp = build_experiment(
         {"models": ["popularity", {"name": "ease", "threads": 2}], "executor": "process",

@@ -327,3 +327,24 @@ def test_map_workers_as_ray_tasks(cluster):
     assert proc.returncode == 0, proc.stderr[-3000:]
     pids = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(pids) == 3 and len(set(pids)) == 3
+
+
+def test_tune_runs_jobs_study_workers_on_ray(cluster, tmp_path):
+    """``rsbench tune --executor ray --jobs 2``: two study workers share one budget.
+
+    (Before, a Ray tuning always ran one worker whatever --jobs said, and
+    ``--jobs 2`` was refused for Ray.)
+    """
+    config = tmp_path / "tune.toml"
+    config.write_text(
+        'name = "ray-tune"\ndataset = "synthetic"\nseeds = [0]\ncurves = false\n'
+        'models = ["ease"]\n[tune]\nbudget_trials = 4\npruner = "none"\n'
+    )
+    out = tmp_path / "out"
+    proc = cluster.exec(sys.executable, "-m", "bench.cli", "-v", "tune", "--config", str(config),
+                        "--out", str(out), "--executor", "ray", "--ray-address", cluster.address,
+                        "--jobs", "2", "--phase", "tune", check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tuning done by 2 worker(s) on ray" in proc.stderr
+    trials = pd.read_csv(out / "trials.csv", keep_default_na=False)
+    assert (trials["state"] == "complete").sum() == 4  # the budget, shared by the workers

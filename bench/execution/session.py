@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.execution.executors import make_executor
+from bench.execution.executors import make_executor, options_for
 from bench.execution.runner import Runner, RunResult
 from bench.execution.spec import RunSpec
 from bench.interrupts import signal_name
@@ -210,7 +210,7 @@ def run_session(
                 timeout_s=execution.timeout_s,
                 max_memory_mb=execution.max_memory_mb,
                 log_path=str(out / LOG_NAME) if handler is not None and quiet_workers else None,
-                **{k: v for k, v in execution.options.items() if k != "executor"},
+                **options_for(execution.options["executor"], dict(execution.options)),
             ) as executor:
                 executor.run(todo, record)
             status = "complete"

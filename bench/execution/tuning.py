@@ -224,7 +224,7 @@ def build_tune_config(options: Mapping[str, Any], *, source: str = "<command lin
                 spaces[key] = space
             stripped.append(item)
         options["models"] = stripped
-    experiment = build_experiment(options, source=source)
+    experiment = build_experiment(options, source=source, command="tune")
 
     def integer(key: str, default: int | None, low: int) -> int | None:
         value = tune_opts.get(key, default)
@@ -1207,11 +1207,12 @@ def tune(
     targets = build_targets(config, registry)
     execution = config.experiment.execution
     if phase in ("all", "tune") and execution["executor"] != "local":
-        from bench.execution.executors import make_executor
+        from bench.execution.executors import make_executor, options_for
 
-        workers = execution["jobs"] or 2  # study workers (the executor's runs at a time)
-        options = {k: v for k, v in execution.items() if k != "executor"}
-        with make_executor(execution["executor"], Runner(curves=False), **options) as executor:
+        workers = execution["jobs"]  # study workers: --jobs of them, on process or Ray
+        options = options_for(execution["executor"], dict(execution), "tune")
+        runner = Runner(curves=False)
+        with make_executor(execution["executor"], runner, command="tune", **options) as executor:
             executor.map_workers(study_worker, workers, config, str(out))
         log.info("tuning done by %d worker(s) on %s", workers, execution["executor"])
         studied = True

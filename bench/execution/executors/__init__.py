@@ -45,6 +45,7 @@ __all__ = [
     "check_executor_options",
     "executor_options",
     "make_executor",
+    "options_for",
     "register_executor",
 ]
 
@@ -62,10 +63,10 @@ def register_executor(cls: type[Executor]) -> type[Executor]:
         raise TypeError(f"{cls!r} is not an Executor subclass with a name of its own")
     for option in cls.options:
         other = executor_options().get(option.key)
-        if other is not None and other != option:
+        if other is not None and (other.parse, other.default) != (option.parse, option.default):
             raise ValueError(
-                f"executor {cls.name!r}: option {option.key!r} differs from the one "
-                "another executor declares"
+                f"executor {cls.name!r}: option {option.key!r} is parsed otherwise than "
+                "the one another executor declares (one key, one meaning)"
             )
     EXECUTORS[cls.name] = cls
     return cls
@@ -144,6 +145,13 @@ def check_executor_options(
             )
         out[key] = option.default
     return out
+
+
+def options_for(name: str, values: dict[str, Any], command: str = "run") -> dict[str, Any]:
+    """The entries of ``values`` (a manifest's ``execution`` dict) that executor ``name``
+    takes for ``command``."""
+    keys = {o.key for o in EXECUTORS[name].options if command in o.commands}
+    return {key: value for key, value in values.items() if key in keys}
 
 
 def make_executor(

@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from bench.execution.executors.base import (
     ResultCallback,
     annotate,
 )
+from bench.execution.executors.process import JOBS
 from bench.execution.isolation import WORKER_DIED, Isolation
 from bench.execution.runner import Runner, RunResult
 from bench.execution.spec import RunSpec
@@ -198,7 +200,9 @@ class RayExecutor(Executor):
     description = (
         "each run one Ray task on a Ray cluster (--ray-address), or on a local Ray instance"
     )
-    options = (RAY_ADDRESS, RETRIES)
+    # jobs: the study workers of rsbench tune (runs themselves are scheduled by the
+    # cluster's CPUs, so rsbench run takes no jobs on Ray).
+    options = (RAY_ADDRESS, replace(JOBS, commands=("tune",)), RETRIES)
 
     def __init__(
         self,
