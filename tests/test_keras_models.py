@@ -150,11 +150,11 @@ def test_presets_are_explicit_and_notebook_is_the_notebook():
 def test_thread_request_after_tensorflow_started_is_logged_not_raised(caplog):
     import tensorflow as tf
 
-    from models.keras_triplet import _configure_threads
+    from models._keras_nets import _configure_threads
 
     tf.constant(1.0) + 1.0  # the runtime is running from here on
     current = tf.config.threading.get_intra_op_parallelism_threads()
-    with caplog.at_level("WARNING", logger="models.keras_triplet"):
+    with caplog.at_level("WARNING", logger="models._keras_nets"):
         _configure_threads(current + 3)
     assert "ignored" in caplog.text
     assert tf.config.threading.get_intra_op_parallelism_threads() == current
@@ -492,7 +492,7 @@ def test_fused_adam_is_textbook_adam():
     import keras
     import tensorflow as tf
 
-    from models.keras_triplet import _FusedAdam
+    from models._keras_nets import _FusedAdam
 
     rng = np.random.default_rng(0)
     start = rng.normal(size=(6, 3)).astype(np.float32)
@@ -573,7 +573,7 @@ def test_lazy_adam_matches_its_reference_and_leaves_other_rows_alone(jit_compile
     import keras
     import tensorflow as tf
 
-    from models.keras_triplet import _LazyAdam
+    from models._keras_nets import _LazyAdam
 
     rng = np.random.default_rng(1)
     start = rng.normal(size=(6, 3)).astype(np.float32)
@@ -620,7 +620,7 @@ def test_lazy_adam_matches_its_reference_and_leaves_other_rows_alone(jit_compile
 def test_batch_rows_step_moves_only_the_batch_rows(jit_compile):
     import keras
 
-    from models.keras_triplet import _BilinearNet, _CompiledTrainer
+    from models._keras_nets import _BilinearNet, _CompiledTrainer
 
     def one_step(regularization, lazy):
         net = _BilinearNet(
@@ -657,7 +657,7 @@ def test_lazy_adam_padding_does_not_move_rows_the_batch_left_alone():
     # touched: with zero-id padding their moments decayed and they stepped again.
     import keras
 
-    from models.keras_triplet import _BilinearNet, _CompiledTrainer
+    from models._keras_nets import _BilinearNet, _CompiledTrainer
 
     net = _BilinearNet(
         10, 12, latent_dim=4, cosine=True, margin=1.0, l2_reg=1e-3,
@@ -735,7 +735,7 @@ def test_scores_change_between_epochs_and_score_works_mid_fit(tiny):
 def test_compiled_trainer_dropout_masks_have_the_rate_and_are_seeded():
     import keras
 
-    from models.keras_triplet import _CompiledTrainer, _DeepNet
+    from models._keras_nets import _CompiledTrainer, _DeepNet
 
     net = _DeepNet(
         10, 12, user_dim=4, item_dim=6, n_hidden=2, hidden_size=8, dropout=0.1,
