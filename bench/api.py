@@ -225,7 +225,7 @@ def run(
         experiment, out=out, registry=registry, loader=loader, progress=progress
     )
     if report:
-        from bench.report import write_report
+        from bench.results.report import write_report
 
         write_report(results.out)
     return results

@@ -18,7 +18,8 @@ from bench.datasets.synthetic import synthetic
 from bench.execution.runner import Runner
 from bench.execution.spec import RunSpec
 from bench.registry import Registry
-from bench.report import (
+from bench.results import ResultsError, ResultStore, load_results
+from bench.results.report import (
     build_report,
     cost_summary,
     curves_figure,
@@ -26,7 +27,6 @@ from bench.report import (
     scale_figure,
     write_report,
 )
-from bench.results import ResultsError, ResultStore, load_results
 
 HAVE_IMPLICIT = importlib.util.find_spec("implicit") is not None
 MAIN = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
@@ -201,7 +201,7 @@ def test_quality_table_means_match_the_runs_and_mark_the_best(folder, markdown):
 def test_paired_comparisons_are_holm_corrected_t_tests(folder, written):
     import scipy.stats
 
-    from bench.report import user_means
+    from bench.results.report import user_means
     from metrics.stats import holm, holm_interval_alphas
 
     report = build_report(folder, n_boot=500)

@@ -335,7 +335,7 @@ def test_no_test_access_while_tuning_then_final_runs(tmp_path, monkeypatch):
         and "validation_seed 0" in manifest["tuning"]["validation_rule"]
     )
     # The report gets its tuning section and figure.
-    from bench.report import build_report
+    from bench.results.report import build_report
 
     report = build_report(tmp_path, n_boot=200)
     assert "## Tuning" in report.markdown and "Default versus tuned on test" in report.markdown
