@@ -42,7 +42,7 @@ def test_a_default_preset_must_exist_and_presets_suggest_names():
 @pytest.mark.skipif(not (BASELINE / "runs.csv").exists(), reason="no committed baseline")
 def test_the_gate_reads_bare_labels_of_old_baselines_as_canonical(tmp_path, monkeypatch):
     """New results labelled name:preset are gated against a baseline that says name."""
-    from bench.regress import regress
+    from bench.results.regress import regress
 
     reg = default_registry(plugins=False)
     new = tmp_path / "new"
