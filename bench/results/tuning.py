@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -337,8 +336,3 @@ def default_vs_tuned(
     order = {(label, metric): i for i, (label, metric, _, _) in enumerate(pairs)}
     rows.sort(key=lambda r: order[(r["model"], r["metric"])])
     return pd.DataFrame(rows, columns=columns)
-
-
-def tuned_params(best_params: str) -> dict:
-    """The JSON ``best_params`` cell as a dict (empty for an empty cell)."""
-    return json.loads(best_params) if isinstance(best_params, str) and best_params else {}
