@@ -111,10 +111,6 @@ class ProtocolKey:
         """The dataset options as a dict."""
         return json.loads(self.dataset_options or "{}")
 
-    def without_hash(self) -> ProtocolKey:
-        """The same key with an empty ``sha256`` (what the gate matches runs on)."""
-        return ProtocolKey(**{**self.__dict__, "sha256": ""})
-
     @property
     def family(self) -> tuple[str, ...]:
         """The key without options and hash: the groups of one family differ only in size."""
