@@ -417,13 +417,6 @@ class Registry:
                 return name, None
         return name, preset
 
-    def add_preset(self, name: str, preset: str, **params: Any) -> None:
-        """Add a named parameter set to an existing model."""
-        entry = self.get(name)
-        if preset in entry.presets:
-            raise ValueError(f"model {name!r} already has a preset {preset!r}")
-        entry.presets[preset] = dict(params)
-
     def get(self, name: str) -> ModelEntry:
         """The entry for ``name``; an unknown name raises :class:`UnknownModelError`.
 

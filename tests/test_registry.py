@@ -11,12 +11,18 @@ from bench.registry import ModelUnavailableError, Registry, UnknownModelError, d
 
 def test_register_make_and_presets():
     reg = Registry()
-    reg.register("ease", "models.baselines:EASE", presets={"strong": {"l2": 50.0}}, l2=100.0)
+    presets = {"strong": {"l2": 50.0}, "weak": {"l2": 1e4}}
+    reg.register("ease", "models.baselines:EASE", presets=presets, l2=100.0)
     assert reg.make("ease").l2 == 100.0
     assert reg.make("ease", "strong").l2 == 50.0
     assert reg.make("ease", "strong", l2=7.0).l2 == 7.0
-    reg.add_preset("ease", "weak", l2=1e4)
     assert reg.params("ease", "weak") == {"l2": 1e4}
+    # The registry keeps its own copy: the caller's dicts cannot change a preset later.
+    presets["weak"]["l2"] = 1.0
+    presets["late"] = {"l2": 2.0}
+    assert reg.params("ease", "weak") == {"l2": 1e4}
+    with pytest.raises(UnknownModelError, match="no preset 'late'"):
+        reg.params("ease", "late")
     assert "ease" in reg and len(reg) == 1
 
 
@@ -39,9 +45,14 @@ def test_registering_twice_or_badly_fails():
         reg.register("x", "models.baselines.RandomModel")
     with pytest.raises(ValueError, match="invalid model name"):
         reg.register("a:b", "models.baselines:RandomModel")
-    with pytest.raises(ValueError, match="already has a preset"):
-        reg.add_preset("random", "p")
-        reg.add_preset("random", "p")
+    # A model's presets are fixed when it is registered: a second registration that
+    # would redefine them is refused like any other.
+    reg.register("seeded", "models.baselines:RandomModel", presets={"p": {}})
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("seeded", "models.baselines:RandomModel", presets={"p": {}, "q": {}})
+    assert set(reg.get("seeded").presets) == {"p"}
+    with pytest.raises(ValueError, match=r"default_preset 'q' .* not one of its presets"):
+        reg.register("other", "models.baselines:RandomModel", presets={"p": {}}, default_preset="q")
 
 
 def test_bad_parameters_raise_value_error():
