@@ -76,10 +76,11 @@ class PluginError:
     error: str
 
 
-#: Class attributes of :class:`models.base.Recommender` that the driver reads before a
-#: run; an entry may declare them (``facts=``) so that reading them imports nothing.
+#: Boolean class attributes of :class:`models.base.Recommender` (the driver reads some
+#: before a run); an entry may declare them (``facts=``) so that reading them imports nothing.
 MODEL_FACTS = (
     "deterministic",
+    "reference",
     "uses_sampler",
     "uses_features",
     "iterative",
@@ -715,7 +716,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     reg.register(
         "popularity",
         "models.baselines:Popularity",
-        facts=_facts("deterministic", "can_score_cold_users", "can_score_cold_items"),
+        facts=_facts("deterministic", "reference", "can_score_cold_users", "can_score_cold_items"),
         description="items ranked by train positive count",
     )
     reg.register(

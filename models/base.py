@@ -118,6 +118,12 @@ class Recommender(ABC):
         True when ``fit`` uses no randomness at all (closed form or counting):
         every seed gives the same scores, so the runner runs such a model
         once and the contract suite checks that two seeds agree exactly.
+    reference : bool
+        True for the baseline that the report compares every other model
+        with (paired tests "against the reference"): the shipped
+        :class:`~models.baselines.Popularity`. The runner records it in each
+        ``runs.csv`` row, so the tables pick the reference by this fact, not
+        by a model's name.
     uses_features : bool
         True when the model can use side features passed to ``fit``.
     iterative : bool
@@ -142,6 +148,7 @@ class Recommender(ABC):
     can_score_cold_items: ClassVar[bool] = False
     uses_sampler: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
+    reference: ClassVar[bool] = False
     uses_features: ClassVar[bool] = False
     iterative: ClassVar[bool] = False
     notes: ClassVar[str] = ""

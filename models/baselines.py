@@ -63,11 +63,14 @@ class Popularity(_FitState):
 
     Ties (items with equal counts, e.g. never-seen items) are left as ties, so
     the metrics' tie policy decides how they rank. It is the reference every
-    cold-start evaluation reports, so it counts as scoring cold users and items.
+    cold-start evaluation reports, so it counts as scoring cold users and items,
+    and the report's reference baseline (``reference``): every other model is
+    compared with it.
     """
 
     uses_sampler: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True
+    reference: ClassVar[bool] = True
     can_score_cold_users: ClassVar[bool] = True
     can_score_cold_items: ClassVar[bool] = True
 

@@ -352,6 +352,8 @@ class Runner:
             "params": json.dumps(params, sort_keys=True, default=str),
             "uses_sampler": bool(model.uses_sampler),
             "deterministic": bool(model.deterministic),
+            # The report's reference baseline: a fact of the class, not of its name.
+            "reference": bool(type(model).reference),
             "notes": model.notes,
             "fit_scaling": getattr(model, "fit_scaling", ""),
         }
