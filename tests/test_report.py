@@ -27,6 +27,7 @@ from bench.results.report import (
     scale_figure,
     write_report,
 )
+from models.baselines import EASE, Popularity
 
 HAVE_IMPLICIT = importlib.util.find_spec("implicit") is not None
 MAIN = ("auc", "precision@10", "recall@10", "map@10", "ndcg@10", "mrr")
@@ -57,9 +58,9 @@ def make_registry() -> Registry:
     return reg
 
 
-def run_folder(folder: Path, specs: list[RunSpec]) -> Path:
+def run_folder(folder: Path, specs: list[RunSpec], registry: Registry | None = None) -> Path:
     """What ``rsbench run`` does, with the real runner and result store."""
-    runner = Runner(make_registry(), loader=loader)
+    runner = Runner(make_registry() if registry is None else registry, loader=loader)
     store = ResultStore(folder)
     store.write_manifest(
         {
@@ -209,7 +210,7 @@ def test_paired_comparisons_are_holm_corrected_t_tests(folder, written):
     per_user = load_results(folder)["per_user"]
     runs = load_results(folder)["runs"]
     ok = runs[runs["status"] == "ok"]
-    vs_pop = paired[(paired["against"] == "popularity") & (paired["metric"] == "auc")]
+    vs_pop = paired[(paired["against"] == "reference") & (paired["metric"] == "auc")]
     others = [label for label in labels_of(folder) if label != "popularity"]
     assert vs_pop["label"].tolist() == others
     means = {
@@ -468,6 +469,44 @@ def test_committed_baselines_report_consistent_statistics(name, tmp_path):
     assert_consistent(report)
     runs = load_results(folder)["runs"]
     assert set(report.quality["label"]) == set(runs.loc[runs["status"] == "ok", "label"])
+    # Written before runs.csv recorded the reference fact: popularity is the reference.
+    assert "reference" not in runs
+    vs_reference = report.paired[report.paired["against"] == "reference"]
+    assert set(vs_reference["reference"]) == {"popularity"}
+    assert "Against the popularity baseline:" in report.markdown
+
+
+class Anchor(EASE):
+    """A reference baseline that is not named popularity."""
+
+    reference = True
+
+
+class NotTheReference(Popularity):
+    """Named popularity below, but its class says it is not the reference."""
+
+    reference = False
+
+
+def test_the_reference_is_the_class_fact_the_runner_records(tmp_path):
+    reg = Registry()
+    reg.register_class(Anchor, "anchor")
+    reg.register_class(NotTheReference, "popularity")
+    reg.register("random", "models.baselines:RandomModel")
+    specs = [spec("popularity", 0), spec("anchor", 0), spec("random", 0), spec("random", 1)]
+    folder = run_folder(tmp_path / "res", specs, reg)
+    runs = load_results(folder)["runs"].set_index("label")
+    assert runs["reference"].astype(str).to_dict() == {
+        "popularity": "False",
+        "anchor": "True",
+        "random": "False",
+    }
+    report = build_report(folder, n_boot=200)
+    vs_reference = report.paired[report.paired["against"] == "reference"]
+    assert set(vs_reference["reference"]) == {"anchor"}
+    assert set(vs_reference["label"]) == {"popularity", "random"}
+    assert "Against the anchor baseline:" in report.markdown
+    assert "Against the popularity baseline" not in report.markdown
 
 
 def test_names_and_parameters_with_markdown_and_html_are_escaped(folder, tmp_path):

@@ -181,3 +181,35 @@ def test_model_facts_read_the_columns_and_say_unknown_for_old_folders():
     )
     old = tables.model_facts(_runs([("p", 0)])).iloc[0]
     assert old["uses_sampler"] == "unknown" and old["deterministic"] == "unknown"
+
+
+def test_the_reference_is_the_recorded_class_fact():
+    runs = _runs([("popularity", 0), ("ease", 0), ("ease:big", 0)])
+    runs["reference"] = [False, True, True]  # as the runner records it
+    assert tables.reference_runs(runs)["label"].tolist() == ["ease", "ease:big"]
+    assert tables.reference_label(runs) == "ease"  # the bare name first
+    runs["reference"] = ["False", "False", "True"]  # as runs.csv may read back
+    assert tables.reference_label(runs) == "ease:big"
+    runs["reference"] = False
+    assert tables.reference_runs(runs).empty and tables.reference_label(runs) is None
+
+
+def test_folders_without_the_reference_column_fall_back_to_popularity():
+    runs = _runs([("ease", 0), ("popularity:x", 0), ("popularity", 0), ("popularity", 1)])
+    assert "reference" not in runs
+    assert tables.reference_runs(runs)["run_id"].tolist() == [
+        "popularity:x0",
+        "popularity0",
+        "popularity1",
+    ]
+    assert tables.reference_label(runs) == "popularity"
+    assert tables.reference_label(_runs([("ease", 0)])) is None
+    # Rows without a value (older rows beside newer ones) fall back row by row.
+    runs["reference"] = [True, None, np.nan, np.nan]
+    assert tables.reference_runs(runs)["run_id"].tolist() == [
+        "ease0",
+        "popularity:x0",
+        "popularity0",
+        "popularity1",
+    ]
+    assert tables.reference_label(runs) == "ease"

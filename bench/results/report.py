@@ -325,18 +325,19 @@ def _paired_section(doc: Doc, paired: pd.DataFrame) -> None:
         "users",
     ]
     numeric = [False, False, False, True, True, True, True, True, False, True, True]
-    for against, title in (
-        ("popularity", "Against the popularity baseline"),
-        ("best", "Against the best model of each metric"),
-    ):
+    for against in ("reference", "best"):
         part = paired[paired["against"] == against]
         if part.empty:
-            if against == "popularity":
+            if against == "reference":
                 doc.para(
                     "No popularity baseline in this group: add popularity to the run, it "
                     "is a strong baseline under per-user metrics."
                 )
             continue
+        if against == "reference":  # its label (tables.reference_label), e.g. popularity
+            title = f"Against the {part['reference'].iloc[0]} baseline"
+        else:
+            title = "Against the best model of each metric"
         doc.para(f"{title}:")
         doc.table(
             header,

@@ -62,9 +62,10 @@ __all__ = [
     "paired_tables",
     "pareto_front",
     "pareto_points",
-    "popularity_label",
     "preset_differences",
     "quality_summary",
+    "reference_label",
+    "reference_runs",
     "run_identity",
     "scaling_exponent",
     "timing_grade_runs",
@@ -236,15 +237,37 @@ def headline_metrics(
     ]
 
 
-def popularity_label(runs: pd.DataFrame) -> str | None:
-    """The label of the popularity baseline among ``runs`` (its bare name first), if any."""
-    if "model" not in runs:
-        return None
-    labels = runs.loc[runs["model"].astype(str) == "popularity", "label"].astype(str)
-    labels = labels.drop_duplicates().tolist()
+def reference_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the reference baseline: their model class declares ``reference = True``.
+
+    The runner records that class fact in the ``reference`` column of every run row.
+    A row without it (a folder written before the column existed, such as the
+    committed baselines) falls back to the model named ``popularity``, the only
+    reference rsbench shipped then. This is the one place that name is tested.
+    """
+    flags = runs["reference"] if "reference" in runs else pd.Series(pd.NA, index=runs.index)
+    models = runs["model"] if "model" in runs else pd.Series("", index=runs.index)
+    mask = [
+        model == "popularity" if _missing(flag) or flag is pd.NA else _true(flag)
+        for flag, model in zip(flags.tolist(), models.astype(str).tolist())
+    ]
+    return runs[np.asarray(mask, dtype=bool)]
+
+
+def _true(value: Any) -> bool:
+    # From CSV: booleans or "True"/"False" (as in the other fact columns).
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
+def reference_label(runs: pd.DataFrame) -> str | None:
+    """The label of the reference baseline among ``runs`` (a bare model name first), if any."""
+    reference = reference_runs(runs)
+    labels = reference["label"].astype(str).drop_duplicates().tolist()
     if not labels:
         return None
-    return "popularity" if "popularity" in labels else labels[0]
+    models = set(reference["model"].astype(str)) if "model" in reference else set()
+    bare = [label for label in labels if label in models]
+    return bare[0] if bare else labels[0]
 
 
 # -- per-user means -----------------------------------------------------------------
@@ -587,19 +610,19 @@ def paired_tables(
     *,
     alpha: float = ALPHA,
 ) -> pd.DataFrame:
-    """Every label against the best label of each metric and against popularity.
+    """Every label against the best label of each metric and against the reference baseline.
 
     Returns :func:`paired_summary` rows with an ``against`` column
-    (``"best"`` or ``"popularity"``).
+    (``"best"`` or ``"reference"``: :func:`reference_label`, e.g. popularity).
     """
     means = means_by_label(group.runs, per_user, metrics)
     if len(means) < 2:
         return pd.DataFrame(columns=[*PAIRED_COLUMNS, "against"])
     frames = [paired_summary(means, best_labels(quality), alpha=alpha).assign(against="best")]
-    popularity = popularity_label(group.runs)
-    if popularity is not None:
-        refs = {m: popularity for m in metrics}
-        frames.append(paired_summary(means, refs, alpha=alpha).assign(against="popularity"))
+    reference = reference_label(group.runs)
+    if reference is not None:
+        refs = {m: reference for m in metrics}
+        frames.append(paired_summary(means, refs, alpha=alpha).assign(against="reference"))
     return pd.concat(frames, ignore_index=True)
 
 
