@@ -21,7 +21,8 @@ The checks (``AssertionError`` naming the broken rule when one fails):
   user ids raise ``ValueError``;
 * the same seed gives the same scores; another seed gives other scores unless
   the class declares ``deterministic = True``, and then exactly the same ones;
-* the facts ``deterministic`` and ``uses_sampler`` are bools;
+* the facts the driver reads (``bench.registry.MODEL_FACTS``: ``deterministic``,
+  ``uses_sampler``, ``reference``...) are bools;
 * impossible ``epochs`` raise ``ValueError`` (for models that have epochs).
 """
 
@@ -181,7 +182,9 @@ def check_recommender(
         other = fit(instance.clone(), seed + 1).score(users)
         if not np.array_equal(other, scores):
             raise _fail(cls, "declares deterministic = True but another seed gave other scores")
-    for fact in ("deterministic", "uses_sampler"):
+    from bench.registry import MODEL_FACTS
+
+    for fact in MODEL_FACTS:  # deterministic, uses_sampler, reference...: what the driver reads
         if not isinstance(getattr(cls, fact, False), bool):
             raise _fail(cls, f"class attribute {fact} must be a bool")
 
