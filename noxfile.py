@@ -294,6 +294,34 @@ def tests(session: nox.Session) -> None:
         session.error("the parallel part of the test suite failed (see above)")
 
 
+#: The top-level modules of the optional frameworks' extras (``keras``, ``torch``,
+#: ``lightfm``, ``implicit``, ``ray``) that ``tests-core`` hides from the tests.
+OPTIONAL_FRAMEWORKS = ("tensorflow", "keras", "torch", "lightfm", "implicit", "ray")
+#: Holds the ``sitecustomize.py`` that blocks them (see its docstring).
+CORE_ONLY = ROOT / "tests" / "core_only"
+
+
+@nox.session(name="tests-core", venv_backend="none")
+def tests_core(session: nox.Session) -> None:
+    """Run the fast tests as if only the core dependencies were installed.
+
+    The same shared environment as ``tests``, with the optional frameworks'
+    imports blocked (``tests/core_only/sitecustomize.py``, first on
+    ``PYTHONPATH``, also in the processes the tests spawn): a test that needs
+    one must skip, not fail. posargs replace the pytest arguments.
+    """
+    env = install(session)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(CORE_ONLY), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    env["RSBENCH_BLOCK_IMPORTS"] = ",".join(OPTIONAL_FRAMEWORKS)
+    args = session.posargs or [
+        "-q", "-m", "not slow and not realdata", "-n", "2", "--dist", "loadgroup",
+        "-p", "no:cacheprovider",
+    ]  # fmt: skip
+    run(session, env, "pytest", *args)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check lint and formatting with ruff."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -30,6 +31,14 @@ from bench.execution.tuning import (
 from bench.interactions import Interactions
 
 TORCH = {"name": "torch-bilinear", "preset": "fast", "epochs": 2}
+#: torch-bilinear is the iterative, stochastic model of these studies where torch is
+#: installed; without it they run on the core models alone.
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def with_torch(models: list) -> list:
+    """``models``, plus torch-bilinear (:data:`TORCH`) where torch is installed."""
+    return [*models, TORCH] if HAVE_TORCH else list(models)
 
 
 def make_config(models, *, seeds=(0, 1), dataset_options=None, isolate=True, **tune_opts):
@@ -179,6 +188,13 @@ def test_config_needs_exactly_one_budget_and_a_known_objective():
 
 
 def test_space_overrides_fixed_params_and_out_of_space_presets():
+    bad = make_config(
+        [{"name": "ease", "space": {"l2": {"type": "float", "low": 1.0, "high": 10.0}}}],
+        budget_trials=2,
+    )
+    with pytest.raises(ValueError, match=r"l2=500\.0, outside its search space"):
+        build_targets(bad)
+    pytest.importorskip("torch")
     config = make_config(
         [
             {"name": "ease", "space": {"l2": {"type": "float", "low": 10.0, "high": 1000.0}}},
@@ -190,21 +206,16 @@ def test_space_overrides_fixed_params_and_out_of_space_presets():
     assert ease.space.to_dict() == {"l2": {"type": "float", "low": 10.0, "high": 1000.0}}
     assert "latent_dim" not in torch.space.names() and "epochs" not in torch.space.names()
     assert torch.default_values()["learning_rate"] == 50.0
-    bad = make_config(
-        [{"name": "ease", "space": {"l2": {"type": "float", "low": 1.0, "high": 10.0}}}],
-        budget_trials=2,
-    )
-    with pytest.raises(ValueError, match=r"l2=500\.0, outside its search space"):
-        build_targets(bad)
 
 
 # -- budgets, resumption, determinism ------------------------------------------------------------
 def test_equal_trial_budget_default_first_and_tiny_space(tmp_path):
-    config = make_config(["popularity", "ease", TORCH], budget_trials=4)
+    config = make_config(with_torch(["popularity", "ease"]), budget_trials=4)
     studies = run_studies(config, tmp_path)
     counted = counted_trials(tmp_path)
     per_model = counted.groupby("model").size().to_dict()
-    assert per_model == {"ease": 4, "torch-bilinear:fast": 4, "popularity": 1}
+    torch = {"torch-bilinear:fast": 4} if HAVE_TORCH else {}
+    assert per_model == {"ease": 4, **torch, "popularity": 1}
     for target, study in studies:
         first = study.trials[0]
         assert first.user_attrs["default"] and first.params == target.default_values()
@@ -226,7 +237,7 @@ def test_rerun_resumes_and_stops_exactly_at_the_budget(tmp_path):
 
 def test_seconds_budget_no_trial_starts_once_spent(tmp_path):
     budget = 0.6
-    run_studies(make_config(["ease", TORCH], budget_seconds=budget), tmp_path)
+    run_studies(make_config(with_torch(["ease"]), budget_seconds=budget), tmp_path)
     counted = counted_trials(tmp_path)
     for model, group in counted.groupby("model"):
         seconds = group.sort_values("trial")["seconds"].to_numpy()
@@ -238,7 +249,7 @@ def test_seconds_budget_no_trial_starts_once_spent(tmp_path):
 
 def test_same_seed_same_trials_and_best_params(tmp_path):
     def params_of(folder, seed):
-        run_studies(make_config(["ease", TORCH], budget_trials=6, seed=seed), folder)
+        run_studies(make_config(with_torch(["ease"]), budget_trials=6, seed=seed), folder)
         trials = counted_trials(folder)
         summary = pd.read_csv(folder / "tuning_summary.csv", keep_default_na=False)
         return trials["params"].tolist(), summary["best_params"].tolist()
@@ -249,7 +260,7 @@ def test_same_seed_same_trials_and_best_params(tmp_path):
 
 
 def test_best_trial_value_is_reproduced_by_refitting_its_params(tmp_path):
-    config = make_config(["ease", TORCH], budget_trials=5)
+    config = make_config(with_torch(["ease"]), budget_trials=5)
     studies = run_studies(config, tmp_path)
     trials = counted_trials(tmp_path)
     for target, _ in studies:
@@ -262,6 +273,7 @@ def test_best_trial_value_is_reproduced_by_refitting_its_params(tmp_path):
 
 
 def test_pruned_trials_count_their_seconds(tmp_path):
+    pytest.importorskip("torch")  # pruning needs a model with epochs
     config = make_config(
         [{"name": "torch-bilinear", "preset": "fast", "epochs": 8}],
         budget_trials=10,
@@ -309,18 +321,19 @@ def test_no_test_access_while_tuning_then_final_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(tune_module, "run_studies", guarded_run_studies)
     # In-process final runs: the guarded loader sees every load (the driver itself
     # loads no test data; isolated runs would load it in their own processes).
-    config = make_config(["popularity", "ease", TORCH], budget_trials=3, isolate=False)
+    config = make_config(with_torch(["popularity", "ease"]), budget_trials=3, isolate=False)
     studies, (done, failed) = tune(config, tmp_path, loader=loader)
     # Every trial completed, so no trial was refused its data; test came only after.
     for _, study in studies:
         assert {trial_state(t) for t in study.trials} == {"complete"}
     assert {stage for stage, tuning in loader.calls if tuning} == {"validation"}
     assert ("test", False) in loader.calls
-    # popularity: tuned = default (empty space), so 2 + 2x2 + 2x2 runs.
-    assert (done, failed) == (10, 0)
+    # popularity: tuned = default (empty space), so 2 + 2x2 (+ 2x2 for torch-bilinear) runs.
+    assert (done, failed) == (10 if HAVE_TORCH else 6, 0)
     runs = pd.read_csv(tmp_path / "runs.csv", keep_default_na=False)
     tuned = runs[runs["tuned"].astype(str) == "True"]
-    assert sorted(set(tuned["label"])) == ["ease (tuned)", "torch-bilinear:fast (tuned)"]
+    torch = ["torch-bilinear:fast (tuned)"] if HAVE_TORCH else []
+    assert sorted(set(tuned["label"])) == ["ease (tuned)", *torch]
     assert tuned["study"].str.contains("@synthetic-random-").all()
     assert (runs.loc[runs["tuned"].astype(str) == "False", "study"] == "").all()
     best = pd.read_csv(tmp_path / "tuning_summary.csv", keep_default_na=False).set_index("model")
