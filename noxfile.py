@@ -308,7 +308,8 @@ def tests_core(session: nox.Session) -> None:
     The same shared environment as ``tests``, with the optional frameworks'
     imports blocked (``tests/core_only/sitecustomize.py``, first on
     ``PYTHONPATH``, also in the processes the tests spawn): a test that needs
-    one must skip, not fail. posargs replace the pytest arguments.
+    one must skip, not fail. The `serial` tests (wall-clock bounds, signals) are left to
+    ``tests``. posargs replace the pytest arguments.
     """
     env = install(session)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -316,7 +317,7 @@ def tests_core(session: nox.Session) -> None:
     )
     env["RSBENCH_BLOCK_IMPORTS"] = ",".join(OPTIONAL_FRAMEWORKS)
     args = session.posargs or [
-        "-q", "-m", "not slow and not realdata", "-n", "2", "--dist", "loadgroup",
+        "-q", "-m", "not slow and not realdata and not serial", "-n", "2", "--dist", "loadgroup",
         "-p", "no:cacheprovider",
     ]  # fmt: skip
     run(session, env, "pytest", *args)
