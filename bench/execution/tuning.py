@@ -1206,28 +1206,27 @@ def tune(
     registry = registry if registry is not None else default_registry()
     targets = build_targets(config, registry)
     execution = config.experiment.execution
-    if phase in ("all", "tune") and execution["executor"] != "local":
-        from bench.execution.executors import make_executor, options_for
-
-        workers = execution["jobs"]  # study workers: --jobs of them, on process or Ray
-        options = options_for(execution["executor"], dict(execution), "tune")
-        runner = Runner(curves=False)
-        with make_executor(execution["executor"], runner, command="tune", **options) as executor:
-            executor.map_workers(study_worker, workers, config, str(out))
-        log.info("tuning done by %d worker(s) on %s", workers, execution["executor"])
-        studied = True
-    else:
-        studied = False
-    if phase in ("all", "tune") and not studied:
+    tune_now = phase in ("all", "tune")
+    if tune_now and execution["executor"] == "local":
+        # Here, in this process (run_studies writes the trial tables as it goes).
         studies = run_studies(config, out, registry=registry, loader=loader, targets=targets)
     else:
+        if tune_now:
+            from bench.execution.executors import make_executor, options_for
+
+            workers = execution["jobs"]  # study workers: --jobs of them, on process or Ray
+            options = options_for(execution["executor"], dict(execution), "tune")
+            runner = Runner(curves=False)
+            with make_executor(
+                execution["executor"], runner, command="tune", **options
+            ) as executor:
+                executor.map_workers(study_worker, workers, config, str(out))
+            log.info("tuning done by %d worker(s) on %s", workers, execution["executor"])
         storage = open_storage(config.storage or default_storage_url(out))
         studies = [(t, open_study(t, storage, config)) for t in targets]
+        _write_tables(Path(out), config, studies)
     if phase == "tune":
-        if studied:
-            _write_tables(Path(out), config, studies)
         return studies, (0, 0)
-    _write_tables(Path(out), config, studies)
     probe = Runner(registry, loader=loader, curves=False)
     rules = {
         t.label: probe.dataset(t.base).summary().get("validation_rule", "") for t, _ in studies
